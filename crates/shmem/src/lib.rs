@@ -1,0 +1,45 @@
+//! Named shared memory for Linux with the lifetime of a Windows named file mapping, and a
+//! consistent value on top of it.
+//!
+//! - [`Segment`]: a named segment in `/dev/shm` (or any tmpfs), created or opened by name. The
+//!   opener learns whether it created the segment. A *transient* segment (the default) is freed
+//!   when the last process that has it open detaches, by drop, exit or crash; a *persistent*
+//!   one stays until removed. See `segment.rs` for the protocol and why every race is safe.
+//! - [`Value`]: a byte string shared between processes. Readers never see a torn value, never
+//!   block and never write; a writer that crashes never wedges the others; waiting for a change
+//!   sleeps on a futex.
+//! - [`admin`]: list, inspect, remove and collect segments (what the `shmem` tool shows).
+//!
+//! ```
+//! use shmem::Value;
+//!
+//! let name = format!("doc-example-{}", std::process::id());
+//! let v = Value::open(&name, 4096)?; // transient: freed when the last user lets go
+//! assert!(v.created());
+//! v.set_str("This is a test string")?;
+//! assert_eq!(v.get_string()?.0, "This is a test string");
+//! # Ok::<(), shmem::Error>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod admin;
+mod copy;
+mod error;
+mod header;
+mod name;
+mod segment;
+mod sys;
+mod value;
+mod wlock;
+
+pub use error::{Error, Result};
+pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};
+pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
+pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
+pub use value::{Value, ValueBuilder};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

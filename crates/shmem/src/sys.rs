@@ -1,0 +1,121 @@
+//! The few system calls that rustix does not wrap the way we need, and the mapping type.
+//!
+//! Everything `unsafe` about the operating system lives here (the shared-memory atomics live in
+//! `copy.rs`, `header.rs` and `value.rs`). Each function states the syscall it makes.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+
+use rustix::io::Errno;
+
+/// The kind of open-file-description lock to take on the segment's first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    /// `F_RDLCK`: held by every attached handle.
+    Shared,
+    /// `F_WRLCK`: held by whoever proves it is alone (to initialise or to unlink).
+    Exclusive,
+}
+
+/// `fcntl(fd, F_OFD_SETLK or F_OFD_SETLKW, {type, SEEK_SET, 0, 1})`.
+///
+/// Open file description locks belong to the description, not to the process: two handles in
+/// one process conflict with each other, a forked child shares its parent's lock, and the kernel
+/// drops the lock when the last descriptor of the description is closed (also at a crash).
+/// Converting an existing lock to another type is atomic (the kernel replaces it in place).
+///
+/// With `wait == false`, returns `Ok(false)` when a conflicting lock is held.
+pub(crate) fn ofd_lock(fd: BorrowedFd<'_>, kind: LockKind, wait: bool) -> Result<bool, Errno> {
+    let l_type = match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+    };
+    // SAFETY: `flock` is plain old data; all-zero is a valid value that we then fill in.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required to be 0 for OFD locks
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: `fd` is a valid open descriptor for the duration of the call (it is borrowed),
+        // and `fl` is a valid `struct flock` that outlives the call.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e =
+            Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        match e {
+            Errno::INTR => continue,
+            Errno::AGAIN | Errno::ACCESS if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// A shared, read-write mapping of a whole segment file. Unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes; every access to it goes
+// through atomics or the sound copy routines, so sharing the pointer between threads is fine.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: no access through `&Mapping` creates a Rust reference to racy bytes.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)`.
+    ///
+    /// The caller has checked with `fstat` that the file is at least `len` bytes long, so no
+    /// page of the mapping lies past the end of the file (which would raise SIGBUS).
+    pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> Result<Mapping, Errno> {
+        use rustix::mm::{mmap, MapFlags, ProtFlags};
+        if len == 0 {
+            return Err(Errno::INVAL);
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks cannot alias any existing Rust
+        // object; the memory is only ever accessed through raw pointers and atomics.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd.as_fd(),
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::INVAL)?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The first byte of the mapping.
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The length mapped, in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what `mmap` returned and nothing borrows the memory
+        // past the life of `self`. A failure of `munmap` (EINVAL only, for bad arguments) cannot
+        // happen with these values and there would be nothing useful to do about it in `drop`.
+        unsafe {
+            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
