@@ -394,6 +394,8 @@ impl Builder {
             Err(e)
         };
         match rfs::fstatfs(fd) {
+            // `f_type` is i64 here but another integer type on other architectures.
+            #[allow(clippy::unnecessary_cast)]
             Ok(s) if s.f_type as i64 == TMPFS_MAGIC || s.f_type as i64 == HUGETLBFS_MAGIC => {}
             Ok(_) => {
                 return fail(Error::Io {

@@ -173,7 +173,7 @@ impl ValueBuilder {
 
     fn finish(&self, seg: Segment) -> Result<Value> {
         let data = seg.data_len();
-        let slots = data.checked_sub(OVERHEAD).unwrap_or(0);
+        let slots = data.saturating_sub(OVERHEAD);
         if data < OVERHEAD + 2 * SLOT_ALIGN || slots % (2 * SLOT_ALIGN) != 0 {
             return Err(Error::Corrupt {
                 name: seg.name().to_owned(),
