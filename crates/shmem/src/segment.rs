@@ -239,7 +239,7 @@ impl Builder {
                     self.data_len
                 ))
             })?;
-        if self.data_len == 0 && mode != OpenMode::OpenExisting {
+        if self.data_len == 0 && mode == OpenMode::CreateNew {
             return Err(invalid("a size of 0 bytes cannot be created".into()));
         }
         Ok(total)
@@ -372,11 +372,18 @@ impl Builder {
             }
         } else {
             // Nobody holds it: whatever is here is a dead generation (or a fresh empty file).
-            if mode == OpenMode::OpenExisting {
+            if mode == OpenMode::OpenExisting || self.data_len == 0 {
                 let _ = rfs::unlink(self.path());
-                return Err(Error::NotFound {
+                if mode == OpenMode::OpenExisting {
+                    return Err(Error::NotFound {
+                        name: self.name.clone(),
+                        dir: self.dir.clone(),
+                    });
+                }
+                return Err(Error::InvalidSize {
                     name: self.name.clone(),
-                    dir: self.dir.clone(),
+                    reason: "the segment does not exist and a size of 0 bytes cannot be created"
+                        .into(),
                 });
             }
             self.initialise(fd, kind, total)?;
@@ -578,6 +585,11 @@ impl Segment {
     /// The lifetime its creator chose.
     pub fn lifetime(&self) -> Lifetime {
         self.header.lifetime
+    }
+
+    /// The file's device and inode numbers: the identity of this generation of the segment.
+    pub fn file_id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
     }
 
     /// The header as validated when this handle attached.

@@ -73,6 +73,15 @@ const SLOT_ALIGN: usize = 64;
 
 /// How long a reader retries before it reports that it found no consistent value.
 const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// How long one inconsistent state may stay unchanged before a reader calls it corrupt.
+const STUCK_LIMIT: Duration = Duration::from_millis(20);
+
+/// A reader's retry state.
+struct Backoff {
+    started: Option<Instant>,
+    seen: Option<(u64, u64)>,
+    stuck_since: Option<Instant>,
+}
 /// How long a writer waits for the lock by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -282,7 +291,11 @@ impl Value {
     /// small, returns [`Error::BufferTooSmall`] with the length needed and copies nothing.
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let ctrl = self.ctrl();
-        let mut started: Option<Instant> = None;
+        let mut state = Backoff {
+            started: None,
+            seen: None,
+            stuck_since: None,
+        };
         let mut attempt = 0u32;
         loop {
             let v = ctrl.version.load(Ordering::Acquire);
@@ -313,7 +326,7 @@ impl Value {
                 }
             }
             attempt += 1;
-            self.backoff(attempt, &mut started)?;
+            self.backoff(attempt, (v, q1), &mut state)?;
         }
     }
 
@@ -407,19 +420,36 @@ impl Value {
         len.min(self.capacity as u64) as usize
     }
 
-    /// Spins, then yields, then gives up after [`READ_DEADLINE`].
-    fn backoff(&self, attempt: u32, started: &mut Option<Instant>) -> Result<()> {
+    /// Spins, then yields; gives up when the same inconsistent state (`seen` = version and
+    /// slot sequence) persists for [`STUCK_LIMIT`], which no live writer can cause (it never
+    /// writes the published slot), or after [`READ_DEADLINE`] in all.
+    fn backoff(&self, attempt: u32, seen: (u64, u64), state: &mut Backoff) -> Result<()> {
         if attempt < 64 {
             std::hint::spin_loop();
             return Ok(());
         }
-        let t0 = *started.get_or_insert_with(Instant::now);
-        if t0.elapsed() > READ_DEADLINE {
+        let now = Instant::now();
+        let t0 = *state.started.get_or_insert(now);
+        if state.seen != Some(seen) {
+            state.seen = Some(seen);
+            state.stuck_since = Some(now);
+        }
+        let stuck = state
+            .stuck_since
+            .is_some_and(|t| now.duration_since(t) > STUCK_LIMIT);
+        if stuck || now.duration_since(t0) > READ_DEADLINE {
             return Err(Error::Corrupt {
                 name: self.name().to_owned(),
                 reason: format!(
-                    "no consistent value after {attempt} attempts in {READ_DEADLINE:?}: the \
-                     control block or slots hold inconsistent data"
+                    "no consistent value after {attempt} attempts: version {} and its slot's \
+                     sequence {} {}",
+                    seen.0,
+                    seen.1,
+                    if stuck {
+                        "do not form a valid state"
+                    } else {
+                        "keep changing"
+                    }
                 ),
             });
         }
