@@ -487,8 +487,9 @@ impl Builder {
                 ),
             });
         }
-        rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockShared)
-            .map_err(|e| self.err("flock", e))?;
+        // Only tells tools our pid (see the module docs); the protocol never depends on it, so
+        // a failure (someone holding an exclusive flock) is not an error.
+        let _ = rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockShared);
         Ok(Some(Segment {
             name: self.name.clone(),
             dir: self.dir.clone(),
