@@ -32,6 +32,7 @@ fn main() {
         }
         ["waiter", dir, name, since, timeout_ms] => waiter(dir, name, num(since), num(timeout_ms)),
         ["scribble", file, seed, iters] => scribble(file, num(seed), num(iters)),
+        ["fd-limit", dir, name] => fd_limit(dir, name),
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -321,4 +322,31 @@ fn scribble(file: &str, seed: u64, iters: u64) -> Res {
     }
     println!("done");
     Ok(())
+}
+
+/// `fd-limit DIR NAME`: lowers the open-files limit a little above what is open, then opens
+/// segments `NAME-0`, `NAME-1`, ... until one fails, and prints that error.
+fn fd_limit(dir: &str, name: &str) -> Res {
+    let open_now = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    let limit = rustix::process::Rlimit {
+        current: Some(open_now + 4),
+        maximum: rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+    let mut held = Vec::new();
+    for i in 0..64 {
+        match Segment::builder(&format!("{name}-{i}"))
+            .dir(dir)
+            .size(64)
+            .open()
+        {
+            Ok(seg) => held.push(seg),
+            Err(e) => {
+                println!("opened={} error={e}", held.len());
+                drop(held);
+                return Ok(());
+            }
+        }
+    }
+    Err("the open-files limit was never reached".into())
 }
