@@ -8,6 +8,9 @@
 //!   on drop, with line-by-line reading of its output under a deadline.
 //! - [`wait_for`]: waits for a condition with a deadline (tests never sleep to wait for events).
 
+pub mod roles;
+pub mod soak;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -106,8 +109,12 @@ impl Proc {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut child = Command::new(helper_path())
-            .args(args)
+        Proc::spawn_cmd(Command::new(helper_path()).args(args))
+    }
+
+    /// Starts a prepared command with piped stdin and stdout.
+    pub fn spawn_cmd(cmd: &mut Command) -> Proc {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -12,6 +12,9 @@
 //!   hands the lock to us. If the word names a thread that no longer exists (the holder was
 //!   killed with nobody waiting), the kernel answers `ESRCH`, and we take the lock over with
 //!   `CAS(dead word -> tid)`; two contenders doing that race on the CAS, so one wins.
+//!   If the holder died while others were queued in the kernel, the kernel hands the lock to
+//!   one of them; until that one has written its tid, `FUTEX_LOCK_PI` answers `EINVAL` to
+//!   newcomers, who yield and retry (bounded by the deadline).
 //! - **Unlock**: `CAS(tid -> 0)` (Release); if the kernel set `FUTEX_WAITERS`, the CAS fails and
 //!   `FUTEX_UNLOCK_PI` hands the lock to the next waiter.
 //!
@@ -81,6 +84,17 @@ pub(crate) fn lock(word: &AtomicU32, timeout: Duration) -> Result<Guard<'_>, Loc
                 }
             }
             Err(Errno::TIMEDOUT) => return Err(LockError::Timeout),
+            // The holder died while others were queued in the kernel: the kernel has released
+            // its state and is handing the lock to one of them, who will write its tid into
+            // the word; until then the word still names the dead holder without
+            // `FUTEX_OWNER_DIED` (only glibc's robust list would set it), and the kernel answers
+            // EINVAL. It is transient: let the new holder run, and retry until the deadline.
+            Err(Errno::INVAL) => {
+                if past(&deadline) {
+                    return Err(LockError::Timeout);
+                }
+                std::thread::yield_now();
+            }
             Err(Errno::DEADLK) => return Err(LockError::Corrupt(word.load(Ordering::Relaxed))),
             Err(Errno::INTR) | Err(Errno::AGAIN) => {}
             Err(e) => return Err(LockError::Sys(e)),
@@ -100,6 +114,12 @@ impl Drop for Guard<'_> {
             let _ = futex::unlock_pi(self.word, futex::Flags::empty());
         }
     }
+}
+
+/// Whether the `CLOCK_REALTIME` deadline has passed.
+fn past(deadline: &futex::Timespec) -> bool {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    (now.tv_sec, now.tv_nsec) >= (deadline.tv_sec, deadline.tv_nsec)
 }
 
 /// An absolute `CLOCK_REALTIME` deadline, as `FUTEX_LOCK_PI` wants it.

@@ -1,0 +1,355 @@
+//! The roles a helper process plays in shmem's multi-process tests and in the soak: the
+//! "other process". `shmem-helper ROLE ARGS...` and `shmem-soak role ROLE ARGS...` both run
+//! [`run`].
+//!
+//! Each role takes positional arguments, reports on stdout one line per event (tests read
+//! them with a deadline), and exits 0 on success, 1 when it saw a violation of an invariant
+//! (the line starting with `VIOLATION` says which), 2 on bad usage.
+
+use std::io::BufRead;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{checked_value, verify_value, Rng};
+use shmem::{Lifetime, Segment, Value};
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs the role named by `args[0]` and exits the process with its status.
+pub fn run(args: &[String]) -> ! {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = match a.as_slice() {
+        ["hold", dir, name, size, rest @ ..] => hold(dir, name, size.parse().unwrap_or(0), rest),
+        ["read", dir, name, len] => read(dir, name, len.parse().unwrap_or(0)),
+        ["churn", dir, name, iters, seed] => churn(dir, name, num(iters), num(seed)),
+        ["fork", dir, name, order] => fork(dir, name, order),
+        ["writer", dir, name, cap, millis, seed] => {
+            writer(dir, name, num(cap) as usize, num(millis), num(seed))
+        }
+        ["reader", dir, name, cap, millis] => reader(dir, name, num(cap) as usize, num(millis)),
+        ["crash-writer", dir, name, cap, seed] => {
+            crash_writer(dir, name, num(cap) as usize, num(seed))
+        }
+        ["waiter", dir, name, since, timeout_ms] => waiter(dir, name, num(since), num(timeout_ms)),
+        ["scribble", file, seed, iters] => scribble(file, num(seed), num(iters)),
+        ["fd-limit", dir, name] => fd_limit(dir, name),
+        _ => {
+            eprintln!("shmem-helper: bad arguments {args:?}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = r {
+        println!("ERROR {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
+}
+
+fn num(s: &str) -> u64 {
+    s.parse().unwrap_or_else(|_| {
+        eprintln!("shmem-helper: not a number: {s}");
+        std::process::exit(2)
+    })
+}
+
+fn violation(what: String) -> ! {
+    println!("VIOLATION {what}");
+    std::process::exit(1);
+}
+
+/// Blocks until stdin reaches end of file (the test closes it, or dies).
+fn wait_stdin_eof() {
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `hold DIR NAME SIZE [persistent] [write HEX] [mode OCTAL]`: attach, report, hold until
+/// stdin closes.
+fn hold(dir: &str, name: &str, size: usize, rest: &[&str]) -> Res {
+    let mut b = Segment::builder(name).dir(dir).size(size);
+    let mut write = None;
+    let mut it = rest.iter();
+    while let Some(&opt) = it.next() {
+        match opt {
+            "persistent" => b = b.lifetime(Lifetime::Persistent),
+            "write" => write = it.next().copied(),
+            "mode" => b = b.mode(u32::from_str_radix(it.next().unwrap_or(&"600"), 8)?),
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    let seg = b.open()?;
+    if let Some(h) = write {
+        let bytes: Vec<u8> = (0..h.len() / 2)
+            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16))
+            .collect::<Result<_, _>>()?;
+        seg.write(0, &bytes)?;
+    }
+    let mut first = [0u8; 16];
+    let n = first.len().min(seg.data_len());
+    seg.read(0, &mut first[..n])?;
+    println!(
+        "ready created={} pid={} ino={} data={}",
+        seg.created(),
+        std::process::id(),
+        seg.file_id().1,
+        hex(&first[..n])
+    );
+    wait_stdin_eof();
+    drop(seg);
+    println!("detached");
+    Ok(())
+}
+
+/// `read DIR NAME LEN`: open an existing segment and print its first LEN bytes.
+fn read(dir: &str, name: &str, len: usize) -> Res {
+    let seg = Segment::builder(name).dir(dir).open_existing()?;
+    let mut buf = vec![0u8; len];
+    seg.read(0, &mut buf)?;
+    println!("created={} data={}", seg.created(), hex(&buf));
+    Ok(())
+}
+
+/// `churn DIR NAME ITERS SEED`: attach and detach ITERS times at random moments, checking the
+/// lifetime invariants through three counters in the segment:
+/// `[0]` token of the generation (set by its creator), `[8]` number of holders.
+fn churn(dir: &str, name: &str, iters: u64, seed: u64) -> Res {
+    let mut rng = Rng::new(seed);
+    let mut creations = 0u64;
+    for i in 0..iters {
+        let seg = Segment::builder(name).dir(dir).size(64).open()?;
+        let (_, ino) = seg.file_id();
+        // SAFETY: the data area is 64 bytes, page aligned + 64, so offsets 0 and 8 hold aligned
+        // u64s; other processes only access them through atomics too.
+        let token = unsafe { &*seg.as_ptr().cast::<AtomicU64>() };
+        // SAFETY: as above, offset 8.
+        let holders = unsafe { &*seg.as_ptr().add(8).cast::<AtomicU64>() };
+        let mine = (u64::from(std::process::id()) << 32) | (i + 1);
+        let seen = if seg.created() {
+            creations += 1;
+            let mut all = [0u8; 64];
+            seg.read(0, &mut all)?;
+            if all.iter().any(|&b| b != 0) {
+                violation(format!(
+                    "created a segment that is not zero-filled: {}",
+                    hex(&all)
+                ));
+            }
+            if holders
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                violation("a second creator found holders in a new generation".into());
+            }
+            if token
+                .compare_exchange(0, mine, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                violation("two initialisations of one generation".into());
+            }
+            mine
+        } else {
+            holders.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let t = token.load(Ordering::SeqCst);
+                if t != 0 {
+                    break t;
+                }
+                if Instant::now() > deadline {
+                    violation("attached to a generation whose creator never wrote".into());
+                }
+                std::thread::yield_now();
+            }
+        };
+        for _ in 0..rng.below(2000) {
+            std::hint::spin_loop();
+        }
+        if rng.below(4) == 0 {
+            std::thread::yield_now();
+        }
+        let now_ino = std::fs::metadata(seg.path()).map(|m| m.ino());
+        if now_ino.as_ref().ok() != Some(&ino) {
+            violation(format!(
+                "the name left our generation while attached: {now_ino:?}"
+            ));
+        }
+        if token.load(Ordering::SeqCst) != seen {
+            violation("the generation was re-initialised while attached".into());
+        }
+        holders.fetch_sub(1, Ordering::SeqCst);
+        drop(seg);
+    }
+    println!("done attaches={iters} creations={creations}");
+    Ok(())
+}
+
+/// `fork DIR NAME parent-first|child-first`: a forked child inherits the handle; whichever
+/// drops first, the segment must survive until the other drops too.
+fn fork(dir: &str, name: &str, order: &str) -> Res {
+    let v = Value::builder(name).dir(dir).capacity(64).open()?;
+    v.set(b"before fork")?;
+    let path = v.segment().path().to_owned();
+    let (r, w) = rustix::pipe::pipe()?;
+    // SAFETY: this helper is single-threaded here, so the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        // Child: write through the inherited handle (its writer lock uses the child's tid).
+        drop(w);
+        v.set(b"from child")?;
+        if order == "parent-first" {
+            let mut b = [0u8; 1];
+            let _ = rustix::io::read(&r, &mut b); // parent says "dropped"
+        }
+        drop(v);
+        std::process::exit(0);
+    }
+    drop(r);
+    let exists = |p: &PathBuf| p.exists();
+    let mut status = 0;
+    if order == "parent-first" {
+        drop(v);
+        println!("after-first-drop exists={}", exists(&path));
+        rustix::io::write(&w, b"x")?;
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    } else {
+        // SAFETY: as above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let (text, _) = v.get_string()?;
+        println!("child-wrote={text}");
+        println!("after-first-drop exists={}", exists(&path));
+        drop(v);
+    }
+    println!("child-status={status}");
+    println!("after-second-drop exists={}", exists(&path));
+    Ok(())
+}
+
+fn open_value(dir: &str, name: &str, cap: usize) -> Result<Value, shmem::Error> {
+    Value::builder(name).dir(dir).capacity(cap).open()
+}
+
+/// `writer DIR NAME CAP MILLIS SEED`: sets self-checking values of random lengths.
+fn writer(dir: &str, name: &str, cap: usize, millis: u64, seed: u64) -> Res {
+    let v = open_value(dir, name, cap)?;
+    println!("ready");
+    let mut rng = Rng::new(seed);
+    let end = Instant::now() + Duration::from_millis(millis);
+    let mut sets = 0u64;
+    while Instant::now() < end {
+        v.set(&checked_value(&mut rng, cap))?;
+        sets += 1;
+    }
+    println!("done sets={sets}");
+    Ok(())
+}
+
+/// `reader DIR NAME CAP MILLIS`: verifies every read and that versions never go backwards.
+fn reader(dir: &str, name: &str, cap: usize, millis: u64) -> Res {
+    let v = open_value(dir, name, cap)?;
+    println!("ready");
+    let end = Instant::now() + Duration::from_millis(millis);
+    let mut buf = vec![0u8; v.capacity()];
+    let (mut reads, mut last, mut changes) = (0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        let (n, version) = v.get(&mut buf)?;
+        if let Err(e) = verify_value(&buf[..n]) {
+            violation(format!("torn or invalid read at version {version}: {e}"));
+        }
+        if version < last {
+            violation(format!("version went back from {last} to {version}"));
+        }
+        changes += u64::from(version != last);
+        last = version;
+        reads += 1;
+    }
+    println!("done reads={reads} changes={changes} invalid=0 last={last}");
+    Ok(())
+}
+
+/// `crash-writer DIR NAME CAP SEED`: writes until killed.
+fn crash_writer(dir: &str, name: &str, cap: usize, seed: u64) -> Res {
+    let v = open_value(dir, name, cap)?;
+    let mut rng = Rng::new(seed);
+    let values: Vec<Vec<u8>> = (0..16).map(|_| checked_value(&mut rng, cap)).collect();
+    v.set(&values[0])?;
+    println!("ready");
+    for i in 1.. {
+        v.set(&values[i % values.len()])?;
+    }
+    Ok(())
+}
+
+/// `waiter DIR NAME SINCE TIMEOUT_MS`: waits for the version to move past SINCE.
+fn waiter(dir: &str, name: &str, since: u64, timeout_ms: u64) -> Res {
+    let v = Value::builder(name).dir(dir).open_existing()?;
+    println!("waiting");
+    match v.wait_changed(since, Some(Duration::from_millis(timeout_ms))) {
+        Ok(version) => println!("changed {version} {}", v.get_string()?.0),
+        Err(shmem::Error::Timeout { .. }) => println!("timeout"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `scribble FILE SEED ITERS`: writes random bytes over the first 512 bytes (header, control,
+/// slot metadata) and random spots of the file, without changing its size.
+fn scribble(file: &str, seed: u64, iters: u64) -> Res {
+    let f = std::fs::OpenOptions::new().write(true).open(file)?;
+    let len = f.metadata()?.len();
+    let mut rng = Rng::new(seed);
+    println!("ready");
+    for _ in 0..iters {
+        let hot = rng.below(4) != 0;
+        let off = if hot {
+            rng.below(512.min(len))
+        } else {
+            rng.below(len)
+        };
+        let n = (1 + rng.below(16)).min(len - off) as usize;
+        let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+        f.write_at(&bytes, off)?;
+    }
+    println!("done");
+    Ok(())
+}
+
+/// `fd-limit DIR NAME`: lowers the open-files limit a little above what is open, then opens
+/// segments `NAME-0`, `NAME-1`, ... until one fails, and prints that error.
+fn fd_limit(dir: &str, name: &str) -> Res {
+    let open_now = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    let limit = rustix::process::Rlimit {
+        current: Some(open_now + 4),
+        maximum: rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+    let mut held = Vec::new();
+    for i in 0..64 {
+        match Segment::builder(&format!("{name}-{i}"))
+            .dir(dir)
+            .size(64)
+            .open()
+        {
+            Ok(seg) => held.push(seg),
+            Err(e) => {
+                println!("opened={} error={e}", held.len());
+                drop(held);
+                return Ok(());
+            }
+        }
+    }
+    Err("the open-files limit was never reached".into())
+}
