@@ -58,6 +58,17 @@ pub struct Info {
     pub state: State,
 }
 
+impl Info {
+    /// For a value segment, its capacity in bytes (derived from the file size, as an attached
+    /// handle would); `None` for raw, foreign or unfinished segments.
+    pub fn value_capacity(&self) -> Option<usize> {
+        match self.header {
+            Some(h) if h.kind == crate::Kind::Value => crate::value::capacity_for_size(self.size),
+            _ => None,
+        }
+    }
+}
+
 /// Inspects segment `name` in `dir`.
 pub fn inspect(dir: &Path, name: &str) -> Result<Info> {
     name::validate_name(name)?;
@@ -68,10 +79,9 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Info> {
 /// Lists every file with our prefix in `dir`, sorted by name. Files with our prefix but a name
 /// we would not create are reported as foreign; other files are skipped.
 pub fn list(dir: &Path) -> Result<Vec<Info>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {
-        name: String::new(),
-        op: "read_dir",
-        source: e,
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Directory {
+        dir: dir.to_owned(),
+        source,
     })?;
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
     let mut out = Vec::new();
@@ -101,10 +111,9 @@ pub fn list(dir: &Path) -> Result<Vec<Info>> {
 
 /// Names of the files in `dir` that are not ours (no shmem prefix), for `ls --all`.
 pub fn foreign_files(dir: &Path) -> Result<Vec<String>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {
-        name: String::new(),
-        op: "read_dir",
-        source: e,
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Directory {
+        dir: dir.to_owned(),
+        source,
     })?;
     let mut out: Vec<String> = rd
         .flatten()

@@ -123,6 +123,15 @@ pub enum Error {
         /// The time allowed.
         timeout: std::time::Duration,
     },
+    /// The directory itself could not be read (listing segments).
+    #[error("cannot read directory {}: {source}", dir.display())]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The system's error.
+        #[source]
+        source: io::Error,
+    },
     /// Any other system error, with the operation that failed.
     #[error("segment '{name}': {op} failed: {source}")]
     Io {
@@ -140,7 +149,7 @@ impl Error {
     /// The errno behind an [`Error::Io`], if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Directory { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -142,7 +142,15 @@ pub(crate) fn parse(name: &str, bytes: &[u8], file_len: u64) -> Result<Option<He
         reason,
     };
     if bytes.len() < HEADER_LEN {
-        return Ok(None);
+        // An initialiser that died before `fallocate` leaves an empty (or zero) file; anything
+        // else this short is not ours.
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        return Err(Error::Foreign {
+            name: name.to_owned(),
+            reason: format!("the file has {} bytes, less than a header", bytes.len()),
+        });
     }
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
@@ -231,6 +239,11 @@ mod tests {
     #[test]
     fn refuses_each_bad_field() {
         assert!(parse("t", &[0u8; 64], 64).unwrap().is_none());
+        assert!(parse("t", &[0u8; 10], 10).unwrap().is_none());
+        assert!(matches!(
+            parse("t", b"garbage", 7),
+            Err(Error::Foreign { .. })
+        ));
         let mut b = bytes(1, 1, 128);
         b[0] ^= 1;
         assert!(matches!(parse("t", &b, 128), Err(Error::Foreign { .. })));

@@ -30,7 +30,7 @@ mod header;
 mod name;
 mod segment;
 mod sys;
-mod value;
+pub(crate) mod value;
 mod wlock;
 
 pub use error::{Error, Result};

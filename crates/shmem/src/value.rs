@@ -6,7 +6,7 @@
 //!    0  segment header (header.rs), kind = value
 //!   64  control, one cache line, written by writers and waiters:
 //!         version  u64  the last published version; 0 = nothing set yet
-//!         wake     u32  futex word: the low 32 bits of `version`
+//!         wake     u32  futex word: a counter bumped at every publish and `wake_waiters`
 //!         waiters  u32  how many `wait_changed` callers may be asleep on `wake`
 //!         lock     u32  the writers' PI-futex lock (wlock.rs)
 //!  128  slot 0 meta: seq u64, version u64, len u64 (one cache line)
@@ -27,8 +27,8 @@
 //!    writer died there), Relaxed store, then a Release fence;
 //! 3. stores `version[s] = v + 1`, `len[s]`, and copies the bytes in (`copy.rs`);
 //! 4. makes `seq[s]` even (`+1`), Release;
-//! 5. publishes: `version = v + 1` (Release), `wake = (v + 1) as u32`, a SeqCst fence, and if
-//!    `waiters != 0`, `FUTEX_WAKE` on `wake`; then unlocks.
+//! 5. publishes: `version = v + 1` (Release), `wake += 1` (Release), unlocks, a SeqCst fence,
+//!    and if `waiters != 0`, `FUTEX_WAKE` on `wake`.
 //!
 //! A reader takes no lock and writes nothing:
 //! 1. `v = version` (Acquire), `s = v & 1`, `q1 = seq[s]` (Acquire); retry if `q1` is odd;
@@ -45,12 +45,16 @@
 //! deadline, so garbage written by a peer gives an error, never a hang; every index is `& 1` and
 //! every length is checked against the capacity this process mapped.
 //!
-//! Waiters (`wait_changed`): `waiters += 1` (SeqCst), a SeqCst fence, re-read `version`; if it is
-//! still `since`, `FUTEX_WAIT(wake, version as u32)`; then `waiters -= 1`. Writer step 5 and this
-//! are the two halves of Dekker's pattern: with both fences SeqCst, either the writer sees
-//! `waiters != 0` and wakes, or the waiter sees the new version and does not sleep; and if the
-//! waiter sleeps after the writer's store to `wake`, `FUTEX_WAIT` returns at once because the
-//! word differs. With nobody waiting, `set` makes no system call.
+//! Waiters (`wait_changed`): `waiters += 1` (SeqCst), a SeqCst fence, `w = wake` (Acquire),
+//! re-read `version`; if it is still `since` (and the caller has not cancelled),
+//! `FUTEX_WAIT(wake, w)`; then `waiters -= 1`. Writer step 5 and this are the two halves of
+//! Dekker's pattern: with both fences SeqCst, either the writer sees `waiters != 0` and wakes,
+//! or the waiter sees the new version and does not sleep. A waiter that read the old version
+//! read `w` before the writer's increment (the increment is ordered after the version store),
+//! so if it goes to sleep after the increment, `FUTEX_WAIT` returns at once. `wake_waiters`
+//! bumps `wake` and wakes everyone without changing the version: that is how a waiter is
+//! cancelled from another thread (set the flag it checks, then wake). With nobody waiting,
+//! `set` makes no system call.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -181,20 +185,26 @@ impl ValueBuilder {
     }
 
     fn finish(&self, seg: Segment) -> Result<Value> {
-        let data = seg.data_len();
-        let slots = data.saturating_sub(OVERHEAD);
-        if data < OVERHEAD + 2 * SLOT_ALIGN || slots % (2 * SLOT_ALIGN) != 0 {
+        let size = seg.data_len() as u64 + HEADER_LEN as u64;
+        let Some(capacity) = capacity_for_size(size) else {
             return Err(Error::Corrupt {
                 name: seg.name().to_owned(),
-                reason: format!("{data} data bytes is not a valid value layout"),
+                reason: format!("{size} bytes is not a valid value layout"),
             });
-        }
+        };
         Ok(Value {
-            capacity: slots / 2,
+            capacity,
             lock_timeout: self.lock_timeout,
             seg,
         })
     }
+}
+
+/// The capacity of a value segment whose file has `size` bytes, if that is a valid layout:
+/// `DATA_OFFSET + 2 * capacity`, with the capacity a positive multiple of 64.
+pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
+    let slots = usize::try_from(size).ok()?.checked_sub(DATA_OFFSET)?;
+    (slots >= 2 * SLOT_ALIGN && slots % (2 * SLOT_ALIGN) == 0).then_some(slots / 2)
 }
 
 /// A value shared between processes: a byte string of up to `capacity()` bytes with a version.
@@ -278,7 +288,7 @@ impl Value {
         unsafe { copy::copy_to_shared(self.slot_ptr(s), data) };
         meta.seq.store(odd.wrapping_add(1), Ordering::Release);
         ctrl.version.store(next, Ordering::Release);
-        ctrl.wake.store(next as u32, Ordering::Release);
+        ctrl.wake.fetch_add(1, Ordering::Release);
         drop(guard);
         fence(Ordering::SeqCst);
         if ctrl.waiters.load(Ordering::Relaxed) != 0 {
@@ -364,12 +374,28 @@ impl Value {
     /// once if it already differs. `None` waits forever; otherwise [`Error::Timeout`] when
     /// `timeout` passes first. Sleeps on a futex: no polling.
     pub fn wait_changed(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
+        self.wait_changed_unless(since, timeout, || false)
+            .map(|v| v.expect("never cancelled"))
+    }
+
+    /// Like [`Value::wait_changed`], but also returns `Ok(None)` as soon as `cancelled()` is
+    /// true. It is checked before each sleep; to end a sleep, make it true from another thread
+    /// (a signal handler's thread, say), then call [`Value::wake_waiters`].
+    pub fn wait_changed_unless(
+        &self,
+        since: u64,
+        timeout: Option<Duration>,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
         let ctrl = self.ctrl();
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let v = ctrl.version.load(Ordering::Acquire);
             if v != since {
-                return Ok(v);
+                return Ok(Some(v));
+            }
+            if cancelled() {
+                return Ok(None);
             }
             let remaining = match deadline {
                 None => None,
@@ -386,13 +412,13 @@ impl Value {
             };
             ctrl.waiters.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            let v = ctrl.version.load(Ordering::Acquire);
-            let r = if v == since {
+            let w = ctrl.wake.load(Ordering::Acquire);
+            let r = if ctrl.version.load(Ordering::Acquire) == since && !cancelled() {
                 let ts = remaining.map(|r| futex::Timespec {
                     tv_sec: i64::try_from(r.as_secs()).unwrap_or(i64::MAX),
                     tv_nsec: i64::from(r.subsec_nanos()),
                 });
-                futex::wait(&ctrl.wake, futex::Flags::empty(), v as u32, ts.as_ref())
+                futex::wait(&ctrl.wake, futex::Flags::empty(), w, ts.as_ref())
             } else {
                 Ok(())
             };
@@ -411,6 +437,14 @@ impl Value {
                 }
             }
         }
+    }
+
+    /// Wakes every thread, in every process, that sleeps in a wait on this value. They
+    /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
+    pub fn wake_waiters(&self) {
+        let ctrl = self.ctrl();
+        ctrl.wake.fetch_add(1, Ordering::Release);
+        let _ = futex::wake(&ctrl.wake, futex::Flags::empty(), i32::MAX as u32);
     }
 
     /// The length of the current value, as a hint (not checked for consistency).

@@ -1,0 +1,356 @@
+//! The command line: every command, its options and its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const OVERVIEW: &str = "\
+Named shared memory for Linux with the lifetime of a Windows named file mapping.
+
+A *transient* segment (the default) exists only while some process holds it: the last one to
+let go frees it, crash included. A *persistent* one stays until `shmem rm`. Each segment holds
+one value: a byte string with a version, never torn, that readers can wait on.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  shmem demo                      the Windows DLL scenario: a parent stores, a child reads
+  shmem hold config &             keep the transient value 'config' alive
+  shmem set config 'mode=fast'    store a value
+  shmem get --text config         print it
+  shmem watch config              print every change until Ctrl-C
+  shmem ls                        list segments with their attach counts
+  shmem info config               who is attached, since when, with what mode
+  shmem gc --dry-run              what a crash left behind
+
+Exit codes:
+  0  success
+  1  error (the message on stderr names the segment and the cause)
+  2  usage (bad arguments, invalid name)
+  3  not found (no such segment, or a transient one that nobody holds)
+  4  timeout (watch --timeout, get --wait --timeout)";
+
+/// The `shmem` command line.
+#[derive(Debug, Parser)]
+#[command(name = "shmem", version, about = OVERVIEW, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The directory that holds the segments (a tmpfs).
+    #[arg(long, global = true, env = "SHMEM_DIR", default_value = shmem::DEFAULT_DIR)]
+    pub dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Windows DLL scenario: a parent stores a string, a child process reads it.
+    #[command(after_help = concat!(
+        "The parent attaches the value (capacity 4096 bytes) and stores \"This is a test \
+         string\", then starts a child process and waits for it. The child attaches the same \
+         name, sees created = false, and prints what it read. When both have exited the \
+         segment is gone. Ctrl-C at any point leaves nothing behind.\n\n\
+         Examples:\n  shmem demo\n  shmem demo --name my-map\n  shmem --dir /tmp/shm demo\n\n",
+        "Exit codes: 0 success, 1 error or interrupted, 2 usage"
+    ))]
+    Demo(DemoArgs),
+
+    /// The child half of `demo` (internal).
+    #[command(hide = true)]
+    DemoChild(DemoChildArgs),
+
+    /// Store a value in a segment that exists (held by someone, or persistent).
+    #[command(after_help = concat!(
+        "A transient segment exists only while a process holds it, so `set` never creates \
+         one: it would vanish as soon as `set` exits. Keep one alive with `shmem hold NAME`, \
+         or make a persistent one with `shmem create NAME --size N --persistent`.\n\n\
+         Examples:\n  shmem set config 'mode=fast'\n  echo hello | shmem set config -\n  \
+         shmem set config --file settings.json\n\n",
+        "Exit codes: 0 stored, 1 error (e.g. too large), 2 usage, 3 no such segment"
+    ))]
+    Set(SetArgs),
+
+    /// Print a segment's value (raw bytes, or --text, or --json).
+    #[command(after_help = concat!(
+        "Examples:\n  shmem get config > config.bin\n  shmem get --text config\n  \
+         shmem get --json config\n  shmem get --wait --timeout 5000 config   \
+         (waits for the next change)\n  shmem get --wait --since 7 config        \
+         (returns at once if the version is no longer 7)\n\n",
+        "Exit codes: 0 printed, 1 error, 2 usage, 3 no such segment, 4 timeout"
+    ))]
+    Get(GetArgs),
+
+    /// Print each new value, with its version, as it changes.
+    #[command(after_help = concat!(
+        "Sleeps until the value changes (on a futex: no polling), prints `VERSION VALUE`, and \
+         waits again, until Ctrl-C or --count changes. Values that change faster than they \
+         are printed are coalesced: the versions show the gap.\n\n\
+         Examples:\n  shmem watch config\n  shmem watch --count 1 --timeout 10000 config\n  \
+         shmem watch --since 0 config   (prints the current value first if it was ever set)\n\n",
+        "Exit codes: 0 done or interrupted, 1 error, 2 usage, 3 no such segment, 4 timeout"
+    ))]
+    Watch(WatchArgs),
+
+    /// Create a value segment of a given capacity.
+    #[command(after_help = concat!(
+        "A transient segment is freed when its last holder exits, so one created here vanishes \
+         when this command exits unless another process holds it: use --persistent, or \
+         `shmem hold NAME --size N` to create and keep one.\n\n\
+         Examples:\n  shmem create config --size 4096 --persistent\n  \
+         shmem create shared-cfg --size 65536 --persistent --mode 0660\n\n",
+        "Exit codes: 0 created, 1 error (e.g. exists), 2 usage"
+    ))]
+    Create(CreateArgs),
+
+    /// Remove a segment's name (refused while someone holds it, unless --force).
+    #[command(after_help = concat!(
+        "Examples:\n  shmem rm config\n  shmem rm --force config   (holders keep their memory \
+         until they detach; the next opener gets a new segment)\n\n",
+        "Exit codes: 0 removed, 1 error (e.g. busy), 2 usage, 3 no such segment"
+    ))]
+    Rm(RmArgs),
+
+    /// Keep a value attached (created if needed) until SIGINT or SIGTERM.
+    #[command(after_help = concat!(
+        "Prints `holding NAME (pid P)` once attached, then sleeps. This is what a service \
+         does to keep a transient segment alive; when the last holder exits it is freed.\n\n\
+         Examples:\n  shmem hold config &\n  shmem hold --size 65536 big-config\n\n",
+        "Exit codes: 0 released after a signal, 1 error, 2 usage"
+    ))]
+    Hold(HoldArgs),
+
+    /// Show everything about one segment, without disturbing it.
+    #[command(after_help = concat!(
+        "Shows size, capacity, lifetime, version, kind, creation time, mode and owner, and \
+         the attached processes with their command names. A transient segment that nobody \
+         holds is never attached (that would re-create it), so its version is not shown.\n\n\
+         Examples:\n  shmem info config\n  shmem info --json config\n\n",
+        "Exit codes: 0 shown, 1 error, 2 usage, 3 no such segment"
+    ))]
+    Info(InfoArgs),
+
+    /// List the segments: name, size, lifetime, attached count, state.
+    #[command(after_help = concat!(
+        "A segment nobody holds is `stale`: left by the crash of a transient segment's users \
+         (`shmem gc` removes it), or a persistent one. Other files in the directory are \
+         skipped, or listed as foreign with --all.\n\n\
+         Examples:\n  shmem ls\n  shmem ls --all\n  shmem ls --json\n\n",
+        "Exit codes: 0 listed, 1 error"
+    ))]
+    Ls(LsArgs),
+
+    /// Remove stale transient segments (persistent ones too with --persistent).
+    #[command(after_help = concat!(
+        "Never removes a segment that anyone holds, nor another user's (unless root).\n\n\
+         Examples:\n  shmem gc --dry-run\n  shmem gc\n  shmem gc --persistent --json\n\n",
+        "Exit codes: 0 done, 1 error"
+    ))]
+    Gc(GcArgs),
+}
+
+/// `shmem demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The segment's name.
+    #[arg(long, default_value = "dllmemfilemap")]
+    pub name: String,
+
+    /// Keep the child attached until it is signalled (to show, or test, an interruption).
+    #[arg(long, hide = true)]
+    pub pause_child: bool,
+}
+
+/// `shmem demo-child`.
+#[derive(Debug, Args)]
+pub struct DemoChildArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// Stay attached until signalled.
+    #[arg(long)]
+    pub pause: bool,
+}
+
+/// `shmem set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// The value; `-` reads standard input.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub value: Option<String>,
+
+    /// Read the value from this file.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+}
+
+/// `shmem get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// Print the value as UTF-8 text followed by a newline.
+    #[arg(long, conflicts_with = "json")]
+    pub text: bool,
+
+    /// Print a JSON object with the name, version and value.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Wait for the value to change before printing it.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait: wait until the version differs from this one (default: the current).
+    #[arg(long, requires = "wait")]
+    pub since: Option<u64>,
+
+    /// With --wait: give up after this many milliseconds (exit code 4).
+    #[arg(long, value_name = "MS", requires = "wait")]
+    pub timeout: Option<u64>,
+}
+
+/// `shmem watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// Exit after this many changes.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+
+    /// Start from this version instead of the current one.
+    #[arg(long)]
+    pub since: Option<u64>,
+
+    /// Give up after this many milliseconds in all (exit code 4).
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+}
+
+/// `shmem create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// The capacity: the largest value, in bytes.
+    #[arg(long, short, value_parser = parse_size)]
+    pub size: usize,
+
+    /// Keep the segment until `shmem rm`, instead of freeing it with its last holder.
+    #[arg(long)]
+    pub persistent: bool,
+
+    /// The file mode, in octal.
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    pub mode: u32,
+}
+
+/// `shmem rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// Remove the name even while processes hold the segment.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `shmem hold`.
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// The capacity if the value has to be created (default 4096); an existing one must
+    /// hold at least this much.
+    #[arg(long, short, value_parser = parse_size)]
+    pub size: Option<usize>,
+}
+
+/// `shmem info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The segment's name.
+    pub name: String,
+
+    /// Print a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shmem ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Also list files that are not shmem segments, as foreign.
+    #[arg(long, short)]
+    pub all: bool,
+
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shmem gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also remove persistent segments that nobody holds.
+    #[arg(long)]
+    pub persistent: bool,
+
+    /// Only list what would be removed.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Print a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a segment needs a capacity of at least 1 byte".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of bytes: {e}")),
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not an octal file mode such as 0600 or 0640"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_modes() {
+        assert_eq!(parse_mode("0640"), Ok(0o640));
+        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert!(parse_mode("0800").is_err());
+        assert!(parse_mode("7777").is_err());
+        assert!(parse_mode("").is_err());
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("4k").is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! `shmem info NAME`: everything about one segment.
+//!
+//! The facts come from `shmem::admin::inspect`, which does not attach. Only the version and
+//! capacity of a value need an attach, and it is short and read-only. It is skipped for a
+//! transient segment that nobody holds: attaching would start a new, empty generation of it
+//! (and be its last user), which is not what looking should do.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use shmem::admin::{self, State};
+use shmem::{Kind, Lifetime, Value};
+
+use crate::cli::InfoArgs;
+use crate::error::Result;
+use crate::report;
+
+/// One attached process.
+#[derive(Serialize)]
+struct Process {
+    pid: u32,
+    /// From `/proc/PID/comm`; `null` if it exited meanwhile.
+    command: Option<String>,
+}
+
+/// What `info` shows, and `info --json` prints.
+#[derive(Serialize)]
+struct Output {
+    name: String,
+    path: String,
+    /// `live`, `stale` or `foreign`.
+    state: &'static str,
+    /// Why a foreign file is not a shmem segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    foreign: Option<String>,
+    kind: Option<&'static str>,
+    lifetime: Option<&'static str>,
+    /// The file size in bytes.
+    size: u64,
+    /// The largest value in bytes (needs an attach).
+    capacity: Option<usize>,
+    /// The value's version (needs an attach).
+    version: Option<u64>,
+    /// Why there is no version or capacity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_unavailable: Option<String>,
+    /// RFC 3339, UTC.
+    created: Option<String>,
+    #[serde(skip)]
+    created_ago: Option<String>,
+    creator_pid: Option<u32>,
+    /// Octal, such as `0600`.
+    mode: String,
+    #[serde(skip)]
+    mode_text: String,
+    uid: u32,
+    user: Option<String>,
+    gid: u32,
+    group: Option<String>,
+    /// The number of attached handles.
+    attached: usize,
+    processes: Vec<Process>,
+}
+
+pub fn run(dir: &Path, args: &InfoArgs) -> Result {
+    let info = admin::inspect(dir, &args.name)?;
+    let (state, foreign) = match &info.state {
+        State::Live => ("live", None),
+        State::Stale => ("stale", None),
+        State::Foreign(reason) => ("foreign", Some(reason.clone())),
+    };
+    let peeked = peek(dir, &info);
+    let output = Output {
+        name: info.name.clone(),
+        path: info.path.display().to_string(),
+        state,
+        foreign,
+        kind: info.header.map(|h| h.kind.as_str()),
+        lifetime: info.header.map(|h| h.lifetime.as_str()),
+        size: info.size,
+        capacity: info.value_capacity(),
+        version: peeked.as_ref().ok().map(|&(version, _)| version),
+        version_unavailable: peeked.err(),
+        created: info.header.map(|h| report::time(h.created)),
+        created_ago: info.header.map(|h| report::age(h.created)),
+        creator_pid: info.header.map(|h| h.creator_pid),
+        mode: format!("{:04o}", info.mode),
+        mode_text: report::mode(info.mode),
+        uid: info.uid,
+        user: report::user_name(info.uid),
+        gid: info.gid,
+        group: report::group_name(info.gid),
+        attached: info.attached,
+        processes: info
+            .pids
+            .iter()
+            .map(|&pid| Process {
+                pid,
+                command: report::command_name(pid),
+            })
+            .collect(),
+    };
+
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &output).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        print(&mut out, &output)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The value's version and capacity, or why they are not known.
+fn peek(dir: &Path, info: &admin::Info) -> Result<(u64, usize), String> {
+    let Some(header) = info.header else {
+        return Err("the header is not readable".into());
+    };
+    if header.kind != Kind::Value {
+        return Err("a raw segment has no version".into());
+    }
+    if info.state == State::Stale && header.lifetime == Lifetime::Transient {
+        return Err("nobody holds it, and attaching would start it anew".into());
+    }
+    match Value::builder(&info.name).dir(dir).open_existing() {
+        Ok(value) => Ok((value.version(), value.capacity())),
+        Err(shmem::Error::NotFound { .. }) => Err("its last holder let go meanwhile".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn print(out: &mut impl Write, o: &Output) -> io::Result<()> {
+    let unknown = || match &o.version_unavailable {
+        Some(why) => format!("unknown ({why})"),
+        None => "unknown".into(),
+    };
+    writeln!(out, "name:       {}", o.name)?;
+    writeln!(out, "path:       {}", o.path)?;
+    match &o.foreign {
+        Some(reason) => writeln!(out, "state:      foreign: {reason}")?,
+        None => writeln!(out, "state:      {}", o.state)?,
+    }
+    writeln!(out, "kind:       {}", o.kind.unwrap_or("unknown"))?;
+    writeln!(out, "lifetime:   {}", o.lifetime.unwrap_or("unknown"))?;
+    writeln!(out, "size:       {} bytes", o.size)?;
+    match o.capacity {
+        Some(capacity) => writeln!(out, "capacity:   {capacity} bytes")?,
+        None => writeln!(out, "capacity:   {}", unknown())?,
+    }
+    match o.version {
+        Some(version) => writeln!(out, "version:    {version}")?,
+        None => writeln!(out, "version:    {}", unknown())?,
+    }
+    match (&o.created, &o.created_ago, o.creator_pid) {
+        (Some(at), Some(ago), Some(pid)) => {
+            writeln!(out, "created:    {at} ({ago} ago) by pid {pid}")?;
+        }
+        _ => writeln!(out, "created:    unknown")?,
+    }
+    writeln!(out, "mode:       {}", o.mode_text)?;
+    let user = o.user.as_deref().unwrap_or("?");
+    let group = o.group.as_deref().unwrap_or("?");
+    writeln!(
+        out,
+        "owner:      {user} (uid {}), group {group} (gid {})",
+        o.uid, o.gid
+    )?;
+    writeln!(out, "attached:   {}", o.attached)?;
+    if o.processes.is_empty() {
+        writeln!(out, "processes:  none")?;
+    }
+    for (i, p) in o.processes.iter().enumerate() {
+        let label = if i == 0 { "processes:" } else { "" };
+        let command = p.command.as_deref().unwrap_or("(exited)");
+        writeln!(out, "{label:<11} {} {command}", p.pid)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `shmem ls`: one line per segment, with its attach count.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use shmem::admin::{self, State};
+
+use crate::cli::LsArgs;
+use crate::error::Result;
+
+/// One segment (or, with `--all`, a foreign file).
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    /// `live`, `stale` or `foreign`.
+    state: &'static str,
+    size: u64,
+    lifetime: Option<&'static str>,
+    kind: Option<&'static str>,
+    attached: usize,
+    pids: Vec<u32>,
+    /// Why a foreign file is not a shmem segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    foreign: Option<String>,
+}
+
+pub fn run(dir: &Path, args: &LsArgs) -> Result {
+    let mut rows = Vec::new();
+    for info in admin::list(dir)? {
+        let (state, foreign) = match info.state {
+            State::Live => ("live", None),
+            State::Stale => ("stale", None),
+            State::Foreign(reason) if args.all => ("foreign", Some(reason)),
+            State::Foreign(_) => continue,
+        };
+        rows.push(Row {
+            name: info.name,
+            state,
+            size: info.size,
+            lifetime: info.header.map(|h| h.lifetime.as_str()),
+            kind: info.header.map(|h| h.kind.as_str()),
+            attached: info.attached,
+            pids: info.pids,
+            foreign,
+        });
+    }
+    if args.all {
+        for file in admin::foreign_files(dir)? {
+            let size = std::fs::symlink_metadata(dir.join(&file)).map_or(0, |m| m.len());
+            rows.push(Row {
+                name: file,
+                state: "foreign",
+                size,
+                lifetime: None,
+                kind: None,
+                attached: 0,
+                pids: Vec::new(),
+                foreign: Some("not a shmem file".into()),
+            });
+        }
+    }
+
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        table(&mut out, &rows)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(4);
+    let size_width = rows
+        .iter()
+        .map(|r| r.size.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    writeln!(
+        out,
+        "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<7}  PIDS",
+        "NAME", "SIZE", "LIFETIME", "ATTACHED", "STATE"
+    )?;
+    for r in rows {
+        let pids: Vec<String> = r.pids.iter().map(u32::to_string).collect();
+        let line = format!(
+            "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<7}  {}",
+            r.name,
+            r.size,
+            r.lifetime.unwrap_or("-"),
+            r.attached,
+            r.state,
+            pids.join(",")
+        );
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The commands, one file each, and what they share.
+
+mod create;
+mod demo;
+mod gc;
+mod get;
+mod hold;
+mod info;
+mod ls;
+mod rm;
+mod set;
+mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shmem::Value;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Failure, Result, EXIT_NOT_FOUND};
+use crate::interrupt::Interrupt;
+
+/// Runs the command line's command.
+pub fn run(cli: Cli) -> Result {
+    let dir = cli.dir.as_path();
+    match &cli.command {
+        Command::Demo(args) => demo::run(dir, args),
+        Command::DemoChild(args) => demo::child(dir, args),
+        Command::Set(args) => set::run(dir, args),
+        Command::Get(args) => get::run(dir, args),
+        Command::Watch(args) => watch::run(dir, args),
+        Command::Create(args) => create::run(dir, args),
+        Command::Rm(args) => rm::run(dir, args),
+        Command::Hold(args) => hold::run(dir, args),
+        Command::Info(args) => info::run(dir, args),
+        Command::Ls(args) => ls::run(dir, args),
+        Command::Gc(args) => gc::run(dir, args),
+    }
+}
+
+/// Attaches the value `name` that somebody holds (or a persistent one), never creating it:
+/// a transient value created here would vanish as soon as this command exits.
+fn open_existing(dir: &Path, name: &str) -> Result<Value> {
+    Value::builder(name)
+        .dir(dir)
+        .open_existing()
+        .map_err(|e| match e {
+            shmem::Error::NotFound { .. } => Failure::new(
+                EXIT_NOT_FOUND,
+                format!(
+                    "segment '{name}' does not exist in {}: a transient segment lives only while \
+                     a process holds it; keep one with `shmem hold {name}`, or create a \
+                     persistent one with `shmem create {name} --size N --persistent`",
+                    dir.display()
+                ),
+            ),
+            e => e.into(),
+        })
+}
+
+/// How a wait for a change ended.
+enum Waited {
+    /// The version moved.
+    Changed,
+    /// A signal asked us to stop.
+    Interrupted,
+}
+
+/// Sleeps until `value`'s version differs from `since`, `deadline` passes (a timeout failure
+/// saying `timeout`), or a signal arrives (the handler wakes the sleep; no polling).
+fn wait_change(
+    value: &Arc<Value>,
+    since: u64,
+    timeout: Option<(Duration, Instant)>,
+    interrupt: &Interrupt,
+) -> Result<Waited> {
+    interrupt.set_waiting_on(value);
+    let left = timeout.map(|(_, deadline)| deadline.saturating_duration_since(Instant::now()));
+    match value.wait_changed_unless(since, left, || interrupt.is_raised()) {
+        Ok(Some(_)) => Ok(Waited::Changed),
+        Ok(None) => Ok(Waited::Interrupted),
+        Err(shmem::Error::Timeout { name, what, .. }) => Err(shmem::Error::Timeout {
+            name,
+            what,
+            timeout: timeout.map_or(Duration::ZERO, |(t, _)| t),
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A `--timeout MS` option as the duration and the deadline it sets from now (none if it is
+/// too far away to represent).
+fn deadline(timeout_ms: Option<u64>) -> Option<(Duration, Instant)> {
+    let timeout = Duration::from_millis(timeout_ms?);
+    Some((timeout, Instant::now().checked_add(timeout)?))
+}

@@ -1,0 +1,106 @@
+//! SIGINT, SIGTERM and SIGHUP for the commands that wait.
+//!
+//! A process killed while attached is safe for the others (the kernel drops its lock), but if it
+//! was the last holder of a transient segment its file stays behind as a stale segment until the
+//! next opener or `shmem gc`. So a command that may wait for long (`demo`, `hold`, `watch`,
+//! `get --wait`) catches these signals, stops waiting, and detaches by dropping its handle. The
+//! handler runs on a thread of its own (the `ctrlc` crate), never in signal context, so it may
+//! take locks.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+
+use rustix::process::{kill_process, Pid, Signal};
+use shmem::Value;
+
+use crate::error::{Failure, Result};
+
+/// The flag the signal handler raises, and the child process it stops.
+#[derive(Clone, Debug)]
+pub struct Interrupt {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    raised: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    raised: bool,
+    /// A child that has not been reaped yet: the handler sends it SIGTERM.
+    child: Option<Pid>,
+    /// A value this process may be waiting on: the handler wakes its waiters, which then see
+    /// the raised flag. Weak, so that the handler never keeps a segment attached.
+    waiting_on: Option<Weak<Value>>,
+}
+
+impl Interrupt {
+    /// Installs the handler (at most once per process).
+    pub fn install() -> Result<Interrupt> {
+        let interrupt = Interrupt {
+            shared: Arc::default(),
+        };
+        let handler = interrupt.clone();
+        ctrlc::set_handler(move || handler.raise())
+            .map_err(|e| Failure::error(format!("cannot install the signal handler: {e}")))?;
+        Ok(interrupt)
+    }
+
+    /// Whether a signal arrived.
+    pub fn is_raised(&self) -> bool {
+        self.state().raised
+    }
+
+    /// Blocks until a signal arrives.
+    pub fn wait(&self) {
+        let mut state = self.state();
+        while !state.raised {
+            state = self
+                .shared
+                .raised
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Sets the child to stop on a signal (`None` once it exited, before it is reaped, so that
+    /// a reused pid is never signalled). If a signal already arrived, stops it now.
+    pub fn set_child(&self, child: Option<Pid>) {
+        let mut state = self.state();
+        state.child = child;
+        if state.raised {
+            stop(child);
+        }
+    }
+
+    /// Sets the value whose waiters a signal must wake.
+    pub fn set_waiting_on(&self, value: &Arc<Value>) {
+        self.state().waiting_on = Some(Arc::downgrade(value));
+    }
+
+    fn raise(&self) {
+        let mut state = self.state();
+        state.raised = true;
+        stop(state.child);
+        if let Some(value) = state.waiting_on.as_ref().and_then(Weak::upgrade) {
+            value.wake_waiters();
+        }
+        self.shared.raised.notify_all();
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn stop(child: Option<Pid>) {
+    if let Some(pid) = child {
+        // It may have exited already (not yet reaped): then there is nothing to stop.
+        let _ = kill_process(pid, Signal::TERM);
+    }
+}
