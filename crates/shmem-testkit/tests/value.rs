@@ -264,3 +264,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_wait_is_cancelled_from_another_thread() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    let dir = TestDir::new("val");
+    let name = unique_name("cancel");
+    let sut = Arc::new(Value::builder(&name).dir(dir.path()).capacity(64).open().unwrap());
+    let v = sut.set(b"x").unwrap();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    {
+        let (sut, cancelled) = (Arc::clone(&sut), Arc::clone(&cancelled));
+        std::thread::spawn(move || {
+            let r = sut.wait_changed_unless(v, None, || cancelled.load(Ordering::SeqCst));
+            let _ = tx.send(r);
+        });
+    }
+    // Nothing changes: the waiter must still be waiting.
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    cancelled.store(true, Ordering::SeqCst);
+    sut.wake_waiters();
+    let r = rx.recv_timeout(T).expect("the waiter returned");
+    assert_eq!(r.unwrap(), None);
+    assert_eq!(sut.version(), v, "waking waiters changes no version");
+}

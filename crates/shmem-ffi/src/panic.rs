@@ -1,0 +1,24 @@
+//! The unwind boundary: no Rust panic ever crosses into C.
+//!
+//! Every exported function runs its body through one of these. A panic would be a bug in
+//! libshmem; it is caught here (the default hook has already printed it to stderr) and becomes
+//! [`SHMEM_ERR_INTERNAL`] or the function's harmless default, never an abort of the caller.
+
+use std::ffi::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::SHMEM_ERR_INTERNAL;
+
+/// Runs `f`, turning a panic into [`SHMEM_ERR_INTERNAL`], and returns its code as an `int`.
+pub(crate) fn guard<R: Into<c_int>>(f: impl FnOnce() -> R) -> c_int {
+    guard_or(SHMEM_ERR_INTERNAL.into(), || f().into())
+}
+
+/// Runs `f`, turning a panic into `default`.
+///
+/// `AssertUnwindSafe` holds because nothing a body shares outlives a panic in a broken state:
+/// the compatibility state sits behind a lock whose poisoning is ignored on purpose (it only
+/// ever holds a complete value), and handles are only read.
+pub(crate) fn guard_or<T>(default: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+}

@@ -1,0 +1,321 @@
+//! The C library driven from C: the examples, load-time attach with `dlopen`, the seed's
+//! overflow, the handle API's contract and concurrent use. Each test compiles its programs with
+//! the system C compiler against `include/shmem.h` and `libshmem`, and runs them in a private
+//! segment directory (`SHMEM_DIR`) with a unique default segment (`SHMEM_COMPAT_NAME`).
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use common::{have, lib_dir, lib_so, run, run_ok, Fixture, Link, CHILD_LINE};
+
+#[test]
+fn the_seeds_parent_and_child_share_the_string() {
+    let fx = Fixture::new("seed");
+    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Shared, &[]);
+    let child = fx.compile("child", &["examples/c/child.c"], Link::Shared, &[]);
+    let out = run_ok(fx.command(&parent).arg(&child));
+    assert!(
+        out.lines().any(|l| l == CHILD_LINE),
+        "the child did not print its line:\n{out}"
+    );
+    assert!(out.contains("Process is writing to shared memory..."));
+    assert_eq!(
+        fx.files(),
+        Vec::<String>::new(),
+        "the last user freed the segment"
+    );
+}
+
+#[test]
+fn the_parent_asks_for_a_child_and_reports_a_missing_one() {
+    let fx = Fixture::new("noarg");
+    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Shared, &[]);
+    let out = run_ok(&mut fx.command(&parent));
+    assert_eq!(out.trim(), "Please specify an input file");
+    let output = run(fx.command(&parent).arg(fx.build.join("no-such-program")));
+    assert!(!output.status.success());
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn the_handle_api_example_runs() {
+    let fx = Fixture::new("demo");
+    let demo = fx.compile(
+        "value_demo",
+        &["examples/c/value_demo.c"],
+        Link::Shared,
+        &[],
+    );
+    let out = run_ok(fx.command(&demo).arg(&fx.name));
+    assert!(out.contains("parent: version 1: first value"), "{out}");
+    assert!(
+        out.contains("child: version 2: second value, seen by the child"),
+        "{out}"
+    );
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn the_makefile_builds_and_runs_the_examples() {
+    if !have("make") {
+        println!("skipped: make is not installed");
+        return;
+    }
+    let fx = Fixture::new("make");
+    let mut make = fx.command("make");
+    make.arg("-C")
+        .arg(common::root().join("examples/c"))
+        .arg(format!("OUT={}", fx.build.display()))
+        .arg(format!("LIBDIR={}", lib_dir().display()))
+        .arg("run");
+    let out = run_ok(&mut make);
+    assert!(out.lines().any(|l| l == CHILD_LINE), "{out}");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn pkg_config_file_compiles_a_program() {
+    if !have("make") || !have("pkg-config") {
+        println!("skipped: make or pkg-config is not installed");
+        return;
+    }
+    let fx = Fixture::new("pc");
+    let prefix = fx.build.join("prefix");
+    run_ok(
+        fx.command("make")
+            .arg("-C")
+            .arg(common::root().join("examples/c"))
+            .arg(format!("LIBDIR={}", lib_dir().display()))
+            .arg(format!("PREFIX={}", prefix.display()))
+            .arg("install"),
+    );
+    let flags = run_ok(
+        fx.command("pkg-config")
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+            .args(["--cflags", "--libs", "shmem"]),
+    );
+    let child = fx.build.join("child");
+    let libdir = prefix.join("lib");
+    run_ok(
+        fx.command("cc")
+            .arg("-o")
+            .arg(&child)
+            .arg(common::root().join("examples/c/child.c"))
+            .args(flags.split_whitespace())
+            .arg(format!("-Wl,-rpath,{}", libdir.display())),
+    );
+    let out = run_ok(&mut fx.command(&child));
+    assert_eq!(out, "Child process read from shared memory: \n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn dlopen_attaches_and_the_last_dlclose_frees() {
+    let fx = Fixture::new("dlopen");
+    let prog = fx.compile(
+        "dlopen",
+        &["crates/shmem-ffi/tests/c/dlopen.c"],
+        Link::None,
+        &[],
+    );
+    let file = fx.compat_file();
+    assert!(!file.exists());
+    let out = run_ok(fx.command(&prog).arg(lib_so()).arg(&file).arg("alone"));
+    assert_eq!(out, "ok\n");
+    assert!(!file.exists());
+}
+
+#[test]
+fn dlclose_keeps_a_segment_another_process_holds() {
+    let fx = Fixture::new("held");
+    let prog = fx.compile(
+        "dlopen",
+        &["crates/shmem-ffi/tests/c/dlopen.c"],
+        Link::None,
+        &[],
+    );
+    let file = fx.compat_file();
+    let holder = shmem_core::Value::builder(&fx.name)
+        .dir(&fx.dir)
+        .capacity(4096)
+        .open()
+        .expect("hold the default segment");
+    let out = run_ok(fx.command(&prog).arg(lib_so()).arg(&file).arg("held"));
+    assert_eq!(out, "ok\n");
+    assert!(file.exists());
+    let (bytes, _) = holder.get_vec().expect("read the value");
+    let text: Vec<u8> = "loaded twice\0"
+        .chars()
+        .flat_map(|c| (c as u32).to_ne_bytes())
+        .collect();
+    assert_eq!(
+        bytes, text,
+        "SetSharedMem stores UTF-32 code units and a NUL"
+    );
+    drop(holder);
+    assert!(!file.exists(), "the last user freed it");
+}
+
+#[test]
+fn a_crashed_user_lets_go_and_the_next_one_starts_afresh() {
+    let fx = Fixture::new("crash");
+    let crash = fx.compile(
+        "crash",
+        &["crates/shmem-ffi/tests/c/crash.c"],
+        Link::Shared,
+        &[],
+    );
+    let child = fx.compile("child", &["examples/c/child.c"], Link::Shared, &[]);
+    let output = run(&mut fx.command(&crash));
+    assert_eq!(output.status.signal(), Some(9), "{output:?}");
+    // Nobody detached: the file stays, but nobody holds it.
+    assert!(fx.compat_file().exists());
+    let info = shmem_core::admin::inspect(&fx.dir, &fx.name).expect("inspect");
+    assert_eq!(info.state, shmem_core::admin::State::Stale);
+    // The next user starts a new, zero-filled generation, as after the last CloseHandle, and
+    // frees it when it exits.
+    let out = run_ok(&mut fx.command(&child));
+    assert_eq!(out, "Child process read from shared memory: \n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn shared_and_static_programs_attach_before_main() {
+    let fx = Fixture::new("start");
+    let tests = "crates/shmem-ffi/tests/c/at_start.c";
+    for link in [Link::Shared, Link::Static] {
+        let prog = fx.compile(&format!("at_start_{link:?}"), &[tests], link, &[]);
+        let out = run_ok(fx.command(&prog).arg(fx.compat_file()));
+        assert_eq!(out, "ok\n", "{link:?}");
+        assert_eq!(fx.files(), Vec::<String>::new(), "{link:?}: freed at exit");
+    }
+}
+
+#[test]
+fn a_failed_attach_is_reported_not_fatal() {
+    let fx = Fixture::new("fail");
+    let child = fx.compile("child", &["examples/c/child.c"], Link::Shared, &[]);
+    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Shared, &[]);
+    // The directory does not exist: the attach at load fails.
+    let missing = fx.dir.join("missing");
+    let out = run_ok(fx.command(&child).env("SHMEM_DIR", &missing));
+    assert_eq!(out, "Child process read from shared memory: \n");
+    let output = run(fx.command(&parent).env("SHMEM_DIR", &missing).arg(&child));
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("libshmem could not attach its shared memory: system error"),
+        "{err}"
+    );
+    // An invalid name.
+    let output = run(fx
+        .command(&parent)
+        .env("SHMEM_COMPAT_NAME", "a/b")
+        .arg(&child));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid argument"));
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+/// Runs `prog args` under valgrind when it is installed, else as it is (it was then built with
+/// AddressSanitizer if the compiler has it).
+fn checked_run(fx: &Fixture, prog: &std::path::Path, args: &[&str], valgrind: bool) -> String {
+    if valgrind {
+        run_ok(
+            fx.command("valgrind")
+                .args(["--quiet", "--error-exitcode=99", "--leak-check=no"])
+                .arg(prog)
+                .args(args),
+        )
+    } else {
+        run_ok(fx.command(prog).args(args))
+    }
+}
+
+/// Whether the C compiler can build with AddressSanitizer.
+fn have_asan(fx: &Fixture) -> bool {
+    let src = fx.build.join("asan.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").expect("write asan.c");
+    let exe = fx.build.join("asan");
+    run(std::process::Command::new("cc")
+        .arg("-fsanitize=address")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src))
+    .status
+    .success()
+        && run(&mut std::process::Command::new(&exe)).status.success()
+}
+
+/// The memory checker for a test program: valgrind, or ASan flags, or nothing.
+fn memory_checker(fx: &Fixture) -> (bool, Vec<&'static str>) {
+    if have("valgrind") {
+        (true, vec![])
+    } else if have_asan(fx) {
+        (false, vec!["-fsanitize=address", "-fno-omit-frame-pointer"])
+    } else {
+        println!("note: neither valgrind nor AddressSanitizer is available");
+        (false, vec![])
+    }
+}
+
+#[test]
+fn a_long_string_is_truncated_and_nothing_past_is_written() {
+    let fx = Fixture::new("long");
+    let (valgrind, flags) = memory_checker(&fx);
+    let src = "crates/shmem-ffi/tests/c/long_string.c";
+    let prog = fx.compile("long_string", &[src], Link::Shared, &flags);
+    let holder = shmem_core::Value::builder(&fx.name)
+        .dir(&fx.dir)
+        .capacity(4096)
+        .open()
+        .expect("hold the default segment");
+    let size = std::fs::metadata(fx.compat_file()).expect("stat").len();
+    let out = checked_run(&fx, &prog, &[], valgrind);
+    assert_eq!(out, "ok\n");
+    assert_eq!(
+        std::fs::metadata(fx.compat_file()).expect("stat").len(),
+        size
+    );
+    let (bytes, _) = holder.get_vec().expect("read the value");
+    assert_eq!(bytes.len(), 4096, "1023 characters and the NUL");
+    let units: Vec<u32> = bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(units[1023], 0);
+    for (i, &u) in units[..1023].iter().enumerate() {
+        assert_eq!(u, u32::from(b'a') + (i % 26) as u32, "character {i}");
+    }
+}
+
+#[test]
+fn the_handle_api_checks_every_argument_and_keeps_neighbours_working() {
+    let fx = Fixture::new("handles");
+    let (valgrind, flags) = memory_checker(&fx);
+    let src = "crates/shmem-ffi/tests/c/handles.c";
+    let prog = fx.compile("handles", &[src], Link::Shared, &flags);
+    let out = checked_run(&fx, &prog, &[&fx.name], valgrind);
+    assert_eq!(out, "ok\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn two_threads_and_two_processes_share_one_segment() {
+    let fx = Fixture::new("conc");
+    let src = "crates/shmem-ffi/tests/c/concurrent.c";
+    let prog = fx.compile("concurrent", &[src], Link::Shared, &["-O2"]);
+    let output = common::run_within(
+        fx.command(&prog).arg(&fx.name).arg("20000"),
+        Duration::from_secs(120),
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(out, "ok 80000 versions\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
