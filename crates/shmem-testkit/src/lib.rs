@@ -211,6 +211,18 @@ impl Drop for Proc {
     }
 }
 
+/// The value of `key=value` in a helper's output line; panics if it is missing.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// Lower-case hexadecimal, as helpers print bytes.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// A small deterministic random number generator (xorshift64*), so that runs can be replayed
 /// from a printed seed without a dependency.
 #[derive(Clone, Debug)]

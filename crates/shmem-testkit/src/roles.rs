@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{checked_value, verify_value, Rng};
+use crate::{checked_value, hex, verify_value, Rng};
 use shmem::{Lifetime, Segment, Value};
 
 type Res = Result<(), Box<dyn std::error::Error>>;
@@ -67,10 +67,6 @@ fn wait_stdin_eof() {
             break;
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `hold DIR NAME SIZE [persistent] [write HEX] [mode OCTAL]`: attach, report, hold until

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmem::{Error, Segment, Value};
-use shmem_testkit::{checked_value, helper_path, unique_name, verify_value, Proc, Rng, TestDir};
+use shmem_testkit::{
+    checked_value, helper_path, hex, unique_name, verify_value, Proc, Rng, TestDir,
+};
 
 const T: Duration = Duration::from_secs(30);
 const NOBODY: &str = "65534";
@@ -90,10 +92,6 @@ fn other_users_are_refused_unless_the_group_mode_lets_them_in() {
     drop(seg);
     drop(group_seg);
     assert!(dir.files().is_empty(), "{:?}", dir.files());
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn count(path: &str) -> usize {

@@ -4,15 +4,9 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use shmem::{admin, Error, Lifetime, Segment};
-use shmem_testkit::{unique_name, Proc, TestDir};
+use shmem_testkit::{field, hex, unique_name, Proc, TestDir};
 
 const T: Duration = Duration::from_secs(20);
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
 
 fn hold(dir: &TestDir, name: &str, extra: &[&str]) -> (Proc, String) {
     let d = dir.path().to_str().unwrap();
@@ -47,10 +41,6 @@ fn parent_creates_and_a_child_process_sees_its_bytes() {
     );
     drop(sut);
     assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[test]

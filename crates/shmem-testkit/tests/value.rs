@@ -6,15 +6,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use shmem::{Error, Value};
-use shmem_testkit::{checked_value, unique_name, verify_value, Proc, Rng, TestDir};
+use shmem_testkit::{checked_value, field, unique_name, verify_value, Proc, Rng, TestDir};
 
 const T: Duration = Duration::from_secs(30);
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
 
 #[test]
 fn torture_two_writers_two_readers_never_see_a_torn_value() {
@@ -272,7 +266,13 @@ fn a_wait_is_cancelled_from_another_thread() {
 
     let dir = TestDir::new("val");
     let name = unique_name("cancel");
-    let sut = Arc::new(Value::builder(&name).dir(dir.path()).capacity(64).open().unwrap());
+    let sut = Arc::new(
+        Value::builder(&name)
+            .dir(dir.path())
+            .capacity(64)
+            .open()
+            .unwrap(),
+    );
     let v = sut.set(b"x").unwrap();
     let cancelled = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
