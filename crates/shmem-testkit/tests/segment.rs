@@ -494,3 +494,36 @@ fn inspect_shows_who_is_attached() {
     );
     assert!(dir.files().is_empty());
 }
+
+#[test]
+fn a_failed_attach_still_frees_a_segment_whose_last_user_left_meanwhile() {
+    let dir = TestDir::new("seg");
+    let name = unique_name("failed");
+    for round in 0..300 {
+        let holder = Segment::builder(&name)
+            .dir(dir.path())
+            .size(64)
+            .open()
+            .unwrap();
+        std::thread::scope(|s| {
+            let failing = s.spawn(|| {
+                // A raw segment is not a value: this attach takes the read lock, then fails.
+                let e = shmem::Value::builder(&name)
+                    .dir(dir.path())
+                    .open_existing()
+                    .unwrap_err();
+                assert!(
+                    matches!(e, Error::Incompatible { .. } | Error::NotFound { .. }),
+                    "{e}"
+                );
+            });
+            drop(holder);
+            failing.join().unwrap();
+        });
+        assert!(
+            dir.files().is_empty(),
+            "round {round}: left {:?}",
+            dir.files()
+        );
+    }
+}

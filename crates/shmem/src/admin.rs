@@ -72,7 +72,7 @@ impl Info {
 /// Inspects segment `name` in `dir`.
 pub fn inspect(dir: &Path, name: &str) -> Result<Info> {
     name::validate_name(name)?;
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let locks = proc_locks();
     inspect_with(dir, name, &locks)
 }
 
@@ -83,7 +83,7 @@ pub fn list(dir: &Path) -> Result<Vec<Info>> {
         dir: dir.to_owned(),
         source,
     })?;
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let locks = proc_locks();
     let mut out = Vec::new();
     for entry in rd.flatten() {
         let file = entry.file_name();
@@ -144,8 +144,8 @@ pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
         Mode::empty(),
     )
     .map_err(|e| err("open", e))?;
-    let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive, false)
-        .map_err(|e| err("fcntl(F_OFD_SETLK)", e))?;
+    let alone =
+        sys::ofd_lock(fd.as_fd(), LockKind::Exclusive).map_err(|e| err("fcntl(F_OFD_SETLK)", e))?;
     if !alone && !force {
         let info = inspect(dir, name)?;
         return Err(Error::Busy {
@@ -156,12 +156,17 @@ pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
             ),
         });
     }
-    let now = rfs::stat(&path).map_err(|e| err("stat", e))?;
+    // As every unlinker does (segment.rs): with the inode's write lock held, check that it is
+    // still linked under this name, so that a newer generation is never removed.
+    let now = rfs::lstat(&path).map_err(|e| err("lstat", e))?;
     let st = rfs::fstat(&fd).map_err(|e| err("fstat", e))?;
-    if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) {
-        rfs::unlink(&path).map_err(|e| err("unlink", e))?;
+    if st.st_nlink == 0 || (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(Error::NotFound {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+        });
     }
-    Ok(())
+    rfs::unlink(&path).map_err(|e| err("unlink", e))
 }
 
 /// Removes the stale segments in `dir`: transient ones nobody holds, plus persistent ones if
@@ -272,6 +277,32 @@ fn inspect_with(dir: &Path, name: &str, locks: &str) -> Result<Info> {
         Err(e) => return Err(e),
     }
     Ok(info)
+}
+
+/// `/proc/locks`, read in one `read` call. The kernel builds each `read` of this file in one
+/// pass under its lock tables' lock, but separate calls see the tables as they are then: with
+/// locks coming and going, a file read in pieces can miss entries. So read it whole, with a
+/// buffer that grows until the text fits.
+fn proc_locks() -> String {
+    use std::io::Read;
+    let mut size = 256 * 1024;
+    loop {
+        let Ok(mut f) = std::fs::File::open("/proc/locks") else {
+            return String::new();
+        };
+        let mut buf = vec![0u8; size];
+        let n = loop {
+            match f.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.unwrap_or(0),
+            }
+        };
+        if n < buf.len() || size >= 64 << 20 {
+            buf.truncate(n);
+            return String::from_utf8_lossy(&buf).into_owned();
+        }
+        size *= 4;
+    }
 }
 
 /// Parses `/proc/locks` for inode (`dev`, `ino`): the number of OFD locks (one per attached

@@ -4,9 +4,10 @@
 //! which is undefined behaviour in Rust's memory model even when the caller later throws the
 //! bytes away (the seqlock pattern). We avoid it in one of two sound ways:
 //!
-//! - on x86-64, `rep movsb` in inline assembly: the compiler cannot see into it, treats the
-//!   shared bytes as opaque external memory (like a device or another process writing them), and
-//!   on CPUs with ERMS/FSRM it runs at `memcpy` speed;
+//! - on x86-64, inline assembly: `rep movsb` from 512 bytes up (at `memcpy` speed on CPUs with
+//!   ERMS/FSRM), SSE2 `movdqu` and word moves below (where `rep movsb` starts slowly). The
+//!   compiler cannot see into assembly and treats the shared bytes as opaque external memory,
+//!   like a device or another process writing them;
 //! - elsewhere, word-sized `Relaxed` atomic loads and stores (with single-byte atomics at the
 //!   unaligned edges), which are never a data race by definition.
 //!
@@ -38,21 +39,109 @@ pub(crate) unsafe fn copy_to_shared(dst: *mut u8, src: &[u8]) {
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    /// `rep movsb`: copies `len` bytes from `src` to `dst` (direction flag is clear by ABI).
+    use std::arch::asm;
+
+    /// Below this many bytes, explicit 16/8/4/1-byte moves beat `rep movsb`, whose start-up
+    /// costs several nanoseconds and depends on alignment (measured in docs/BENCHMARKS.md).
+    const REP_MOVSB_FROM: usize = 512;
+
+    /// Copies `len` bytes from `src` to `dst`: `rep movsb` for long copies, SSE2 `movdqu`
+    /// chunks (the last one overlapping) and word moves for short ones. All in assembly, so the
+    /// compiler never sees a racy Rust access.
     ///
     /// # Safety
     /// Both ranges are valid for `len` bytes and do not overlap.
     #[inline]
     pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
-        // SAFETY: the caller guarantees both ranges; `rep movsb` reads exactly `src..src+len`
-        // and writes exactly `dst..dst+len`; the System V ABI guarantees DF = 0 on entry, and
-        // the instruction leaves the flags untouched otherwise.
+        // SAFETY: each move below reads `src + off .. src + off + width` and writes
+        // `dst + off .. dst + off + width` with `off + width <= len`, inside the ranges the
+        // caller guarantees; the moves need no alignment (movdqu, mov).
         unsafe {
-            std::arch::asm!(
-                "rep movsb",
-                inout("rcx") len => _,
-                inout("rdi") dst => _,
-                inout("rsi") src => _,
+            if len >= REP_MOVSB_FROM {
+                // The System V ABI guarantees DF = 0; the instruction leaves the flags alone.
+                asm!(
+                    "rep movsb",
+                    inout("rcx") len => _,
+                    inout("rdi") dst => _,
+                    inout("rsi") src => _,
+                    options(nostack, preserves_flags)
+                );
+            } else if len >= 16 {
+                let mut off = 0;
+                while off + 16 < len {
+                    move16(dst.add(off), src.add(off));
+                    off += 16;
+                }
+                move16(dst.add(len - 16), src.add(len - 16));
+            } else if len >= 8 {
+                move8(dst, src);
+                move8(dst.add(len - 8), src.add(len - 8));
+            } else if len >= 4 {
+                move4(dst, src);
+                move4(dst.add(len - 4), src.add(len - 4));
+            } else {
+                for off in 0..len {
+                    move1(dst.add(off), src.add(off));
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// 16 bytes are valid at both pointers.
+    #[inline(always)]
+    unsafe fn move16(dst: *mut u8, src: *const u8) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            asm!(
+                "movdqu {x}, xmmword ptr [{s}]",
+                "movdqu xmmword ptr [{d}], {x}",
+                s = in(reg) src, d = in(reg) dst, x = out(xmm_reg) _,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    /// # Safety
+    /// 8 bytes are valid at both pointers.
+    #[inline(always)]
+    unsafe fn move8(dst: *mut u8, src: *const u8) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [{s}]",
+                "mov qword ptr [{d}], {t}",
+                s = in(reg) src, d = in(reg) dst, t = out(reg) _,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    /// # Safety
+    /// 4 bytes are valid at both pointers.
+    #[inline(always)]
+    unsafe fn move4(dst: *mut u8, src: *const u8) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            asm!(
+                "mov {t:e}, dword ptr [{s}]",
+                "mov dword ptr [{d}], {t:e}",
+                s = in(reg) src, d = in(reg) dst, t = out(reg) _,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    /// # Safety
+    /// 1 byte is valid at both pointers.
+    #[inline(always)]
+    unsafe fn move1(dst: *mut u8, src: *const u8) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            asm!(
+                "movzx {t:e}, byte ptr [{s}]",
+                "mov byte ptr [{d}], {t:l}",
+                s = in(reg) src, d = in(reg) dst, t = out(reg) _,
                 options(nostack, preserves_flags)
             );
         }
@@ -119,15 +208,15 @@ mod tests {
 
     #[test]
     fn copies_every_length_and_offset() {
-        let src: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        let src: Vec<u8> = (0..1200u32).map(|i| (i * 7 + 3) as u8).collect();
         for off in 0..9 {
-            for len in [0usize, 1, 7, 8, 9, 15, 16, 63, 64, 65, 200] {
+            for len in (0..70).chain([127, 128, 129, 200, 511, 512, 513, 1000]) {
                 let mut dst = vec![0u8; len];
-                // SAFETY: `off + len <= 300`, inside `src`.
+                // SAFETY: `off + len <= 1200`, inside `src`.
                 unsafe { copy_from_shared(&mut dst, src.as_ptr().add(off)) };
                 assert_eq!(dst, &src[off..off + len]);
-                let mut out = vec![0xAAu8; 300];
-                // SAFETY: `off + len <= 300`, inside `out`.
+                let mut out = vec![0xAAu8; 1200];
+                // SAFETY: `off + len <= 1200`, inside `out`.
                 unsafe { copy_to_shared(out.as_mut_ptr().add(off), &dst) };
                 assert_eq!(&out[off..off + len], &src[off..off + len]);
                 assert!(out[..off].iter().all(|&b| b == 0xAA));

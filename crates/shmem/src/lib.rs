@@ -26,6 +26,7 @@
 pub mod admin;
 mod copy;
 mod error;
+mod fork;
 mod header;
 mod name;
 mod segment;

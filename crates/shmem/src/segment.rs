@@ -24,7 +24,8 @@
 //!      report `created = true`. A valid persistent segment is kept as it is. Then convert the
 //!      write lock to a read lock; POSIX-style lock conversion is atomic in Linux (the lock is
 //!      replaced in place), so there is no instant at which a second attacher could also win.
-//!    - **Lost: someone else holds a lock.** Block for the read lock (`F_OFD_SETLKW`), which
+//!    - **Lost: someone else holds a lock.** Wait for the read lock (polling `F_OFD_SETLK`
+//!      with a growing pause up to a deadline, since `F_OFD_SETLKW` cannot time out), which
 //!      waits out an initialiser or a detacher holding the write lock. Then if `st_nlink == 0`
 //!      (a detacher unlinked it meanwhile) or the magic is 0 (the initialiser died), close and
 //!      retry; otherwise validate the header and report `created = false`.
@@ -34,7 +35,12 @@
 //! the description too, so both must go before our read lock does; a forked child that shares
 //! the description keeps it, and the lock, alive), then open the name again *without* `O_CREAT`,
 //! and if that is still our inode (same `st_dev`/`st_ino`), try the write lock without blocking.
-//! Winning it proves nobody is attached: unlink the name, then close.
+//! Winning it proves nobody is attached; then, *under the lock*, check again that our inode is
+//! still linked and still the one the name refers to (another detacher may have unlinked it,
+//! and a new generation taken the name, between our `open` and our lock), and unlink.
+//! Every unlink in the crate follows this rule: hold the inode's write lock, then check that the
+//! name refers to it. Since every unlinker holds the write lock of what it unlinks, the name
+//! cannot move between that check and the `unlink`.
 //!
 //! # Why every race comes out right
 //!
@@ -44,16 +50,21 @@
 //! - **Two detachers.** Each first closes its own description, then competes for the write lock
 //!   on a fresh one. Whoever wins unlinks; the other either loses the lock (and leaves), or wins
 //!   after the unlink, in which case its `open` found no file or a different inode, or its
-//!   inode check fails, so it never unlinks a newer generation.
+//!   check under the lock finds the inode unlinked, so it never unlinks a newer generation.
+//! - **A failed attach.** Once the read lock is held, a failure (`Exists`, wrong kind, too
+//!   small) drops a complete `Segment`, which detaches like any other handle, so a segment whose
+//!   last other user left meanwhile is still freed.
 //! - **Attacher against detacher.** The detacher unlinks only while it holds the write lock, and
 //!   nobody else holds any lock then. An attacher that opened the old inode before the unlink
 //!   either waited on its read lock (and then sees `st_nlink == 0` and retries on the new name),
 //!   or won the write lock after the detacher released it (and sees `st_nlink == 0`, retries).
 //!   An attacher that takes its read lock before the detacher's try makes that try fail, so the
 //!   file stays. No process ends up attached to an unlinked orphan, and none is freed under one.
-//! - **Fork.** The child shares the description and its lock. Whichever of parent and child
-//!   detaches first closes only its descriptor; the description (and the read lock) live on in
-//!   the other, so the first detacher's fresh write-lock try fails. The last one unlinks.
+//! - **Fork.** A fork handler gives the child a description of its own with its own read lock
+//!   (`fork.rs`), so each process releases only its own lock when it detaches (explicitly, with
+//!   `F_UNLCK`, before closing), and the other's lock makes the first detacher's write-lock try
+//!   fail. The last one unlinks. A child that `posix_spawn` is starting holds a copy of the
+//!   descriptor until its `exec`, but no lock: it cannot keep the segment alive.
 //! - **One process, two handles.** Two `open`s give two descriptions with two read locks; they
 //!   conflict with each other's write-lock tries exactly as two processes would.
 //! - **Crash.** The kernel closes the crashed process's descriptors, dropping its locks. If it
@@ -73,8 +84,9 @@
 //! of a program that asked for the owner-only default).
 
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -111,6 +123,7 @@ pub struct Builder {
     data_len: u64,
     lifetime: Lifetime,
     mode: u32,
+    attach_timeout: Duration,
 }
 
 impl Builder {
@@ -121,6 +134,7 @@ impl Builder {
             data_len: 0,
             lifetime: Lifetime::Transient,
             mode: 0o600,
+            attach_timeout: Duration::from_secs(10),
         }
     }
 
@@ -149,6 +163,14 @@ impl Builder {
     /// grants group or others access also allows opening a segment owned by another user.
     pub fn mode(mut self, mode: u32) -> Builder {
         self.mode = mode & 0o777;
+        self
+    }
+
+    /// How long attaching waits for a process that holds the segment's exclusive lock (an
+    /// initialiser reserving a large segment, or a detacher) before [`Error::Timeout`]:
+    /// 10 s by default.
+    pub fn attach_timeout(mut self, timeout: Duration) -> Builder {
+        self.attach_timeout = timeout;
         self
     }
 
@@ -295,7 +317,7 @@ impl Builder {
             });
         }
 
-        let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive, false)
+        let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive)
             .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
         let created = if alone && trusted {
             match self.claim_alone(&fd, kind, mode, total)? {
@@ -304,28 +326,39 @@ impl Builder {
             }
         } else {
             if !alone {
-                sys::ofd_lock(fd.as_fd(), LockKind::Shared, true)
-                    .map_err(|e| self.err("fcntl(F_OFD_SETLKW)", e))?;
+                self.wait_shared_lock(&fd)?;
             } else {
                 // Alone but not the owner: attach as an ordinary user, decide nothing.
-                sys::ofd_lock(fd.as_fd(), LockKind::Shared, false)
+                sys::ofd_lock(fd.as_fd(), LockKind::Shared)
                     .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
             }
             let st = rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?;
             if st.st_nlink == 0 {
                 return Ok(None); // unlinked by the last detacher while we waited
             }
-            if mode == OpenMode::CreateNew {
-                return Err(Error::Exists {
-                    name: self.name.clone(),
-                    dir: self.dir.clone(),
-                });
-            }
             false
         };
-        let Some(seg) = self.map_and_validate(fd, path, kind, created)? else {
+        let Some(seg) = self.map_and_validate(fd, path, created)? else {
             return Ok(None);
         };
+        // From here on, failing drops `seg`, which detaches like any handle (and frees the
+        // segment if its last other user left meanwhile).
+        if mode == OpenMode::CreateNew && !created {
+            return Err(Error::Exists {
+                name: self.name.clone(),
+                dir: self.dir.clone(),
+            });
+        }
+        if seg.header.kind != kind {
+            return Err(Error::Incompatible {
+                name: self.name.clone(),
+                reason: format!(
+                    "it holds {} data, not {}",
+                    seg.header.kind.as_str(),
+                    kind.as_str()
+                ),
+            });
+        }
         if !created && seg.data_len() < self.data_len as usize {
             return Err(Error::InvalidSize {
                 name: self.name.clone(),
@@ -337,6 +370,35 @@ impl Builder {
             });
         }
         Ok(Some(seg))
+    }
+
+    /// Takes the read lock while someone else holds the write lock (an initialiser or a
+    /// detacher, for microseconds), waiting at most [`Builder::attach_timeout`]. Polls with a
+    /// growing pause, since `F_OFD_SETLKW` has no timeout and cannot be interrupted.
+    fn wait_shared_lock(&self, fd: &OwnedFd) -> Result<()> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        for attempt in 0u32.. {
+            if sys::ofd_lock(fd.as_fd(), LockKind::Shared)
+                .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?
+            {
+                return Ok(());
+            }
+            if start.elapsed() > self.attach_timeout {
+                return Err(Error::Timeout {
+                    name: self.name.clone(),
+                    what: "the initialiser or detacher holding the segment's lock",
+                    timeout: self.attach_timeout,
+                });
+            }
+            if attempt < 16 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     /// We hold the write lock and own the file: decide whether this is a new generation,
@@ -373,7 +435,7 @@ impl Builder {
         } else {
             // Nobody holds it: whatever is here is a dead generation (or a fresh empty file).
             if mode == OpenMode::OpenExisting || self.data_len == 0 {
-                let _ = rfs::unlink(self.path());
+                unlink_if_ours(fd, &self.path());
                 if mode == OpenMode::OpenExisting {
                     return Err(Error::NotFound {
                         name: self.name.clone(),
@@ -388,7 +450,7 @@ impl Builder {
             }
             self.initialise(fd, kind, total)?;
         }
-        sys::ofd_lock(fd.as_fd(), LockKind::Shared, false)
+        sys::ofd_lock(fd.as_fd(), LockKind::Shared)
             .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
         Ok(Some(!keep))
     }
@@ -397,7 +459,7 @@ impl Builder {
     /// On failure the file is unlinked (we hold the write lock, so nobody else uses it).
     fn initialise(&self, fd: &OwnedFd, kind: Kind, total: u64) -> Result<()> {
         let fail = |e: Error| {
-            let _ = rfs::unlink(self.path());
+            unlink_if_ours(fd, &self.path());
             Err(e)
         };
         match rfs::fstatfs(fd) {
@@ -419,7 +481,13 @@ impl Builder {
         if let Err(e) = rfs::ftruncate(fd, 0) {
             return fail(self.err("ftruncate", e));
         }
-        match rfs::fallocate(fd, rfs::FallocateFlags::empty(), 0, total) {
+        let reserved = loop {
+            match rfs::fallocate(fd, rfs::FallocateFlags::empty(), 0, total) {
+                Err(Errno::INTR) => continue, // a signal arrived while reserving pages
+                r => break r,
+            }
+        };
+        match reserved {
             Ok(()) => {}
             Err(Errno::NOSPC) | Err(Errno::NOMEM) | Err(Errno::FBIG) => {
                 return fail(Error::NoSpace {
@@ -446,13 +514,7 @@ impl Builder {
     }
 
     /// Maps the file and validates its header. `Ok(None)` means the initialiser died: retry.
-    fn map_and_validate(
-        &self,
-        fd: OwnedFd,
-        path: &Path,
-        kind: Kind,
-        created: bool,
-    ) -> Result<Option<Segment>> {
+    fn map_and_validate(&self, fd: OwnedFd, path: &Path, created: bool) -> Result<Option<Segment>> {
         let st = rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?;
         let file_len = st.st_size as u64;
         if file_len < HEADER_LEN as u64 {
@@ -477,19 +539,10 @@ impl Builder {
         let Some(header) = header::parse(&self.name, &head, file_len)? else {
             return Ok(None);
         };
-        if header.kind != kind {
-            return Err(Error::Incompatible {
-                name: self.name.clone(),
-                reason: format!(
-                    "it holds {} data, not {}",
-                    header.kind.as_str(),
-                    kind.as_str()
-                ),
-            });
-        }
         // Only tells tools our pid (see the module docs); the protocol never depends on it, so
         // a failure (someone holding an exclusive flock) is not an error.
         let _ = rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockShared);
+        crate::fork::register(fd.as_raw_fd());
         Ok(Some(Segment {
             name: self.name.clone(),
             dir: self.dir.clone(),
@@ -525,6 +578,18 @@ impl Builder {
             name: self.name.clone(),
             reason,
         }
+    }
+}
+
+/// Unlinks `path` if it still names the inode of `fd`, on which the caller holds the write
+/// lock. Every unlinker holds the write lock of the inode it unlinks, so once this check passes
+/// under our lock the name cannot move before the `unlink`.
+fn unlink_if_ours(fd: &OwnedFd, path: &Path) {
+    let (Ok(mine), Ok(named)) = (rfs::fstat(fd), rfs::lstat(path)) else {
+        return;
+    };
+    if mine.st_nlink > 0 && (mine.st_dev, mine.st_ino) == (named.st_dev, named.st_ino) {
+        let _ = rfs::unlink(path);
     }
 }
 
@@ -655,21 +720,28 @@ impl Segment {
         if st.st_dev != self.dev || st.st_ino != self.ino {
             return; // the name now belongs to a newer generation
         }
-        if let Ok(true) = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive, false) {
-            // Nobody is attached and, since we hold the write lock, nobody can attach or
-            // unlink until we close `fd`: the name still refers to our inode.
-            let _ = rfs::unlink(&self.path);
+        if let Ok(true) = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive) {
+            // Nobody is attached. But another detacher may have unlinked our inode (and a new
+            // generation taken the name) between our `open` and our lock: check again, now
+            // that nobody else can unlink.
+            unlink_if_ours(&fd, &self.path);
         }
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // Unmap, then close: our own read lock must be gone before we try for the write lock,
-        // and the kernel keeps it while either the descriptor or the mapping refers to it.
-        // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
-        unsafe { ManuallyDrop::drop(&mut self.map) };
-        drop(self.fd.take());
+        // Let go of our read lock explicitly: our description is ours alone (fork.rs gives a
+        // forked child its own), but a child being spawned by another thread may hold a copy
+        // of the descriptor until its `exec`, and that copy must not keep the segment alive.
+        // Then unmap and close (a mapping, too, holds a reference to the description).
+        if let Some(fd) = self.fd.take() {
+            crate::fork::unregister(fd.as_raw_fd());
+            let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
+            // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
+            unsafe { ManuallyDrop::drop(&mut self.map) };
+            drop(fd);
+        }
         if self.header.lifetime == Lifetime::Transient && self.trusted {
             self.release_name();
         }

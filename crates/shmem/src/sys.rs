@@ -15,20 +15,25 @@ pub(crate) enum LockKind {
     Shared,
     /// `F_WRLCK`: held by whoever proves it is alone (to initialise or to unlink).
     Exclusive,
+    /// `F_UNLCK`: a detaching handle lets go before it closes (see `fork.rs`).
+    Unlock,
 }
 
-/// `fcntl(fd, F_OFD_SETLK or F_OFD_SETLKW, {type, SEEK_SET, 0, 1})`.
+/// `fcntl(fd, F_OFD_SETLK, {type, SEEK_SET, 0, 1})`, never blocking.
 ///
 /// Open file description locks belong to the description, not to the process: two handles in
-/// one process conflict with each other, a forked child shares its parent's lock, and the kernel
-/// drops the lock when the last descriptor of the description is closed (also at a crash).
-/// Converting an existing lock to another type is atomic (the kernel replaces it in place).
+/// one process conflict like two processes do, a forked child shares its parent's lock, and the
+/// kernel drops the lock when the last reference to the description goes (descriptors and
+/// mappings, so also at a crash). Converting a held lock to another type is atomic (the kernel
+/// replaces it in place). We never use `F_OFD_SETLKW`: it can neither time out nor be
+/// interrupted, so waiting is the caller's loop, with its deadline.
 ///
-/// With `wait == false`, returns `Ok(false)` when a conflicting lock is held.
-pub(crate) fn ofd_lock(fd: BorrowedFd<'_>, kind: LockKind, wait: bool) -> Result<bool, Errno> {
+/// Returns `Ok(false)` when a conflicting lock is held.
+pub(crate) fn ofd_lock(fd: BorrowedFd<'_>, kind: LockKind) -> Result<bool, Errno> {
     let l_type = match kind {
         LockKind::Shared => libc::F_RDLCK,
         LockKind::Exclusive => libc::F_WRLCK,
+        LockKind::Unlock => libc::F_UNLCK,
     };
     // SAFETY: `flock` is plain old data; all-zero is a valid value that we then fill in.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -37,15 +42,16 @@ pub(crate) fn ofd_lock(fd: BorrowedFd<'_>, kind: LockKind, wait: bool) -> Result
     fl.l_start = 0;
     fl.l_len = 1;
     fl.l_pid = 0; // required to be 0 for OFD locks
-    let cmd = if wait {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
     loop {
         // SAFETY: `fd` is a valid open descriptor for the duration of the call (it is borrowed),
         // and `fl` is a valid `struct flock` that outlives the call.
-        let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        let r = unsafe {
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_OFD_SETLK,
+                &mut fl as *mut libc::flock,
+            )
+        };
         if r == 0 {
             return Ok(true);
         }
@@ -53,7 +59,7 @@ pub(crate) fn ofd_lock(fd: BorrowedFd<'_>, kind: LockKind, wait: bool) -> Result
             Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
         match e {
             Errno::INTR => continue,
-            Errno::AGAIN | Errno::ACCESS if !wait => return Ok(false),
+            Errno::AGAIN | Errno::ACCESS => return Ok(false),
             _ => return Err(e),
         }
     }

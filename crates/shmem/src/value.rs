@@ -145,6 +145,13 @@ impl ValueBuilder {
         self
     }
 
+    /// How long opening waits for a process that holds the segment's exclusive lock (see
+    /// [`Builder::attach_timeout`]).
+    pub fn attach_timeout(mut self, timeout: Duration) -> ValueBuilder {
+        self.seg = self.seg.attach_timeout(timeout);
+        self
+    }
+
     /// How long `set` waits for another live writer before [`Error::Timeout`] (5 s by default).
     /// A dead writer never makes it wait: the kernel hands the lock over.
     pub fn lock_timeout(mut self, timeout: Duration) -> ValueBuilder {
@@ -388,7 +395,8 @@ impl Value {
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<u64>> {
         let ctrl = self.ctrl();
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to represent waits forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let v = ctrl.version.load(Ordering::Acquire);
             if v != since {

@@ -7,14 +7,18 @@
 //! `FUTEX_WAITERS` / `FUTEX_OWNER_DIED` bits. All-zero memory is a free lock.
 //!
 //! - **Lock**, fast path: `CAS(0 -> tid)` (Acquire); no system call.
-//! - **Lock**, contended: `FUTEX_LOCK_PI` with a deadline. The kernel checks the holder: while
-//!   it lives we sleep (and lend it our priority); when it exits while we wait, the kernel
-//!   hands the lock to us. If the word names a thread that no longer exists (the holder was
-//!   killed with nobody waiting), the kernel answers `ESRCH`, and we take the lock over with
-//!   `CAS(dead word -> tid)`; two contenders doing that race on the CAS, so one wins.
+//! - **Lock**, contended: first spin (at most [`SPIN_LIMIT`] reads) while the holder finishes,
+//!   unless the kernel already queues waiters. Then `FUTEX_LOCK_PI` with a deadline. The kernel
+//!   checks the holder: while it lives we sleep (and lend it our priority); when it exits while
+//!   we wait, the kernel hands the lock to us. If the word names a thread that no longer exists
+//!   (the holder was killed with nobody queued), the kernel answers `ESRCH`. We then re-read
+//!   the word and, if `kill(tid, 0)` also finds its thread dead, rewrite it as the kernel's
+//!   robust-futex exit handling would (`CAS(word -> FUTEX_OWNER_DIED | waiters bit)`, thread id
+//!   cleared); the next `FUTEX_LOCK_PI` takes such a lock atomically in the kernel, so two
+//!   contenders never both win, and a word that moved on to a live holder is never touched.
 //!   If the holder died while others were queued in the kernel, the kernel hands the lock to
 //!   one of them; until that one has written its tid, `FUTEX_LOCK_PI` answers `EINVAL` to
-//!   newcomers, who yield and retry (bounded by the deadline).
+//!   newcomers, who yield and retry. Every retry is bounded by the deadline.
 //! - **Unlock**: `CAS(tid -> 0)` (Release); if the kernel set `FUTEX_WAITERS`, the CAS fails and
 //!   `FUTEX_UNLOCK_PI` hands the lock to the next waiter.
 //!
@@ -29,8 +33,7 @@
 //! others for longer than it takes the kernel to notice its death.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -38,6 +41,9 @@ use rustix::thread::futex;
 
 /// The bits of the lock word that hold the owner's thread id.
 const TID_MASK: u32 = 0x3fff_ffff;
+
+/// How many times `lock` re-reads a busy word before it asks the kernel to wait.
+const SPIN_LIMIT: u32 = 400;
 
 /// Why the lock could not be taken.
 #[derive(Debug)]
@@ -66,21 +72,47 @@ pub(crate) fn lock(word: &AtomicU32, timeout: Duration) -> Result<Guard<'_>, Loc
     {
         return Ok(Guard { word, tid });
     }
+    // Spin a little while a live holder finishes its copy: a `set` holds the lock for a few
+    // hundred nanoseconds, far less than two system calls and a cross-core wake-up. Stop as
+    // soon as the kernel has queued waiters (then it hands over in order) or the word stays
+    // busy (a dead holder's word never becomes 0: the slow path below deals with it).
+    for _ in 0..SPIN_LIMIT {
+        let seen = word.load(Ordering::Relaxed);
+        if seen == 0 {
+            if word
+                .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(Guard { word, tid });
+            }
+        } else if seen & futex::WAITERS != 0 {
+            break;
+        }
+        std::hint::spin_loop();
+    }
     let deadline = realtime_deadline(timeout);
+    let mut einval = 0u32;
     loop {
         match futex::lock_pi(word, futex::Flags::empty(), Some(&deadline)) {
             Ok(()) => return Ok(Guard { word, tid }),
             Err(Errno::SRCH) => {
-                // The holder named in the word is gone and nobody was waiting for it.
+                // The kernel found no thread with the id it read from the word. Re-read it (it
+                // may have moved on to a live holder since) and, if the thread it names is dead
+                // for `kill(tid, 0)` too, mark the word the way the kernel's robust-futex exit
+                // handling does: thread id cleared, `FUTEX_OWNER_DIED` set, `FUTEX_WAITERS`
+                // kept. The next `FUTEX_LOCK_PI` (ours or a rival's) then takes the lock
+                // atomically in the kernel, so two takers can never both win.
                 let seen = word.load(Ordering::Relaxed);
-                if seen & TID_MASK == tid {
+                let holder = seen & TID_MASK;
+                if holder == tid {
                     return Err(LockError::Corrupt(seen));
                 }
-                if word
-                    .compare_exchange(seen, tid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Ok(Guard { word, tid });
+                if holder != 0 && !thread_alive(holder) {
+                    let dead = (seen & futex::WAITERS) | futex::OWNER_DIED;
+                    let _ = word.compare_exchange(seen, dead, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                if past(&deadline) {
+                    return Err(LockError::Timeout);
                 }
             }
             Err(Errno::TIMEDOUT) => return Err(LockError::Timeout),
@@ -93,10 +125,20 @@ pub(crate) fn lock(word: &AtomicU32, timeout: Duration) -> Result<Guard<'_>, Loc
                 if past(&deadline) {
                     return Err(LockError::Timeout);
                 }
-                std::thread::yield_now();
+                einval += 1;
+                if einval < 16 {
+                    std::thread::yield_now();
+                } else {
+                    // Not over yet (or a peer wrote garbage): stop hammering the kernel.
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
             }
             Err(Errno::DEADLK) => return Err(LockError::Corrupt(word.load(Ordering::Relaxed))),
-            Err(Errno::INTR) | Err(Errno::AGAIN) => {}
+            Err(Errno::INTR) | Err(Errno::AGAIN) => {
+                if past(&deadline) {
+                    return Err(LockError::Timeout);
+                }
+            }
             Err(e) => return Err(LockError::Sys(e)),
         }
     }
@@ -114,6 +156,18 @@ impl Drop for Guard<'_> {
             let _ = futex::unlock_pi(self.word, futex::Flags::empty());
         }
     }
+}
+
+/// Whether thread `tid` exists (`kill(tid, 0)`; a thread id names its thread for `kill` too).
+/// `EPERM` means it exists but belongs to another user.
+fn thread_alive(tid: u32) -> bool {
+    let Some(pid) = i32::try_from(tid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
 }
 
 /// Whether the `CLOCK_REALTIME` deadline has passed.
@@ -137,29 +191,15 @@ fn realtime_deadline(timeout: Duration) -> futex::Timespec {
     ts
 }
 
-/// Bumped in every child after `fork`, so that cached thread ids are refreshed there.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-static REGISTER_ATFORK: Once = Once::new();
-
 thread_local! {
     /// (fork generation, tid) of this thread, to avoid a `gettid` system call per `set`.
     static TID: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
 }
 
-extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
 /// This thread's kernel thread id, cached per thread and refreshed after `fork`.
 pub(crate) fn current_tid() -> u32 {
-    REGISTER_ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic, which is async-signal-safe
-        // as a fork child handler must be.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    crate::fork::install();
+    let generation = crate::fork::FORK_GENERATION.load(Ordering::Relaxed);
     TID.with(|cell| {
         let (g, tid) = cell.get();
         if g == generation {
@@ -198,6 +238,18 @@ mod tests {
         let g = lock(&word, Duration::from_secs(5)).unwrap();
         drop(g);
         assert_eq!(word.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over_even_with_a_stale_waiters_bit() {
+        let dead = std::thread::spawn(current_tid).join().unwrap();
+        for stale in [dead, dead | futex::WAITERS, dead | futex::OWNER_DIED] {
+            let word = AtomicU32::new(stale);
+            let g = lock(&word, Duration::from_secs(5)).expect("takes over a dead holder");
+            assert_eq!(word.load(Ordering::Relaxed) & TID_MASK, current_tid());
+            drop(g);
+            assert_eq!(word.load(Ordering::Relaxed), 0);
+        }
     }
 
     #[test]
