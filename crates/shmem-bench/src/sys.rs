@@ -1,0 +1,125 @@
+//! The few raw pieces the harness needs: a shared control page (a memfd, so nothing is ever
+//! left in /dev/shm), CPU pinning, and passing descriptors to a re-executed child.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU32;
+
+use rustix::fs::MemfdFlags;
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::thread::CpuSet;
+
+/// Size of the control page.
+pub const PAGE: usize = 4096;
+
+/// Offsets of the words in the control page, each on its own cache line.
+pub mod ctl {
+    /// Set to 1 by the child when it is ready.
+    pub const READY: usize = 0;
+    /// Set to 1 by the parent to ask the child to stop.
+    pub const STOP: usize = 64;
+    /// The futex ping-pong word.
+    pub const FUTEX: usize = 128;
+    /// The busy-polling ping-pong word.
+    pub const SPIN: usize = 192;
+}
+
+/// One page of shared memory from a memfd, mapped `MAP_SHARED`.
+#[derive(Debug)]
+pub struct SharedPage {
+    fd: OwnedFd,
+    ptr: *mut u8,
+}
+
+impl SharedPage {
+    /// A new zero-filled page.
+    pub fn new() -> io::Result<SharedPage> {
+        let fd = rustix::fs::memfd_create("shmem-bench-ctl", MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, PAGE as u64)?;
+        SharedPage::map(fd)
+    }
+
+    /// Maps a page received from the parent.
+    pub fn map(fd: OwnedFd) -> io::Result<SharedPage> {
+        // SAFETY: a fresh shared mapping chosen by the kernel; it aliases no Rust object, and
+        // all access goes through atomics (`word`).
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )?
+        };
+        Ok(SharedPage {
+            fd,
+            ptr: ptr.cast(),
+        })
+    }
+
+    /// The atomic word at `offset` (a multiple of 4 below `PAGE`).
+    pub fn word(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= PAGE);
+        // SAFETY: in bounds and aligned (checked above; the mapping is page aligned); the page
+        // lives as long as `self` and is only ever accessed atomically, by us and the child.
+        unsafe { &*self.ptr.add(offset).cast::<AtomicU32>() }
+    }
+
+    /// The memfd, to hand to a child.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly our mapping; no reference from `word` outlives `self`. A
+        // failure would only leak the mapping.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), PAGE) };
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Pins the calling thread to `cpu`; false if the kernel refused.
+pub fn pin(cpu: usize) -> bool {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).is_ok()
+}
+
+/// Clears `FD_CLOEXEC` so that `fd` survives the `exec` of a child.
+pub fn inherit(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+    Ok(())
+}
+
+/// Takes ownership of descriptor `n`, which the parent passed down (see [`inherit`]).
+pub fn take_fd(n: RawFd) -> io::Result<OwnedFd> {
+    let flags = rustix::io::fcntl_getfd(
+        // SAFETY: only borrowed for this check; `fcntl` on a closed number fails with EBADF.
+        unsafe { BorrowedFd::borrow_raw(n) },
+    );
+    if flags.is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("descriptor {n} was not passed"),
+        ));
+    }
+    // SAFETY: the parent passed us this open descriptor for our exclusive use, and nothing
+    // else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// The raw number of a descriptor, for a child's argument list.
+pub fn raw(fd: &impl AsRawFd) -> String {
+    fd.as_raw_fd().to_string()
+}

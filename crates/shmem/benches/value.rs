@@ -1,0 +1,77 @@
+//! Micro-benchmarks (divan): `Value::get`/`set` of 8 B to 1 MiB, attach+drop of an existing
+//! value, create+drop of a new one. `cargo bench -p shmem`. Side-by-side figures against the
+//! limits and the alternatives come from `shmem-bench` (docs/BENCHMARKS.md).
+//!
+//! Every name carries the pid; values are transient, so each vanishes at its last drop, and a
+//! guard removes anything a panic left in /dev/shm.
+
+use std::hint::black_box;
+
+use divan::Bencher;
+use shmem::Value;
+
+const SIZES: [usize; 5] = [8, 64, 4096, 64 << 10, 1 << 20];
+
+fn main() {
+    let _guard = Cleanup;
+    divan::main();
+}
+
+fn name(tag: &str) -> String {
+    format!("bench-divan-{}-{tag}", std::process::id())
+}
+
+/// Removes this process's leftovers from /dev/shm (only after a failure: transient values
+/// are gone once dropped).
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefix = format!("{}{}", shmem::FILE_PREFIX, name(""));
+        if let Ok(dir) = std::fs::read_dir(shmem::DEFAULT_DIR) {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+#[divan::bench(args = SIZES)]
+fn get(b: Bencher, size: usize) {
+    let v = Value::open(&name(&format!("get{size}")), size).unwrap();
+    v.set(&vec![0x5a; size]).unwrap();
+    let mut buf = vec![0u8; size];
+    b.counter(divan::counter::BytesCount::new(size))
+        .bench_local(|| v.get(black_box(&mut buf)).unwrap());
+}
+
+#[divan::bench(args = SIZES)]
+fn set(b: Bencher, size: usize) {
+    let v = Value::open(&name(&format!("set{size}")), size).unwrap();
+    let data = vec![0x5a; size];
+    b.counter(divan::counter::BytesCount::new(size))
+        .bench_local(|| v.set(black_box(&data)).unwrap());
+}
+
+/// `Value::open` + drop of a value that another handle keeps alive.
+#[divan::bench]
+fn open_existing_and_drop(b: Bencher) {
+    let n = name("open");
+    let _holder = Value::open(&n, 4096).unwrap();
+    b.bench_local(|| {
+        let v = Value::open(&n, 4096).unwrap();
+        assert!(!v.created());
+    });
+}
+
+/// `Value::open` of a new value (created, zero-filled) + drop (the last one: unlinks it).
+#[divan::bench]
+fn create_and_drop(b: Bencher) {
+    let n = name("create");
+    b.bench_local(|| {
+        let v = Value::open(&n, 4096).unwrap();
+        assert!(v.created());
+    });
+}
