@@ -1,7 +1,7 @@
 //! `shmem info NAME`: everything about one segment.
 //!
-//! The facts come from `shmem::admin::inspect`, which does not attach. Only the version and
-//! capacity of a value need an attach, and it is short and read-only. It is skipped for a
+//! The facts come from `shmem::admin::inspect`, which does not attach (the capacity too, from the
+//! file size). Only the version of a value needs an attach, and it is short and read-only. It is skipped for a
 //! transient segment that nobody holds: attaching would start a new, empty generation of it
 //! (and be its last user), which is not what looking should do.
 
@@ -80,7 +80,7 @@ pub fn run(dir: &Path, args: &InfoArgs) -> Result {
         lifetime: info.header.map(|h| h.lifetime.as_str()),
         size: info.size,
         capacity: info.value_capacity(),
-        version: peeked.as_ref().ok().map(|&(version, _)| version),
+        version: peeked.as_ref().ok().copied(),
         version_unavailable: peeked.err(),
         created: info.header.map(|h| report::time(h.created)),
         created_ago: info.header.map(|h| report::age(h.created)),
@@ -113,8 +113,8 @@ pub fn run(dir: &Path, args: &InfoArgs) -> Result {
     Ok(())
 }
 
-/// The value's version and capacity, or why they are not known.
-fn peek(dir: &Path, info: &admin::Info) -> Result<(u64, usize), String> {
+/// The value's version, or why it is not known.
+fn peek(dir: &Path, info: &admin::Info) -> Result<u64, String> {
     let Some(header) = info.header else {
         return Err("the header is not readable".into());
     };
@@ -125,7 +125,7 @@ fn peek(dir: &Path, info: &admin::Info) -> Result<(u64, usize), String> {
         return Err("nobody holds it, and attaching would start it anew".into());
     }
     match Value::builder(&info.name).dir(dir).open_existing() {
-        Ok(value) => Ok((value.version(), value.capacity())),
+        Ok(value) => Ok(value.version()),
         Err(shmem::Error::NotFound { .. }) => Err("its last holder let go meanwhile".into()),
         Err(e) => Err(e.to_string()),
     }
