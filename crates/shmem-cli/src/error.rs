@@ -62,7 +62,7 @@ impl From<shmem::Error> for Failure {
         let code = match e {
             shmem::Error::NotFound { .. } => EXIT_NOT_FOUND,
             shmem::Error::Timeout { .. } => EXIT_TIMEOUT,
-            shmem::Error::InvalidName { .. } => EXIT_USAGE,
+            shmem::Error::InvalidName { .. } | shmem::Error::InvalidSize { .. } => EXIT_USAGE,
             _ => EXIT_ERROR,
         };
         Failure::new(code, e.to_string())

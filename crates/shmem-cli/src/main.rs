@@ -16,6 +16,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // An empty SHMEM_DIR means the default, as it does for libshmem (clap would refuse it).
+    if std::env::var_os("SHMEM_DIR").is_some_and(|d| d.is_empty()) {
+        std::env::remove_var("SHMEM_DIR"); // edition 2021: safe, and no thread runs yet
+    }
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -384,6 +384,8 @@ fn error_paths_have_their_exit_codes() {
     assert_eq!(dir.run(&["frobnicate"]).code, 2);
     assert_eq!(dir.run(&["set", "slow"]).code, 2);
     assert_eq!(dir.run(&["create", "x", "--size", "0"]).code, 2);
+    dir.run(&["create", "x", "--size", "99999999999999999"])
+        .assert_fails(2, "x");
     assert_eq!(
         dir.run(&["create", "x", "--size", "8", "--mode", "0999"])
             .code,
@@ -407,6 +409,10 @@ fn dir_comes_from_the_environment() {
         .args(["create", "env", "--size", "8", "--persistent"]);
     assert_eq!(support::run(&mut cmd, None).code, 0);
     assert_eq!(dir.files(), ["shmem.env"]);
+    // An empty SHMEM_DIR means the default directory, as for libshmem: `ls` works.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shmem"));
+    cmd.env("SHMEM_DIR", "").args(["ls", "--json"]);
+    assert_eq!(support::run(&mut cmd, None).code, 0);
 }
 
 #[test]

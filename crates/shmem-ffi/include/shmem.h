@@ -96,8 +96,9 @@ typedef enum {
    */
   SHMEM_ERR_CORRUPT = -8,
   /**
-   * `shmem_wait` saw no change before its timeout, or `shmem_set` waited 5 seconds for another
-   * live writer.
+   * `shmem_wait` saw no change before its timeout, `shmem_set` waited 5 seconds for another
+   * live writer, or `shmem_open` waited 10 seconds for a process holding the segment's
+   * exclusive lock (an initialiser or a detacher).
    */
   SHMEM_ERR_TIMEOUT = -9,
   /**
@@ -108,14 +109,18 @@ typedef enum {
    * A bug in libshmem: a Rust panic was caught at the library boundary. Nothing was returned.
    */
   SHMEM_ERR_INTERNAL = -11,
+  /**
+   * `shmem_wait` was ended by `shmem_wake` on its handle before the value changed.
+   */
+  SHMEM_ERR_CANCELLED = -12,
 } shmem_result;
 
 /**
  * A value shared between processes: a byte string of up to a fixed capacity, with a version
  * that grows by one at each `shmem_set`. Readers never see a torn value and never block.
  *
- * A handle may be used by several threads at once; only `shmem_close` must not run
- * concurrently with any other use of the same handle.
+ * A handle may be used by several threads at once (`shmem_wake` stops their waits); only
+ * `shmem_close` must not run concurrently with any other use of the same handle.
  */
 typedef struct shmem_value shmem_value;
 
@@ -248,6 +253,18 @@ int shmem_wait(shmem_value *v,
                uint64_t since,
                int64_t timeout_ms,
                uint64_t *out_version);
+
+/**
+ * Ends every `shmem_wait` in progress on this handle (in any thread of this process) with
+ * `SHMEM_ERR_CANCELLED`, even one that waits forever: the way to stop a waiting thread, say
+ * before `shmem_close`. Returns `SHMEM_OK`, or `SHMEM_ERR_INVALID_ARGUMENT` if `v` is NULL.
+ * Waits that start afterwards are not affected. Other processes' waiters wake up, see no
+ * change, and sleep again.
+ *
+ * # Safety
+ * `v` is NULL or a live handle.
+ */
+int shmem_wake(shmem_value *v);
 
 /**
  * Closes a handle from `shmem_open`; NULL is ignored. When the last handle of a transient

@@ -26,7 +26,7 @@
 
 use std::ffi::c_int;
 use std::mem::size_of;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, TryLockError};
 
 use libc::wchar_t;
 use shmem_core::Value;
@@ -47,17 +47,17 @@ const _: () = assert!(UNIT == 4, "wchar_t is 32-bit on Linux");
 enum State {
     /// Neither the constructor nor a call has tried to attach yet.
     NotYet,
-    /// Attached.
-    Attached(Value),
+    /// Attached. Calls clone the `Arc` and release the lock before using the value.
+    Attached(Arc<Value>),
     /// Attaching failed with this code; it is not retried, as a failed `DllMain` is not.
     Failed(shmem_result),
     /// The destructor has run.
     Detached,
 }
 
-/// The default segment. `SetSharedMem` and `GetSharedMem` take the read side (they run
-/// concurrently: `Value` is thread-safe), attach and detach the write side. A poisoned lock is
-/// used as it is: every write to it stores a complete state.
+/// The default segment. `SetSharedMem` and `GetSharedMem` take the read side only to clone the
+/// handle (never across a `set` or `get`, which may wait), attach and detach the write side. A
+/// poisoned lock is used as it is: every write to it stores a complete state.
 static STATE: RwLock<State> = RwLock::new(State::NotYet);
 
 #[cfg(not(test))]
@@ -80,10 +80,23 @@ extern "C" fn attach_at_load() {
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn detach_at_unload() {
     panic::guard_or((), || {
-        let old = std::mem::replace(
-            &mut *STATE.write().unwrap_or_else(PoisonError::into_inner),
-            State::Detached,
-        );
+        // A forked child can inherit the read side held by a thread of its parent that does not
+        // exist in the child; the lock is otherwise only held for an `Arc` clone. So try for a
+        // bounded time, and leave the handle to the process's exit (the kernel then lets go of
+        // the segment) rather than hang in `exit`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let mut state = loop {
+            match STATE.try_write() {
+                Ok(state) => break state,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now()
+                }
+                Err(TryLockError::WouldBlock) => return,
+            }
+        };
+        let old = std::mem::replace(&mut *state, State::Detached);
+        drop(state);
         drop(old); // after the lock is released: detaching makes system calls
     });
 }
@@ -92,7 +105,7 @@ fn attach() {
     let mut state = STATE.write().unwrap_or_else(PoisonError::into_inner);
     if matches!(*state, State::NotYet) {
         *state = match open_default() {
-            Ok(v) => State::Attached(v),
+            Ok(v) => State::Attached(Arc::new(v)),
             Err(e) => State::Failed(code_of(&e)),
         };
     }
@@ -117,11 +130,13 @@ fn with_value<R>(f: impl FnOnce(&Value) -> R) -> Result<R, shmem_result> {
         attach();
         state = STATE.read().unwrap_or_else(PoisonError::into_inner);
     }
-    match &*state {
-        State::Attached(v) => Ok(f(v)),
-        State::Failed(code) => Err(*code),
-        State::NotYet | State::Detached => Err(SHMEM_ERR_NOT_FOUND),
-    }
+    let value = match &*state {
+        State::Attached(v) => Arc::clone(v),
+        State::Failed(code) => return Err(*code),
+        State::NotYet | State::Detached => return Err(SHMEM_ERR_NOT_FOUND),
+    };
+    drop(state);
+    Ok(f(&value))
 }
 
 /// 0 (`SHMEM_OK`) when the default segment is attached, else the error code of the failed

@@ -37,19 +37,22 @@ pub enum shmem_result {
     /// it is not a shmem segment at all (say a directory or a symbolic link), or it is a segment
     /// of another layout version or kind.
     SHMEM_ERR_CORRUPT = -8,
-    /// `shmem_wait` saw no change before its timeout, or `shmem_set` waited 5 seconds for another
-    /// live writer.
+    /// `shmem_wait` saw no change before its timeout, `shmem_set` waited 5 seconds for another
+    /// live writer, or `shmem_open` waited 10 seconds for a process holding the segment's
+    /// exclusive lock (an initialiser or a detacher).
     SHMEM_ERR_TIMEOUT = -9,
     /// Any other system error, including a segment directory that does not exist.
     SHMEM_ERR_IO = -10,
     /// A bug in libshmem: a Rust panic was caught at the library boundary. Nothing was returned.
     SHMEM_ERR_INTERNAL = -11,
+    /// `shmem_wait` was ended by `shmem_wake` on its handle before the value changed.
+    SHMEM_ERR_CANCELLED = -12,
 }
 
 pub(crate) use shmem_result::*;
 
 /// Every code, for `shmem_strerror`.
-const ALL: [shmem_result; 12] = [
+const ALL: [shmem_result; 13] = [
     SHMEM_OK,
     SHMEM_ERR_INVALID_ARGUMENT,
     SHMEM_ERR_NOT_FOUND,
@@ -62,6 +65,7 @@ const ALL: [shmem_result; 12] = [
     SHMEM_ERR_TIMEOUT,
     SHMEM_ERR_IO,
     SHMEM_ERR_INTERNAL,
+    SHMEM_ERR_CANCELLED,
 ];
 
 impl From<shmem_result> for c_int {
@@ -113,6 +117,7 @@ fn message(code: c_int) -> &'static CStr {
         SHMEM_ERR_TIMEOUT => c"timed out",
         SHMEM_ERR_IO => c"system error",
         SHMEM_ERR_INTERNAL => c"internal error in libshmem",
+        SHMEM_ERR_CANCELLED => c"wait cancelled by shmem_wake",
     }
 }
 
@@ -128,7 +133,7 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), codes.len());
         assert!(!seen.contains(&message(1)));
-        assert_eq!(message(1), message(-12));
+        assert_eq!(message(1), message(-13));
     }
 
     #[test]

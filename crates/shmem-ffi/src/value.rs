@@ -1,11 +1,14 @@
 //! The handle API: `shmem_value`, a consistent byte string shared between processes.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shmem_core::{Lifetime, Value};
 
-use crate::error::{code_of, SHMEM_ERR_BUFFER_TOO_SMALL, SHMEM_ERR_INVALID_ARGUMENT, SHMEM_OK};
+use crate::error::{
+    code_of, SHMEM_ERR_BUFFER_TOO_SMALL, SHMEM_ERR_CANCELLED, SHMEM_ERR_INVALID_ARGUMENT, SHMEM_OK,
+};
 use crate::ffi::{self, segment_dir};
 use crate::panic;
 
@@ -25,12 +28,14 @@ const ALL_FLAGS: u32 = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT;
 /// A value shared between processes: a byte string of up to a fixed capacity, with a version
 /// that grows by one at each `shmem_set`. Readers never see a torn value and never block.
 ///
-/// A handle may be used by several threads at once; only `shmem_close` must not run
-/// concurrently with any other use of the same handle.
+/// A handle may be used by several threads at once (`shmem_wake` stops their waits); only
+/// `shmem_close` must not run concurrently with any other use of the same handle.
 #[allow(non_camel_case_types)] // the C name
 #[derive(Debug)]
 pub struct shmem_value {
     value: Value,
+    /// Bumped by `shmem_wake`; a `shmem_wait` ends when it differs from what it saw at start.
+    wakes: AtomicU64,
 }
 
 /// Opens the value segment `name` in the segment directory (`$SHMEM_DIR` when set and not
@@ -86,7 +91,10 @@ pub unsafe extern "C" fn shmem_open(
         };
         match opened {
             Ok(value) => {
-                let handle = Box::into_raw(Box::new(shmem_value { value }));
+                let handle = Box::into_raw(Box::new(shmem_value {
+                    value,
+                    wakes: AtomicU64::new(0),
+                }));
                 // SAFETY: `out` is not NULL (checked above) and the caller guarantees it is
                 // writable.
                 unsafe { out.write(handle) };
@@ -209,14 +217,38 @@ pub unsafe extern "C" fn shmem_wait(
             return SHMEM_ERR_INVALID_ARGUMENT;
         };
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        match v.value.wait_changed(since, timeout) {
-            Ok(version) => {
+        let wakes = v.wakes.load(Ordering::SeqCst);
+        let cancelled = || v.wakes.load(Ordering::SeqCst) != wakes;
+        match v.value.wait_changed_unless(since, timeout, cancelled) {
+            Ok(Some(version)) => {
                 // SAFETY: the caller passes NULL or a writable `uint64_t`.
                 unsafe { ffi::write_opt(out_version, version) };
                 SHMEM_OK
             }
+            Ok(None) => SHMEM_ERR_CANCELLED,
             Err(e) => code_of(&e),
         }
+    })
+}
+
+/// Ends every `shmem_wait` in progress on this handle (in any thread of this process) with
+/// `SHMEM_ERR_CANCELLED`, even one that waits forever: the way to stop a waiting thread, say
+/// before `shmem_close`. Returns `SHMEM_OK`, or `SHMEM_ERR_INVALID_ARGUMENT` if `v` is NULL.
+/// Waits that start afterwards are not affected. Other processes' waiters wake up, see no
+/// change, and sleep again.
+///
+/// # Safety
+/// `v` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmem_wake(v: *mut shmem_value) -> c_int {
+    panic::guard(|| {
+        // SAFETY: the caller passes NULL or a live handle.
+        let Some(v) = (unsafe { ffi::try_ref(v) }) else {
+            return SHMEM_ERR_INVALID_ARGUMENT;
+        };
+        v.wakes.fetch_add(1, Ordering::SeqCst);
+        v.value.wake_waiters();
+        SHMEM_OK
     })
 }
 

@@ -319,3 +319,30 @@ fn two_threads_and_two_processes_share_one_segment() {
     assert_eq!(out, "ok 80000 versions\n");
     assert_eq!(fx.files(), Vec::<String>::new());
 }
+
+#[test]
+fn children_forked_during_calls_still_exit() {
+    let fx = Fixture::new("forkexit");
+    let prog = fx.compile(
+        "fork_exit",
+        &["crates/shmem-ffi/tests/c/fork_exit.c"],
+        Link::Shared,
+        &[],
+    );
+    assert_eq!(run_ok(&mut fx.command(&prog)), "ok\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn shmem_wake_cancels_a_wait_forever() {
+    let fx = Fixture::new("wake");
+    let prog = fx.compile(
+        "wake",
+        &["crates/shmem-ffi/tests/c/wake.c"],
+        Link::Shared,
+        &[],
+    );
+    let out = run_ok(fx.command(&prog).arg(&fx.name));
+    assert_eq!(out, "-12 wait cancelled by shmem_wake\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}

@@ -128,6 +128,18 @@ pub fn foreign_files(dir: &Path) -> Result<Vec<String>> {
 /// `force`: then the name goes away at once (attached processes keep their memory until they
 /// detach, as with `shm_unlink`) and the next opener creates a new segment.
 pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
+    remove_if(dir, name, force, |_| true)
+}
+
+/// [`remove`], but only if `still_wanted` accepts the header (`None`: unfinished) read while
+/// holding the exclusive lock; otherwise [`Error::Busy`]. `collect` decides from a listing made
+/// earlier, and the name may have become a new (say persistent) segment since.
+fn remove_if(
+    dir: &Path,
+    name: &str,
+    force: bool,
+    still_wanted: impl Fn(Option<Header>) -> bool,
+) -> Result<()> {
     name::validate_name(name)?;
     let path = dir.join(name::file_name(name));
     let err = |op, e| Error::from_errno(name, dir, op, e);
@@ -151,7 +163,7 @@ pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
         return Err(Error::Busy {
             name: name.to_owned(),
             reason: format!(
-                "{} handle(s) attached (pids {:?}); use force to remove the name anyway",
+                "{} handle(s) attached (pids {:?}); force the removal to take the name away anyway",
                 info.attached, info.pids
             ),
         });
@@ -160,6 +172,17 @@ pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
     // still linked under this name, so that a newer generation is never removed.
     let now = rfs::lstat(&path).map_err(|e| err("lstat", e))?;
     let st = rfs::fstat(&fd).map_err(|e| err("fstat", e))?;
+    let mut head = [0u8; HEADER_LEN];
+    let n = rustix::io::pread(&fd, &mut head, 0).map_err(|e| err("pread", e))?;
+    let header = header::parse(name, &head[..n], st.st_size as u64)
+        .ok()
+        .flatten();
+    if !still_wanted(header) {
+        return Err(Error::Busy {
+            name: name.to_owned(),
+            reason: "it changed since it was listed".into(),
+        });
+    }
     if st.st_nlink == 0 || (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
         return Err(Error::NotFound {
             name: name.to_owned(),
@@ -187,7 +210,10 @@ pub fn collect(dir: &Path, persistent: bool, dry_run: bool) -> Result<Vec<String
             removed.push(info.name);
             continue;
         }
-        match remove(dir, &info.name, false) {
+        let wanted = |h: Option<Header>| {
+            persistent || !matches!(h, Some(h) if h.lifetime == Lifetime::Persistent)
+        };
+        match remove_if(dir, &info.name, false, wanted) {
             Ok(()) => removed.push(info.name),
             Err(Error::Busy { .. }) | Err(Error::NotFound { .. }) => {} // attached meanwhile
             Err(e) => return Err(e),

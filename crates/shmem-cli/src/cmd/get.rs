@@ -24,9 +24,14 @@ struct Output<'a> {
 }
 
 pub fn run(dir: &Path, args: &GetArgs) -> Result {
+    // The handler goes in before attaching, so that a signal never kills us while attached.
+    let interrupt = if args.wait {
+        Some(Interrupt::install()?)
+    } else {
+        None
+    };
     let value = std::sync::Arc::new(super::open_existing(dir, &args.name)?);
-    if args.wait {
-        let interrupt = Interrupt::install()?;
+    if let Some(interrupt) = interrupt {
         let since = args.since.unwrap_or_else(|| value.version());
         let deadline = super::deadline(args.timeout);
         if let Waited::Interrupted = super::wait_change(&value, since, deadline, &interrupt)? {

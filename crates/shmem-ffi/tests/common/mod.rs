@@ -82,12 +82,19 @@ pub fn lib_so() -> PathBuf {
 }
 
 /// Whether `program` can be run (found in `PATH`).
+/// Whether `program` is installed. Under CI (`CI` set), a missing tool is a failure, not a
+/// skip: `.ci/run` installs them all, so a skip there would hide a regression.
 pub fn have(program: &str) -> bool {
-    Command::new("sh")
+    let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{program} is not installed, and CI must run every test"
+    );
+    found
 }
 
 /// How a test program gets libshmem.
