@@ -179,6 +179,11 @@ fn oversize_empty_and_small_buffer_are_clear_and_lose_nothing() {
         .open()
         .unwrap_err();
     assert!(matches!(e, Error::InvalidSize { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("at most 128 bytes, less than the 4096"),
+        "{e}"
+    );
     let e = shmem::Segment::builder(&name)
         .dir(dir.path())
         .open()

@@ -124,6 +124,9 @@ pub struct Builder {
     lifetime: Lifetime,
     mode: u32,
     attach_timeout: Duration,
+    /// Whether attaching checks `data_len` against an existing segment (the value layer
+    /// checks its capacity itself, in its own terms).
+    check_size: bool,
 }
 
 impl Builder {
@@ -135,6 +138,7 @@ impl Builder {
             lifetime: Lifetime::Transient,
             mode: 0o600,
             attach_timeout: Duration::from_secs(10),
+            check_size: true,
         }
     }
 
@@ -203,6 +207,7 @@ impl Builder {
 
     pub(crate) fn with_data_len(mut self, data_len: u64) -> Builder {
         self.data_len = data_len;
+        self.check_size = false;
         self
     }
 
@@ -359,7 +364,7 @@ impl Builder {
                 ),
             });
         }
-        if !created && seg.data_len() < self.data_len as usize {
+        if self.check_size && !created && seg.data_len() < self.data_len as usize {
             return Err(Error::InvalidSize {
                 name: self.name.clone(),
                 reason: format!(

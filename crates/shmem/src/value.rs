@@ -199,6 +199,16 @@ impl ValueBuilder {
                 reason: format!("{size} bytes is not a valid value layout"),
             });
         };
+        if !seg.created() && capacity < self.capacity {
+            return Err(Error::InvalidSize {
+                name: seg.name().to_owned(),
+                reason: format!(
+                    "the existing value holds at most {capacity} bytes, less than the {} asked \
+                     for",
+                    self.capacity
+                ),
+            });
+        }
         Ok(Value {
             capacity,
             lock_timeout: self.lock_timeout,
