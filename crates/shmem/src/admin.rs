@@ -23,7 +23,7 @@ use crate::sys::{self, LockKind};
 /// What a segment file in the directory is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
-    /// At least one handle is attached.
+    /// At least one handle is attached, or the segment is being initialised.
     Live,
     /// Nobody is attached: left by crashed users (transient) or kept on purpose (persistent).
     Stale,
@@ -269,7 +269,7 @@ fn inspect_with(dir: &Path, name: &str, locks: &str) -> Result<Info> {
         Some(fd) => rfs::fstat(fd).map_err(|e| err("fstat", e))?,
         None => lst,
     };
-    let (attached, pids) = holders(locks, st.st_dev, st.st_ino);
+    let (attached, pids, exclusive) = holders(locks, st.st_dev, st.st_ino);
     let mut info = Info {
         name: name.to_owned(),
         path,
@@ -284,7 +284,9 @@ fn inspect_with(dir: &Path, name: &str, locks: &str) -> Result<Info> {
         )),
         attached,
         pids,
-        state: if attached > 0 {
+        // Being initialised (or removed) by someone holding the exclusive lock counts as live:
+        // it is not a leftover.
+        state: if attached > 0 || exclusive {
             State::Live
         } else {
             State::Stale
@@ -336,9 +338,11 @@ fn proc_locks() -> String {
 ///
 /// Lines look like `1: OFDLCK ADVISORY  READ -1 00:1b:2 0 0` and
 /// `2: FLOCK  ADVISORY  READ  2163 00:1b:2 0 EOF`; waiters are marked with `->` and skipped.
-pub(crate) fn holders(locks: &str, dev: u64, ino: u64) -> (usize, Vec<u32>) {
+/// Also tells whether someone holds the exclusive lock (an initialiser, a detacher, `gc`).
+pub(crate) fn holders(locks: &str, dev: u64, ino: u64) -> (usize, Vec<u32>, bool) {
     let want = format!("{:02x}:{:02x}:{}", rfs::major(dev), rfs::minor(dev), ino);
     let mut count = 0;
+    let mut exclusive = false;
     let mut pids = Vec::new();
     for line in locks.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -347,6 +351,7 @@ pub(crate) fn holders(locks: &str, dev: u64, ino: u64) -> (usize, Vec<u32>) {
         }
         match fields[1] {
             "OFDLCK" if fields[3] == "READ" => count += 1,
+            "OFDLCK" if fields[3] == "WRITE" => exclusive = true,
             "FLOCK" => {
                 if let Ok(pid) = fields[4].parse::<u32>() {
                     if !pids.contains(&pid) {
@@ -358,7 +363,7 @@ pub(crate) fn holders(locks: &str, dev: u64, ino: u64) -> (usize, Vec<u32>) {
         }
     }
     pids.sort_unstable();
-    (count, pids)
+    (count, pids, exclusive)
 }
 
 #[cfg(test)]
@@ -375,8 +380,10 @@ mod tests {
                     4: FLOCK  ADVISORY  READ  99 00:1b:7 0 EOF\n\
                     5: FLOCK  ADVISORY  READ  5 00:1b:8 0 EOF\n\
                     6: POSIX  ADVISORY  WRITE 7 00:1b:7 0 EOF\n";
-        assert_eq!(holders(text, dev, 7), (2, vec![99, 2163]));
-        assert_eq!(holders(text, dev, 8), (0, vec![5]));
-        assert_eq!(holders("", dev, 7), (0, vec![]));
+        assert_eq!(holders(text, dev, 7), (2, vec![99, 2163], false));
+        assert_eq!(holders(text, dev, 8), (0, vec![5], false));
+        assert_eq!(holders("", dev, 7), (0, vec![], false));
+        let creating = "1: OFDLCK ADVISORY  WRITE -1 00:1b:9 0 0\n";
+        assert_eq!(holders(creating, dev, 9), (0, vec![], true));
     }
 }
