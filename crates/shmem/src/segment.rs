@@ -324,9 +324,9 @@ impl Builder {
 
         let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive)
             .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-        let created = if alone && trusted {
+        let (created, locked_st) = if alone && trusted {
             match self.claim_alone(&fd, kind, mode, total)? {
-                Some(created) => created,
+                Some(created) => (created, None),
                 None => return Ok(None),
             }
         } else {
@@ -341,9 +341,9 @@ impl Builder {
             if st.st_nlink == 0 {
                 return Ok(None); // unlinked by the last detacher while we waited
             }
-            false
+            (false, Some(st))
         };
-        let Some(seg) = self.map_and_validate(fd, path, created)? else {
+        let Some(seg) = self.map_and_validate(fd, path, created, trusted, locked_st)? else {
             return Ok(None);
         };
         // From here on, failing drops `seg`, which detaches like any handle (and frees the
@@ -519,8 +519,20 @@ impl Builder {
     }
 
     /// Maps the file and validates its header. `Ok(None)` means the initialiser died: retry.
-    fn map_and_validate(&self, fd: OwnedFd, path: &Path, created: bool) -> Result<Option<Segment>> {
-        let st = rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?;
+    /// `st` is the file's status if it was taken under the read lock (nobody can resize the file
+    /// while we hold it); otherwise it is taken here.
+    fn map_and_validate(
+        &self,
+        fd: OwnedFd,
+        path: &Path,
+        created: bool,
+        trusted: bool,
+        st: Option<rfs::Stat>,
+    ) -> Result<Option<Segment>> {
+        let st = match st {
+            Some(st) => st,
+            None => rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?,
+        };
         let file_len = st.st_size as u64;
         if file_len < HEADER_LEN as u64 {
             if file_len == 0 {
@@ -556,7 +568,7 @@ impl Builder {
             ino: st.st_ino,
             created,
             header,
-            trusted: st.st_uid == rustix::process::geteuid().as_raw(),
+            trusted,
             map: ManuallyDrop::new(map),
             fd: Some(fd),
         }))
