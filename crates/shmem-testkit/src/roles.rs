@@ -27,6 +27,7 @@ pub fn run(args: &[String]) -> ! {
         ["read", dir, name, len] => read(dir, name, len.parse().unwrap_or(0)),
         ["churn", dir, name, iters, seed] => churn(dir, name, num(iters), num(seed)),
         ["fork", dir, name, order] => fork(dir, name, order),
+        ["fork-no-spare", dir, name] => fork_no_spare(dir, name),
         ["writer", dir, name, cap, millis, seed] => {
             writer(dir, name, num(cap) as usize, num(millis), num(seed))
         }
@@ -357,4 +358,42 @@ fn fd_limit(dir: &str, name: &str) -> Res {
         }
     }
     Err("the open-files limit was never reached".into())
+}
+
+/// `fork-no-spare DIR NAME`: forks while no descriptor can be opened (so the child gets no
+/// description of its own); the child detaches and exits; the parent must still hold the
+/// segment.
+fn fork_no_spare(dir: &str, name: &str) -> Res {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let v = Value::builder(name).dir(dir).capacity(64).open()?;
+    v.set(b"parent")?;
+    let saved = getrlimit(Resource::Nofile);
+    // No new descriptor at all (the limit bounds descriptor numbers, and there may be gaps).
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(0),
+            maximum: saved.maximum,
+        },
+    )?;
+    // SAFETY: this helper is single-threaded here, so the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        drop(v);
+        std::process::exit(0);
+    }
+    setrlimit(Resource::Nofile, saved)?;
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let again = Value::builder(name).dir(dir).open_existing()?;
+    println!(
+        "child-status={status} created={} value={}",
+        again.created(),
+        again.get_string()?.0
+    );
+    Ok(())
 }

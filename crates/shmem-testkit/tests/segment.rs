@@ -527,3 +527,14 @@ fn a_failed_attach_still_frees_a_segment_whose_last_user_left_meanwhile() {
         );
     }
 }
+
+#[test]
+fn a_child_forked_without_a_description_of_its_own_does_not_free_the_parents_segment() {
+    let dir = TestDir::new("seg");
+    let name = unique_name("nospare");
+    let (status, out) =
+        Proc::spawn(["fork-no-spare", dir.path().to_str().unwrap(), &name]).wait_output(T);
+    assert!(status.success(), "{out:?}");
+    assert_eq!(out, ["child-status=0 created=false value=parent"]);
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}

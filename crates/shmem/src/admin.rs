@@ -169,7 +169,9 @@ fn remove_if(
         });
     }
     // As every unlinker does (segment.rs): with the inode's write lock held, check that it is
-    // still linked under this name, so that a newer generation is never removed.
+    // still linked under this name, so that a newer generation is never removed. A forced
+    // removal without the lock is `shm_unlink`'s semantics: the check then narrows the race
+    // with a new generation but cannot close it.
     let now = rfs::lstat(&path).map_err(|e| err("lstat", e))?;
     let st = rfs::fstat(&fd).map_err(|e| err("fstat", e))?;
     let mut head = [0u8; HEADER_LEN];

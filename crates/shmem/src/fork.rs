@@ -16,8 +16,12 @@
 //! the parent could detach and find the segment unheld) and takes the pid-marker `flock`. The
 //! parent's handler closes its copies of the spares, which live on in the child only. The
 //! child handler makes only async-signal-safe calls (`dup3`, `close`, `flock`). If a spare
-//! cannot be made, that child shares its parent's description for that handle, as without
-//! this module.
+//! cannot be made (no `/proc`, no descriptor left, no permission), parent and child share the
+//! description for that handle; the entry is then marked *shared* in both, and neither
+//! releases the lock explicitly at detach (the kernel drops it when the last of them closes,
+//! which keeps the segment alive exactly as long as either holds it). Each entry also records
+//! the inode, so that a descriptor number that was closed behind our back and reused for
+//! another file is left alone.
 //!
 //! Then a detaching handle can release its lock explicitly (`F_UNLCK`) before it closes, which
 //! affects only its own process: children spawned with `posix_spawn`/`vfork` (which run no
@@ -45,31 +49,56 @@ static REGISTER: Once = Once::new();
 /// work but a forked child shares their descriptions with its parent (as without this module).
 const MAX_FDS: usize = 4096;
 
+/// One live segment descriptor.
+#[derive(Clone, Copy)]
+struct Entry {
+    fd: RawFd,
+    dev: u64,
+    ino: u64,
+    /// The spare made by `prepare` for the coming fork, or -1.
+    spare: RawFd,
+    /// A fork happened without a spare: the description is shared with another process.
+    shared: bool,
+}
+
+const EMPTY: Entry = Entry {
+    fd: -1,
+    dev: 0,
+    ino: 0,
+    spare: -1,
+    shared: false,
+};
+
 struct Registry {
     busy: AtomicBool,
-    /// `(descriptor, spare)` of every live segment; the spare is -1 outside a fork.
-    fds: UnsafeCell<[(RawFd, RawFd); MAX_FDS]>,
+    entries: UnsafeCell<[Entry; MAX_FDS]>,
     len: UnsafeCell<usize>,
 }
 
-// SAFETY: `fds` and `len` are only touched while `busy` is held (see `locked`), or by the
+// SAFETY: `entries` and `len` are only touched while `busy` is held (see `locked`), or by the
 // fork handlers, which run between `prepare` taking it and `parent`/`child` releasing it.
 unsafe impl Sync for Registry {}
 
 static REGISTRY: Registry = Registry {
     busy: AtomicBool::new(false),
-    fds: UnsafeCell::new([(-1, -1); MAX_FDS]),
+    entries: UnsafeCell::new([EMPTY; MAX_FDS]),
     len: UnsafeCell::new(0),
 };
 
 impl Registry {
     fn lock(&self) {
+        let mut spins = 0u32;
         while self
             .busy
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            std::hint::spin_loop();
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now(); // a fork's `prepare` may hold it for a while
+            }
         }
     }
 
@@ -77,23 +106,23 @@ impl Registry {
         self.busy.store(false, Ordering::Release);
     }
 
-    /// Runs `f` on the registry's entries with the lock held.
-    fn locked<R>(&self, f: impl FnOnce(&mut [(RawFd, RawFd); MAX_FDS], &mut usize) -> R) -> R {
+    /// Runs `f` on the live entries with the lock held.
+    fn locked<R>(&self, f: impl FnOnce(&mut [Entry; MAX_FDS], &mut usize) -> R) -> R {
         self.lock();
         // SAFETY: we hold `busy`, so nobody else touches the cells until `unlock`.
-        let r = unsafe { f(&mut *self.fds.get(), &mut *self.len.get()) };
+        let r = unsafe { f(&mut *self.entries.get(), &mut *self.len.get()) };
         self.unlock();
         r
     }
 
-    /// The entries, for the fork handlers.
+    /// The live entries, for the fork handlers.
     ///
     /// # Safety
     /// Only between `prepare` (which holds `busy`) and `parent`/`child`, on the forking thread.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn entries(&self) -> &mut [(RawFd, RawFd)] {
+    unsafe fn live(&self) -> &mut [Entry] {
         // SAFETY: forwarded: the caller is the only one touching the registry now.
-        unsafe { &mut (&mut *self.fds.get())[..*self.len.get()] }
+        unsafe { &mut (&mut *self.entries.get())[..*self.len.get()] }
     }
 }
 
@@ -109,42 +138,58 @@ pub(crate) fn install() {
     });
 }
 
-/// Records a segment's descriptor, so a forked child gets its own description.
-pub(crate) fn register(fd: RawFd) {
+/// Records a segment's descriptor (of inode `dev`/`ino`), so a forked child gets its own
+/// description.
+pub(crate) fn register(fd: RawFd, dev: u64, ino: u64) {
     install();
-    REGISTRY.locked(|fds, len| {
+    REGISTRY.locked(|entries, len| {
         if *len < MAX_FDS {
-            fds[*len] = (fd, -1);
+            entries[*len] = Entry {
+                fd,
+                dev,
+                ino,
+                ..EMPTY
+            };
             *len += 1;
         }
     });
 }
 
-/// Forgets a descriptor (before it is closed).
-pub(crate) fn unregister(fd: RawFd) {
-    REGISTRY.locked(|fds, len| {
-        if let Some(i) = fds[..*len].iter().position(|&(f, _)| f == fd) {
-            fds[i] = fds[*len - 1];
-            *len -= 1;
-        }
-    });
+/// Forgets a descriptor (before it is closed). Returns whether its description may be shared
+/// with another process (a fork without a spare, or a registry that was full), in which case
+/// the caller must not release the lock explicitly.
+pub(crate) fn unregister(fd: RawFd) -> bool {
+    REGISTRY.locked(
+        |entries, len| match entries[..*len].iter().position(|e| e.fd == fd) {
+            Some(i) => {
+                let shared = entries[i].shared;
+                entries[i] = entries[*len - 1];
+                *len -= 1;
+                shared
+            }
+            None => true,
+        },
+    )
 }
 
 extern "C" fn prepare() {
     REGISTRY.lock();
     // SAFETY: we hold the registry lock until `parent`/`child`.
-    for entry in unsafe { REGISTRY.entries() } {
-        entry.1 = spare_for(entry.0);
+    for e in unsafe { REGISTRY.live() } {
+        e.spare = spare_for(e);
+        if e.spare < 0 {
+            e.shared = true;
+        }
     }
 }
 
 extern "C" fn parent() {
     // SAFETY: `prepare` holds the registry lock for us.
-    for entry in unsafe { REGISTRY.entries() } {
-        if entry.1 >= 0 {
+    for e in unsafe { REGISTRY.live() } {
+        if e.spare >= 0 {
             // SAFETY: the spare is our descriptor, opened in `prepare`; the child keeps its copy.
-            unsafe { libc::close(entry.1) };
-            entry.1 = -1;
+            unsafe { libc::close(e.spare) };
+            e.spare = -1;
         }
     }
     REGISTRY.unlock();
@@ -154,35 +199,49 @@ extern "C" fn child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     // SAFETY: this is the child's copy of the registry, locked by `prepare` in the parent;
     // only this thread exists in the child.
-    for entry in unsafe { REGISTRY.entries() } {
-        if entry.1 >= 0 {
+    for e in unsafe { REGISTRY.live() } {
+        if e.spare >= 0 {
             // SAFETY: both descriptors are ours; `dup3`, `flock` and `close` are
-            // async-signal-safe. After `dup3`, `entry.0` names the spare's locked description.
+            // async-signal-safe. After `dup3`, `e.fd` names the spare's locked description.
             unsafe {
-                if libc::dup3(entry.1, entry.0, libc::O_CLOEXEC) >= 0 {
-                    libc::flock(entry.0, libc::LOCK_SH | libc::LOCK_NB);
+                if libc::dup3(e.spare, e.fd, libc::O_CLOEXEC) >= 0 {
+                    libc::flock(e.fd, libc::LOCK_SH | libc::LOCK_NB);
+                } else {
+                    e.shared = true;
                 }
-                libc::close(entry.1);
+                libc::close(e.spare);
             }
-            entry.1 = -1;
+            e.spare = -1;
         }
     }
     REGISTRY.unlock();
 }
 
-/// A second description of `fd`'s inode holding the attach read lock, or -1.
-fn spare_for(fd: RawFd) -> RawFd {
-    let path = format!("/proc/self/fd/{fd}");
+/// A second description of `e`'s inode holding the attach read lock, or -1 (also when the
+/// descriptor number no longer refers to that inode).
+fn spare_for(e: &Entry) -> RawFd {
+    use std::os::fd::{AsFd, IntoRawFd};
+    // SAFETY: `fstat` writes a `struct stat` into `st`; all-zero is a valid initial value, and
+    // on a descriptor that was closed behind our back it just fails with EBADF.
+    let (r, st) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(e.fd, &mut st), st)
+    };
+    if r != 0 || (st.st_dev, st.st_ino) != (e.dev, e.ino) {
+        return -1; // not our segment any more: leave that descriptor alone
+    }
+    let path = format!("/proc/self/fd/{}", e.fd);
     let flags =
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK;
     let Ok(spare) = rustix::fs::open(path.as_str(), flags, rustix::fs::Mode::empty()) else {
         return -1;
     };
-    match crate::sys::ofd_lock(
-        std::os::fd::AsFd::as_fd(&spare),
-        crate::sys::LockKind::Shared,
-    ) {
-        Ok(true) => std::os::fd::IntoRawFd::into_raw_fd(spare),
+    let same = |st: rustix::fs::Stat| (st.st_dev, st.st_ino) == (e.dev, e.ino);
+    if !rustix::fs::fstat(&spare).is_ok_and(same) {
+        return -1;
+    }
+    match crate::sys::ofd_lock(spare.as_fd(), crate::sys::LockKind::Shared) {
+        Ok(true) => spare.into_raw_fd(),
         _ => -1,
     }
 }

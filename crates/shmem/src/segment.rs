@@ -286,7 +286,7 @@ impl Builder {
             OpenMode::OpenExisting => base,
         };
         let fd = match rfs::open(path, flags, Mode::from_raw_mode(self.mode)) {
-            Ok(fd) => fd,
+            Ok(fd) => Attaching(Some(fd)),
             Err(Errno::NOENT) if !self.dir.is_dir() => {
                 return Err(Error::Io {
                     name: self.name.clone(),
@@ -523,7 +523,7 @@ impl Builder {
     /// while we hold it); otherwise it is taken here.
     fn map_and_validate(
         &self,
-        fd: OwnedFd,
+        fd: Attaching,
         path: &Path,
         created: bool,
         trusted: bool,
@@ -559,7 +559,8 @@ impl Builder {
         // Only tells tools our pid (see the module docs); the protocol never depends on it, so
         // a failure (someone holding an exclusive flock) is not an error.
         let _ = rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockShared);
-        crate::fork::register(fd.as_raw_fd());
+        let fd = fd.into_inner();
+        crate::fork::register(fd.as_raw_fd(), st.st_dev, st.st_ino);
         Ok(Some(Segment {
             name: self.name.clone(),
             dir: self.dir.clone(),
@@ -594,6 +595,40 @@ impl Builder {
         Error::PermissionDenied {
             name: self.name.clone(),
             reason,
+        }
+    }
+}
+
+/// A descriptor being attached. If the attach fails or retries, whatever lock it holds is
+/// released explicitly before it closes: a child forked meanwhile by another thread has a copy
+/// of the descriptor (and no spare, since it is not registered yet), which must not keep the
+/// lock alive.
+struct Attaching(Option<OwnedFd>);
+
+impl Attaching {
+    fn into_inner(mut self) -> OwnedFd {
+        self.0.take().expect("taken only once")
+    }
+}
+
+impl std::ops::Deref for Attaching {
+    type Target = OwnedFd;
+
+    fn deref(&self) -> &OwnedFd {
+        self.0.as_ref().expect("present until into_inner")
+    }
+}
+
+impl AsFd for Attaching {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        (**self).as_fd()
+    }
+}
+
+impl Drop for Attaching {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
         }
     }
 }
@@ -753,8 +788,11 @@ impl Drop for Segment {
         // of the descriptor until its `exec`, and that copy must not keep the segment alive.
         // Then unmap and close (a mapping, too, holds a reference to the description).
         if let Some(fd) = self.fd.take() {
-            crate::fork::unregister(fd.as_raw_fd());
-            let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
+            // A description shared with a forked child (no spare could be made for it) keeps
+            // its lock until the last of them closes it: releasing it here would release theirs.
+            if !crate::fork::unregister(fd.as_raw_fd()) {
+                let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
+            }
             // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
             unsafe { ManuallyDrop::drop(&mut self.map) };
             drop(fd);

@@ -91,7 +91,7 @@ pub(crate) fn lock(word: &AtomicU32, timeout: Duration) -> Result<Guard<'_>, Loc
         std::hint::spin_loop();
     }
     let deadline = realtime_deadline(timeout);
-    let mut einval = 0u32;
+    let mut retries = 0u32;
     loop {
         match futex::lock_pi(word, futex::Flags::empty(), Some(&deadline)) {
             Ok(()) => return Ok(Guard { word, tid }),
@@ -114,6 +114,7 @@ pub(crate) fn lock(word: &AtomicU32, timeout: Duration) -> Result<Guard<'_>, Loc
                 if past(&deadline) {
                     return Err(LockError::Timeout);
                 }
+                backoff(&mut retries);
             }
             Err(Errno::TIMEDOUT) => return Err(LockError::Timeout),
             // The holder died while others were queued in the kernel: the kernel has released
@@ -125,13 +126,7 @@ pub(crate) fn lock(word: &AtomicU32, timeout: Duration) -> Result<Guard<'_>, Loc
                 if past(&deadline) {
                     return Err(LockError::Timeout);
                 }
-                einval += 1;
-                if einval < 16 {
-                    std::thread::yield_now();
-                } else {
-                    // Not over yet (or a peer wrote garbage): stop hammering the kernel.
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
+                backoff(&mut retries);
             }
             Err(Errno::DEADLK) => return Err(LockError::Corrupt(word.load(Ordering::Relaxed))),
             Err(Errno::INTR) | Err(Errno::AGAIN) => {
@@ -158,8 +153,9 @@ impl Drop for Guard<'_> {
     }
 }
 
-/// Whether thread `tid` exists (`kill(tid, 0)`; a thread id names its thread for `kill` too).
-/// `EPERM` means it exists but belongs to another user.
+/// Whether thread `tid` is alive: it exists (`kill(tid, 0)`; `EPERM` means it exists but
+/// belongs to another user) and is not a zombie waiting to be reaped (`/proc/<tid>/stat`),
+/// which `kill` still finds but which will never unlock anything.
 fn thread_alive(tid: u32) -> bool {
     let Some(pid) = i32::try_from(tid)
         .ok()
@@ -167,7 +163,30 @@ fn thread_alive(tid: u32) -> bool {
     else {
         return false;
     };
-    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
+    if matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH)) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        // The state is the first field after the command name, which ends with the last ')'.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().as_bytes().first()),
+            Some(Some(b'Z' | b'X'))
+        ),
+        Err(_) => true, // no /proc: trust `kill`
+    }
+}
+
+/// Between retries of a state the kernel is still sorting out (a hand-over in progress, a
+/// holder still exiting) or that a peer wrote: yield a few times, then sleep briefly, so as not
+/// to hammer the kernel until the deadline.
+fn backoff(retries: &mut u32) {
+    *retries += 1;
+    if *retries < 16 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }
 
 /// Whether the `CLOCK_REALTIME` deadline has passed.
@@ -250,6 +269,33 @@ mod tests {
             drop(g);
             assert_eq!(word.load(Ordering::Relaxed), 0);
         }
+    }
+
+    #[test]
+    fn a_holder_that_died_but_is_not_reaped_yet_is_taken_over() {
+        // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        // Wait until it is a zombie (exited, not reaped), without reaping it.
+        // SAFETY: `siginfo_t` is plain data; WNOWAIT leaves the child a zombie.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+        }
+        let word = AtomicU32::new(pid as u32);
+        let g = lock(&word, Duration::from_secs(5)).expect("takes over a zombie holder");
+        drop(g);
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     }
 
     #[test]
