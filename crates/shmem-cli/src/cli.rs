@@ -84,7 +84,9 @@ pub enum Command {
     #[command(after_help = concat!(
         "Sleeps until the value changes (on a futex: no polling), prints `VERSION VALUE`, and \
          waits again, until Ctrl-C or --count changes. Values that change faster than they \
-         are printed are coalesced: the versions show the gap.\n\n\
+         are printed are coalesced: the versions show the gap. Each value is printed on one \
+         line: backslashes, newlines and other control characters are escaped (\\n, \\t, \\\\, \\u{1b}); \
+         `shmem get` prints the raw bytes.\n\n\
          Examples:\n  shmem watch config\n  shmem watch --count 1 --timeout 10000 config\n  \
          shmem watch --since 0 config   (prints the current value first if it was ever set)\n\n",
         "Exit codes: 0 done or interrupted, 1 error, 2 usage, 3 no such segment, 4 timeout"
