@@ -787,16 +787,17 @@ impl Drop for Segment {
         // forked child its own), but a child being spawned by another thread may hold a copy
         // of the descriptor until its `exec`, and that copy must not keep the segment alive.
         // Then unmap and close (a mapping, too, holds a reference to the description).
-        if let Some(fd) = self.fd.take() {
-            // A description shared with a forked child (no spare could be made for it) keeps
-            // its lock until the last of them closes it: releasing it here would release theirs.
+        let fd = self.fd.take();
+        // A description shared with a forked child (no spare could be made for it) keeps its
+        // lock until the last of them closes it: releasing it here would release theirs.
+        if let Some(fd) = &fd {
             if !crate::fork::unregister(fd.as_raw_fd()) {
                 let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
             }
-            // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
-            unsafe { ManuallyDrop::drop(&mut self.map) };
-            drop(fd);
         }
+        // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
+        unsafe { ManuallyDrop::drop(&mut self.map) };
+        drop(fd);
         if self.header.lifetime == Lifetime::Transient && self.trusted {
             self.release_name();
         }

@@ -405,6 +405,10 @@ impl Value {
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<u64>> {
         let ctrl = self.ctrl();
+        let v = ctrl.version.load(Ordering::Acquire);
+        if v != since {
+            return Ok(Some(v)); // already changed: no clock read, no system call
+        }
         // A timeout too large to represent waits forever.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {

@@ -36,11 +36,9 @@ static wchar_t pattern(size_t i)
     return (wchar_t)(L'a' + i % 26);
 }
 
-int main(void)
+/* Stores the LONG-character pattern (more than fits). */
+static void set_long_string(void)
 {
-    page = (size_t)sysconf(_SC_PAGESIZE);
-    CHECK_RC(shmem_compat_status(), SHMEM_OK);
-
     wchar_t *s = malloc((LONG + 1) * sizeof(wchar_t));
     CHECK(s != NULL);
     for (size_t i = 0; i < LONG; i++)
@@ -48,6 +46,14 @@ int main(void)
     s[LONG] = 0;
     SetSharedMem(s);
     free(s);
+}
+
+int main(void)
+{
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    CHECK_RC(shmem_compat_status(), SHMEM_OK);
+
+    set_long_string();
 
     /* A large buffer: exactly FITS characters came back, and nothing after the NUL changed. */
     wchar_t *big = malloc(2 * LONG * sizeof(wchar_t));
@@ -96,13 +102,7 @@ int main(void)
     CHECK(out[0] == 0);
 
     /* Leave the long string for the test to inspect through its own handle. */
-    s = malloc((LONG + 1) * sizeof(wchar_t));
-    CHECK(s != NULL);
-    for (size_t i = 0; i < LONG; i++)
-        s[i] = pattern(i);
-    s[LONG] = 0;
-    SetSharedMem(s);
-    free(s);
+    set_long_string();
     printf("ok\n");
     return 0;
 }
