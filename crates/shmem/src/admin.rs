@@ -348,7 +348,13 @@ pub(crate) fn holders(locks: &str, dev: u64, ino: u64) -> (usize, Vec<u32>, bool
     let mut pids = Vec::new();
     for line in locks.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) == Some(&"->") || fields.len() < 6 || fields[5] != want {
+        // Only byte 0 carries the attach protocol; writers' liveness witnesses lock bytes far
+        // past it (wlock.rs) and are not attachments.
+        if fields.get(1) == Some(&"->")
+            || fields.len() < 7
+            || fields[5] != want
+            || (fields[1] == "OFDLCK" && fields[6] != "0")
+        {
             continue;
         }
         match fields[1] {
@@ -381,7 +387,8 @@ mod tests {
                     3: OFDLCK ADVISORY  READ -1 00:1b:7 0 0\n\
                     4: FLOCK  ADVISORY  READ  99 00:1b:7 0 EOF\n\
                     5: FLOCK  ADVISORY  READ  5 00:1b:8 0 EOF\n\
-                    6: POSIX  ADVISORY  WRITE 7 00:1b:7 0 EOF\n";
+                    6: POSIX  ADVISORY  WRITE 7 00:1b:7 0 EOF\n\
+                    7: OFDLCK ADVISORY  WRITE -1 00:1b:7 4294967301 4294967301\n";
         assert_eq!(holders(text, dev, 7), (2, vec![99, 2163], false));
         assert_eq!(holders(text, dev, 8), (0, vec![5], false));
         assert_eq!(holders("", dev, 7), (0, vec![], false));

@@ -32,8 +32,17 @@
 //! sees a half-updated registry. Registration happens at attach and detach only, never on the
 //! `get`/`set` paths.
 //!
-//! The child handler also bumps the fork generation that `wlock.rs` uses to refresh its cached
-//! thread id.
+//! Writers' liveness witnesses (wlock.rs) live here too, one per handle that has written: an
+//! unmapped description of the segment's inode holding the OFD lock of its token's byte. The
+//! child handler `dup3`s the spare over the inherited witness number as well, so the child no
+//! longer holds its parent's witness (a parent that dies holding the writers' lock is then
+//! seen dead at once), and clears the token: the child claims its own at its first write.
+//! Without a spare, parent and child share the witness and the token; they still exclude each
+//! other (a word naming one's own token is waited on), but if one dies holding the lock the
+//! others wait until the other has gone too.
+//!
+//! The child handler also bumps the fork generation, which writers compare with the one their
+//! cached token was claimed under.
 
 use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
@@ -59,6 +68,11 @@ struct Entry {
     spare: RawFd,
     /// A fork happened without a spare: the description is shared with another process.
     shared: bool,
+    /// The writer's liveness witness (an unmapped description of the same inode holding the
+    /// OFD lock of byte `WITNESS_BASE + token`), or -1 before the handle's first write.
+    witness: RawFd,
+    /// The token whose byte `witness` locks; 0 when none is claimed (also after a fork).
+    token: u32,
 }
 
 const EMPTY: Entry = Entry {
@@ -67,6 +81,8 @@ const EMPTY: Entry = Entry {
     ino: 0,
     spare: -1,
     shared: false,
+    witness: -1,
+    token: 0,
 };
 
 struct Registry {
@@ -155,21 +171,112 @@ pub(crate) fn register(fd: RawFd, dev: u64, ino: u64) {
     });
 }
 
-/// Forgets a descriptor (before it is closed). Returns whether its description may be shared
-/// with another process (a fork without a spare, or a registry that was full), in which case
-/// the caller must not release the lock explicitly.
-pub(crate) fn unregister(fd: RawFd) -> bool {
-    REGISTRY.locked(
-        |entries, len| match entries[..*len].iter().position(|e| e.fd == fd) {
-            Some(i) => {
-                let shared = entries[i].shared;
-                entries[i] = entries[*len - 1];
-                *len -= 1;
-                shared
+/// What [`unregister`] found out about a handle's descriptor.
+#[derive(Debug)]
+pub(crate) struct Unregistered {
+    /// Its description may be shared with another process (a fork without a spare, or a
+    /// registry that was full): the caller must not release the lock explicitly.
+    pub(crate) shared: bool,
+    /// The handle's writer witness, now the caller's to close.
+    pub(crate) witness: Option<std::os::fd::OwnedFd>,
+}
+
+/// Forgets a descriptor (before it is closed).
+pub(crate) fn unregister(fd: RawFd) -> Unregistered {
+    let (shared, witness) =
+        REGISTRY.locked(
+            |entries, len| match entries[..*len].iter().position(|e| e.fd == fd) {
+                Some(i) => {
+                    let e = entries[i];
+                    entries[i] = entries[*len - 1];
+                    *len -= 1;
+                    (e.shared, e.witness)
+                }
+                None => (true, -1),
+            },
+        );
+    let witness = (witness >= 0).then(|| {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the registry owned this descriptor (opened by `writer_token`) and has just
+        // forgotten it, so ownership passes to the caller exactly once.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(witness) }
+    });
+    Unregistered { shared, witness }
+}
+
+/// The first byte offset of the writers' liveness witnesses: token `t` is alive while some
+/// description holds the OFD lock of byte `WITNESS_BASE + t` (wlock.rs). Far past any
+/// segment's data, and far from byte 0, which carries the attach protocol.
+pub(crate) const WITNESS_BASE: u64 = 1 << 32;
+
+/// Why a writer token could not be claimed.
+#[derive(Debug)]
+pub(crate) enum ClaimError {
+    /// The handle is not in the registry (it is full): no witness can follow it across fork.
+    Unregistered,
+    /// A system call failed.
+    Sys(&'static str, rustix::io::Errno),
+    /// Every token tried was taken (a peer keeps the counter on live tokens).
+    Exhausted,
+}
+
+/// The writer token of the handle whose descriptor is `fd`, claiming one if it has none (first
+/// write, or first write after a fork): opens the witness description (once per handle; after a
+/// fork the child's handler has pointed it at a description of the child's own), then draws
+/// tokens from `claims` until it wins the OFD write lock of one's byte. A token is taken only
+/// while its byte is free, so no two live handles share one.
+pub(crate) fn writer_token(fd: RawFd, claims: &crate::sync::AtomicU32) -> Result<u32, ClaimError> {
+    use std::os::fd::{BorrowedFd, IntoRawFd};
+    install();
+    REGISTRY.locked(|entries, len| {
+        let Some(e) = entries[..*len].iter_mut().find(|e| e.fd == fd) else {
+            return Err(ClaimError::Unregistered);
+        };
+        if e.token != 0 {
+            return Ok(e.token);
+        }
+        if e.witness < 0 {
+            let path = format!("/proc/self/fd/{fd}");
+            let flags = rustix::fs::OFlags::RDWR
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NONBLOCK;
+            let w = rustix::fs::open(path.as_str(), flags, rustix::fs::Mode::empty())
+                .map_err(|e| ClaimError::Sys("open(/proc/self/fd)", e))?;
+            let st = rustix::fs::fstat(&w).map_err(|e| ClaimError::Sys("fstat", e))?;
+            if (st.st_dev, st.st_ino) != (e.dev, e.ino) {
+                return Err(ClaimError::Sys(
+                    "open(/proc/self/fd)",
+                    rustix::io::Errno::NOENT,
+                ));
             }
-            None => true,
-        },
-    )
+            e.witness = w.into_raw_fd();
+        }
+        // SAFETY: `e.witness` is open and owned by the registry, whose lock we hold, so it is
+        // not closed while borrowed here.
+        let witness = unsafe { BorrowedFd::borrow_raw(e.witness) };
+        for _ in 0..1024 {
+            let t = claims.fetch_add(1, crate::sync::Ordering::Relaxed) & crate::wlock::TOKEN_MASK;
+            if t == 0 {
+                continue;
+            }
+            let won = crate::sys::ofd_lock_at(
+                witness,
+                crate::sys::LockKind::Exclusive,
+                WITNESS_BASE + u64::from(t),
+            )
+            .map_err(|e| ClaimError::Sys("fcntl(F_OFD_SETLK)", e))?;
+            if won {
+                e.token = t;
+                return Ok(t);
+            }
+        }
+        Err(ClaimError::Exhausted)
+    })
+}
+
+/// Bumped in every child after fork; writers compare it with the one they claimed under.
+pub(crate) fn generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
 }
 
 extern "C" fn prepare() {
@@ -206,6 +313,13 @@ extern "C" fn child() {
             unsafe {
                 if libc::dup3(e.spare, e.fd, libc::O_CLOEXEC) >= 0 {
                     libc::flock(e.fd, libc::LOCK_SH | libc::LOCK_NB);
+                    // Let go of the parent's witness: point our copy of its number at our own
+                    // description, which holds no witness byte, and claim anew at the next
+                    // write. Otherwise a parent that died holding the writers' lock would look
+                    // alive for as long as we live.
+                    if e.witness >= 0 && libc::dup3(e.spare, e.witness, libc::O_CLOEXEC) >= 0 {
+                        e.token = 0;
+                    }
                 } else {
                     e.shared = true;
                 }

@@ -30,9 +30,21 @@ mod fork;
 mod header;
 mod name;
 mod segment;
+mod seqlock;
+mod sync;
 mod sys;
 pub(crate) mod value;
 mod wlock;
+
+/// The value protocol and the writers' lock, for the loom model checks only
+/// (`tests/loom_value.rs`): the same code the library runs, compiled against loom's atomics.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod model {
+    pub use crate::seqlock::*;
+    pub use crate::sync::{AtomicU32, AtomicU64, Ordering};
+    pub use crate::wlock::{lock, Guard, Holder, LockError, Park, Taken, SLEEPERS, TOKEN_MASK};
+}
 
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};

@@ -757,6 +757,11 @@ impl Segment {
         }
     }
 
+    /// The attach descriptor, for the value layer's witness probes (`F_OFD_GETLK`).
+    pub(crate) fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_ref().expect("present until drop").as_fd()
+    }
+
     /// The whole mapping (header included), for the value layer.
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.map
@@ -791,9 +796,11 @@ impl Drop for Segment {
         // A description shared with a forked child (no spare could be made for it) keeps its
         // lock until the last of them closes it: releasing it here would release theirs.
         if let Some(fd) = &fd {
-            if !crate::fork::unregister(fd.as_raw_fd()) {
+            let gone = crate::fork::unregister(fd.as_raw_fd());
+            if !gone.shared {
                 let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
             }
+            drop(gone.witness); // releases this handle's writer token, if it had one
         }
         // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
         unsafe { ManuallyDrop::drop(&mut self.map) };

@@ -19,7 +19,7 @@ pub(crate) enum LockKind {
     Unlock,
 }
 
-/// `fcntl(fd, F_OFD_SETLK, {type, SEEK_SET, 0, 1})`, never blocking.
+/// `fcntl(fd, F_OFD_SETLK, {type, SEEK_SET, 0, 1})`, never blocking: the attach lock.
 ///
 /// Open file description locks belong to the description, not to the process: two handles in
 /// one process conflict like two processes do, a forked child shares its parent's lock, and the
@@ -30,40 +30,120 @@ pub(crate) enum LockKind {
 ///
 /// Returns `Ok(false)` when a conflicting lock is held.
 pub(crate) fn ofd_lock(fd: BorrowedFd<'_>, kind: LockKind) -> Result<bool, Errno> {
+    ofd_lock_at(fd, kind, 0)
+}
+
+/// `fcntl(fd, F_OFD_SETLK, {type, SEEK_SET, start, 1})`, never blocking: a lock on one byte
+/// (which may lie past the end of the file). Returns `Ok(false)` when a conflicting lock is
+/// held.
+pub(crate) fn ofd_lock_at(fd: BorrowedFd<'_>, kind: LockKind, start: u64) -> Result<bool, Errno> {
     let l_type = match kind {
         LockKind::Shared => libc::F_RDLCK,
         LockKind::Exclusive => libc::F_WRLCK,
         LockKind::Unlock => libc::F_UNLCK,
     };
+    let mut fl = one_byte(l_type, start)?;
+    loop {
+        match fcntl_lock(fd, libc::F_OFD_SETLK, &mut fl) {
+            Ok(()) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) | Err(Errno::ACCESS) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether another open file description holds a lock on byte `start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ByteLock {
+    /// Some other description holds a read or write lock on it.
+    Held,
+    /// Nobody else does.
+    Free,
+}
+
+/// `fcntl(fd, F_OFD_GETLK, {F_WRLCK, SEEK_SET, start, 1})`: whether a description other than
+/// `fd`'s holds a lock on byte `start`. The kernel answers from its lock table, which it updates
+/// when a description goes away (exit, exec, crash), so this is a liveness witness that no pid,
+/// thread id or namespace enters into.
+pub(crate) fn ofd_probe(fd: BorrowedFd<'_>, start: u64) -> Result<ByteLock, Errno> {
+    let mut fl = one_byte(libc::F_WRLCK, start)?;
+    loop {
+        match fcntl_lock(fd, libc::F_OFD_GETLK, &mut fl) {
+            Ok(()) if i32::from(fl.l_type) == libc::F_UNLCK => return Ok(ByteLock::Free),
+            Ok(()) => return Ok(ByteLock::Held),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A `struct flock` for one byte at `start`.
+fn one_byte(l_type: libc::c_int, start: u64) -> Result<libc::flock, Errno> {
     // SAFETY: `flock` is plain old data; all-zero is a valid value that we then fill in.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = l_type as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
+    fl.l_start = libc::off_t::try_from(start).map_err(|_| Errno::INVAL)?;
     fl.l_len = 1;
     fl.l_pid = 0; // required to be 0 for OFD locks
-    loop {
-        // SAFETY: `fd` is a valid open descriptor for the duration of the call (it is borrowed),
-        // and `fl` is a valid `struct flock` that outlives the call.
-        let r = unsafe {
-            libc::fcntl(
-                fd.as_raw_fd(),
-                libc::F_OFD_SETLK,
-                &mut fl as *mut libc::flock,
-            )
-        };
-        if r == 0 {
-            return Ok(true);
-        }
-        let e =
-            Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-        match e {
-            Errno::INTR => continue,
-            Errno::AGAIN | Errno::ACCESS => return Ok(false),
-            _ => return Err(e),
-        }
+    Ok(fl)
+}
+
+/// `fcntl(fd, cmd, fl)` for the OFD lock commands.
+fn fcntl_lock(fd: BorrowedFd<'_>, cmd: libc::c_int, fl: &mut libc::flock) -> Result<(), Errno> {
+    // SAFETY: `fd` is a valid open descriptor for the duration of the call (it is borrowed),
+    // `cmd` is one of the OFD lock commands, which read and may write the `struct flock` that
+    // `fl` points to, and `fl` outlives the call.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
     }
 }
+
+/// `FUTEX_WAIT(word, expected, timeout)` with a relative timeout, which the kernel measures on
+/// `CLOCK_MONOTONIC`. Returns early on a wake-up, a signal, or a changed word.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(
+    word: &crate::sync::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), Errno> {
+    use rustix::thread::futex;
+    let ts = timeout.map(|r| futex::Timespec {
+        tv_sec: i64::try_from(r.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(r.subsec_nanos()),
+    });
+    match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {
+        Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) | Err(Errno::TIMEDOUT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `FUTEX_WAKE(word, n)`.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake(word: &crate::sync::AtomicU32, n: u32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), n);
+}
+
+/// Under loom a futex wait is a spurious wake-up, which the protocols must tolerate anyway.
+#[cfg(loom)]
+pub(crate) fn futex_wait(
+    _word: &crate::sync::AtomicU32,
+    _expected: u32,
+    _timeout: Option<std::time::Duration>,
+) -> Result<(), Errno> {
+    loom::thread::yield_now();
+    Ok(())
+}
+
+/// Under loom waking is implicit: every sleeper re-checks at its next scheduling point.
+#[cfg(loom)]
+pub(crate) fn futex_wake(_word: &crate::sync::AtomicU32, _n: u32) {}
 
 /// A shared, read-write mapping of a whole segment file. Unmapped on drop.
 #[derive(Debug)]

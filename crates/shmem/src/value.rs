@@ -21,52 +21,29 @@
 //!
 //! # Protocol
 //!
-//! Version `v` lives in slot `v & 1`. A writer, holding the lock:
-//! 1. reads `version = v` and picks slot `s = (v + 1) & 1`, the one readers are *not* reading;
-//! 2. makes `seq[s]` odd and larger than before (`+1` if even, `+2` if already odd because a
-//!    writer died there), Relaxed store, then a Release fence;
-//! 3. stores `version[s] = v + 1`, `len[s]`, and copies the bytes in (`copy.rs`);
-//! 4. makes `seq[s]` even (`+1`), Release;
-//! 5. publishes: `version = v + 1` (Release), `wake += 1` (Release), unlocks, a SeqCst fence,
-//!    and if `waiters != 0`, `FUTEX_WAKE` on `wake`.
+//! The seqlock, the waiters' flag and the readers' hold-off request are in `seqlock.rs`, the
+//! writers' lock in `wlock.rs`: every atomic operation of the protocol lives there, free of
+//! system calls, and the loom model checks run that code. This file lays those structures over
+//! the mapping, bounds-checks what it reads, copies the bytes (`copy.rs`) and makes the system
+//! calls: the futex, and the `F_OFD_GETLK` probe that tells a live lock holder from a gone one.
 //!
-//! A reader takes no lock and writes nothing:
-//! 1. `v = version` (Acquire), `s = v & 1`, `q1 = seq[s]` (Acquire); retry if `q1` is odd;
-//! 2. reads `version[s]` and `len[s]`; retries unless `version[s] == v` and `len <= capacity`;
-//! 3. copies `len` bytes out, an Acquire fence, `q2 = seq[s]` (Relaxed); retries if `q2 != q1`.
-//!
-//! Why it holds: a writer only ever writes the slot of the *next* version, so a reader of the
-//! current one is disturbed only if two more `set`s complete during its copy, and then the
-//! changed `seq` (seen through the fence pair of steps 2/3) makes it retry. `seq` only grows, so
-//! equal before and after means nobody touched the slot. `version[s] == v` rejects a slot that a
-//! writer finished but died before publishing. A writer killed at any instruction leaves the
-//! published slot untouched: the next writer (which gets the lock as soon as the kernel sees the
-//! death, wlock.rs) writes the same unpublished slot again. The retry loop is bounded by a
-//! deadline, so garbage written by a peer gives an error, never a hang; every index is `& 1` and
-//! every length is checked against the capacity this process mapped.
-//!
-//! Waiters (`wait_changed`): `waiters += 1` (SeqCst), a SeqCst fence, `w = wake` (Acquire),
-//! re-read `version`; if it is still `since` (and the caller has not cancelled),
-//! `FUTEX_WAIT(wake, w)`; then `waiters -= 1`. Writer step 5 and this are the two halves of
-//! Dekker's pattern: with both fences SeqCst, either the writer sees `waiters != 0` and wakes,
-//! or the waiter sees the new version and does not sleep. A waiter that read the old version
-//! read `w` before the writer's increment (the increment is ordered after the version store),
-//! so if it goes to sleep after the increment, `FUTEX_WAIT` returns at once. `wake_waiters`
-//! bumps `wake` and wakes everyone without changing the version: that is how a waiter is
-//! cancelled from another thread (set the flag it checks, then wake). With nobody waiting,
-//! `set` makes no system call.
+//! A writer's identity is a *token* claimed at its handle's first write (`fork::writer_token`):
+//! the OFD lock of one byte far past the data, held on a description that is never mapped, so
+//! the kernel releases it when the handle's process exits, execs or crashes. The token is cached
+//! per handle with the fork generation it was claimed under, so `set` costs no system call.
 
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use rustix::io::Errno;
-use rustix::thread::futex;
 
 use crate::copy;
 use crate::error::{Error, Result};
+use crate::fork::{self, ClaimError};
 use crate::header::{Lifetime, HEADER_LEN};
 use crate::segment::{Builder, Segment};
-use crate::wlock::{self, LockError};
+use crate::seqlock::{self, Control, Pass, Sleep, SlotMeta, Wake};
+use crate::sync::AtomicU32;
+use crate::sys::{self, ByteLock};
+use crate::wlock::{self, Holder, LockError, Park};
 
 const CTRL_OFFSET: usize = HEADER_LEN;
 const META_OFFSET: usize = 128;
@@ -88,26 +65,12 @@ struct Backoff {
 }
 /// How long a writer waits for the lock by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times a writer re-reads a busy lock word before it sleeps on it.
+const SPIN_LIMIT: u32 = 400;
+/// The shortest pause a writer makes for readers that asked to hold off; it grows with the
+/// capacity (one nanosecond per byte), so that the slowest reader's copy fits.
+const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
 
-#[repr(C)]
-struct Control {
-    version: AtomicU64,
-    wake: AtomicU32,
-    waiters: AtomicU32,
-    lock: AtomicU32,
-    _pad: [AtomicU32; 11],
-}
-
-#[repr(C)]
-struct SlotMeta {
-    seq: AtomicU64,
-    version: AtomicU64,
-    len: AtomicU64,
-    _pad: [AtomicU64; 5],
-}
-
-const _: () = assert!(std::mem::size_of::<Control>() == 64);
-const _: () = assert!(std::mem::size_of::<SlotMeta>() == 64);
 const _: () = assert!(CTRL_OFFSET + 64 == META_OFFSET);
 const _: () = assert!(META_OFFSET + 2 * 64 == DATA_OFFSET);
 
@@ -213,6 +176,7 @@ impl ValueBuilder {
             capacity,
             lock_timeout: self.lock_timeout,
             seg,
+            writer: AtomicU64::new(0),
         })
     }
 }
@@ -233,6 +197,9 @@ pub struct Value {
     seg: Segment,
     capacity: usize,
     lock_timeout: Duration,
+    /// This handle's writer token with the fork generation it was claimed under
+    /// (`generation << 32 | token`), 0 before the first write.
+    writer: AtomicU64,
 }
 
 impl Value {
@@ -277,45 +244,120 @@ impl Value {
 
     /// Publishes `data` as the new value and returns its version. A value longer than
     /// [`Value::capacity`] is refused with [`Error::TooLarge`] and changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`]; [`Error::Timeout`] when another live writer holds the lock for
+    /// longer than the lock timeout (a dead one is taken over at once); [`Error::Io`] when this
+    /// handle cannot claim its liveness witness (first write only).
     pub fn set(&self, data: &[u8]) -> Result<u64> {
-        if data.len() > self.capacity {
+        self.publish_with(data.len(), |slot| {
+            // SAFETY: slot `slot` spans `capacity` bytes inside the mapping (checked in
+            // `finish`), `publish_with` checked `data.len() <= capacity`, and we hold the
+            // writers' lock, so no cooperating process writes the slot meanwhile.
+            unsafe { copy::copy_to_shared(self.slot_ptr(slot), data) }
+        })
+    }
+
+    /// Publishes a value of `len` bytes written in place by `fill`, with no staging copy, and
+    /// returns its version. `fill` gets the next slot's `len` bytes (their old contents are
+    /// unspecified) while this handle holds the writers' lock; readers keep reading the
+    /// previous value until `fill` returns. If `fill` panics, or the process dies inside it,
+    /// nothing is published and the next writer goes on as after a crashed `set`.
+    ///
+    /// The bytes are shared memory: a process with write access that ignores the protocol
+    /// could change them while `fill` runs, so `fill` should write them, not trust what it
+    /// reads back.
+    ///
+    /// # Errors
+    /// As [`Value::set`].
+    pub fn set_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
+        self.publish_with(len, |slot| {
+            // SAFETY: slot `slot` spans `capacity >= len` bytes inside the mapping (checked in
+            // `finish` and `publish_with`); we hold the writers' lock, so no cooperating process
+            // writes these bytes until we release it, and readers only copy them out with
+            // `copy.rs`, which this process's compiler cannot see into. The slice does not
+            // outlive `fill`.
+            let buf = unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(slot), len) };
+            fill(buf);
+        })
+    }
+
+    /// The writer's side of the protocol: lock, hold off for asking readers, fill the next
+    /// slot through `fill(slot)`, publish, unlock, wake sleepers.
+    fn publish_with(&self, len: usize, fill: impl FnOnce(usize)) -> Result<u64> {
+        if len > self.capacity {
             return Err(Error::TooLarge {
                 name: self.name().to_owned(),
-                len: data.len(),
+                len,
                 capacity: self.capacity,
             });
         }
         let ctrl = self.ctrl();
-        let guard = wlock::lock(&ctrl.lock, self.lock_timeout).map_err(|e| self.lock_error(e))?;
-        let next = ctrl.version.load(Ordering::Relaxed).wrapping_add(1);
-        let s = (next & 1) as usize;
-        let meta = self.meta(s);
-        let q = meta.seq.load(Ordering::Relaxed);
-        let odd = if q & 1 == 0 {
-            q.wrapping_add(1)
-        } else {
-            q.wrapping_add(2)
+        let token = self.writer_token()?;
+        let park = Kernel {
+            fd: self.seg.lock_fd(),
         };
-        meta.seq.store(odd, Ordering::Relaxed);
-        fence(Ordering::Release);
-        meta.version.store(next, Ordering::Relaxed);
-        meta.len.store(data.len() as u64, Ordering::Relaxed);
-        // SAFETY: slot `s` spans `capacity` bytes inside the mapping (checked in `finish`), and
-        // `data.len() <= capacity`.
-        unsafe { copy::copy_to_shared(self.slot_ptr(s), data) };
-        meta.seq.store(odd.wrapping_add(1), Ordering::Release);
-        ctrl.version.store(next, Ordering::Release);
-        ctrl.wake.fetch_add(1, Ordering::Release);
+        let guard = wlock::lock(&ctrl.lock, token, self.lock_timeout, SPIN_LIMIT, &park)
+            .map_err(|e| self.lock_error(e))?;
+        let pause = HOLD_OFF_BASE + Duration::from_nanos(self.capacity as u64);
+        let mut since = None;
+        seqlock::honour_hold_off(ctrl, || {
+            since.get_or_insert_with(Instant::now).elapsed() > pause
+        });
+        let next = seqlock::write(ctrl, self.metas(), len as u64, fill);
+        seqlock::publish(ctrl, next);
         drop(guard);
-        fence(Ordering::SeqCst);
-        if ctrl.waiters.load(Ordering::Relaxed) != 0 {
-            let _ = futex::wake(&ctrl.wake, futex::Flags::empty(), i32::MAX as u32);
+        if seqlock::after_publish(ctrl) == Wake::Sleepers {
+            sys::futex_wake(&ctrl.wake, i32::MAX as u32);
         }
         Ok(next)
     }
 
+    /// This handle's writer token: cached, or claimed on the first write (and the first after
+    /// a fork, whose child must not write under its parent's witness).
+    fn writer_token(&self) -> Result<u32> {
+        let generation = fork::generation() as u32;
+        let cached = self.writer.load(Ordering::Relaxed);
+        if cached != 0 && (cached >> 32) as u32 == generation {
+            return Ok(cached as u32);
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.seg.lock_fd());
+        let token = fork::writer_token(fd, &self.ctrl().claims).map_err(|e| {
+            let name = self.name().to_owned();
+            match e {
+                ClaimError::Sys(op, errno) => Error::Io {
+                    name,
+                    op,
+                    source: errno.into(),
+                },
+                ClaimError::Unregistered => Error::Io {
+                    name,
+                    op: "claim the writer's liveness witness",
+                    source: std::io::Error::other("this process holds too many segments"),
+                },
+                ClaimError::Exhausted => Error::Corrupt {
+                    name,
+                    reason: "no free writer token: the token counter keeps naming live writers"
+                        .into(),
+                },
+            }
+        })?;
+        self.writer.store(
+            (u64::from(generation) << 32) | u64::from(token),
+            Ordering::Relaxed,
+        );
+        Ok(token)
+    }
+
     /// Copies the current value into `buf`; returns its length and version. If `buf` is too
     /// small, returns [`Error::BufferTooSmall`] with the length needed and copies nothing.
+    ///
+    /// Never blocks on a writer. After a pass that a writer disturbed, the reader asks writers
+    /// to hold off (`seqlock.rs`), so a writer running flat out cannot starve it.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`]; [`Error::Corrupt`] when the segment holds no consistent
+    /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let ctrl = self.ctrl();
         let mut state = Backoff {
@@ -324,40 +366,47 @@ impl Value {
             stuck_since: None,
         };
         let mut attempt = 0u32;
-        loop {
-            let v = ctrl.version.load(Ordering::Acquire);
-            let s = (v & 1) as usize;
-            let meta = self.meta(s);
-            let q1 = meta.seq.load(Ordering::Acquire);
-            if q1 & 1 == 0 {
-                let slot_version = meta.version.load(Ordering::Relaxed);
-                let len = meta.len.load(Ordering::Relaxed);
-                if slot_version == v && len <= self.capacity as u64 {
-                    let len = len as usize;
-                    let fits = len <= buf.len();
-                    if fits {
-                        // SAFETY: `len <= capacity`, so the copy stays inside slot `s`.
-                        unsafe { copy::copy_from_shared(&mut buf[..len], self.slot_ptr(s)) };
+        let mut asked = 0u32;
+        let r = loop {
+            let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
+                if len > buf.len() {
+                    return false;
+                }
+                // SAFETY: `seqlock::read` checked `len <= capacity`, so the copy stays inside
+                // slot `slot`, which lies inside the mapping.
+                unsafe { copy::copy_from_shared(&mut buf[..len], self.slot_ptr(slot)) };
+                true
+            });
+            match pass {
+                Pass::Copied { len, version } => break Ok((len, version)),
+                Pass::TooSmall { needed } => {
+                    break Err(Error::BufferTooSmall {
+                        name: self.name().to_owned(),
+                        needed,
+                        capacity: buf.len(),
+                    })
+                }
+                Pass::Retry { seen } => {
+                    // Ask once, and again if a writer's pause ran out and reset the request.
+                    if asked < 8 && (asked == 0 || !seqlock::hold_off_standing(ctrl)) {
+                        seqlock::ask_hold_off(ctrl);
+                        asked += 1;
                     }
-                    fence(Ordering::Acquire);
-                    if meta.seq.load(Ordering::Relaxed) == q1 {
-                        if fits {
-                            return Ok((len, v));
-                        }
-                        return Err(Error::BufferTooSmall {
-                            name: self.name().to_owned(),
-                            needed: len,
-                            capacity: buf.len(),
-                        });
+                    attempt += 1;
+                    if let Err(e) = self.backoff(attempt, seen, &mut state) {
+                        break Err(e);
                     }
                 }
             }
-            attempt += 1;
-            self.backoff(attempt, (v, q1), &mut state)?;
-        }
+        };
+        seqlock::end_hold_off(ctrl, asked);
+        r
     }
 
     /// The current value and its version, in a new vector.
+    ///
+    /// # Errors
+    /// As [`Value::get`].
     pub fn get_vec(&self) -> Result<(Vec<u8>, u64)> {
         let mut buf = vec![0u8; self.peek_len()];
         loop {
@@ -373,11 +422,17 @@ impl Value {
     }
 
     /// Publishes a UTF-8 string.
+    ///
+    /// # Errors
+    /// As [`Value::set`].
     pub fn set_str(&self, s: &str) -> Result<u64> {
         self.set(s.as_bytes())
     }
 
     /// The current value as a UTF-8 string (invalid sequences replaced by U+FFFD).
+    ///
+    /// # Errors
+    /// As [`Value::get`].
     pub fn get_string(&self) -> Result<(String, u64)> {
         let (bytes, v) = self.get_vec()?;
         let s = match String::from_utf8(bytes) {
@@ -390,6 +445,9 @@ impl Value {
     /// Sleeps until the version differs from `since`, then returns the new version. Returns at
     /// once if it already differs. `None` waits forever; otherwise [`Error::Timeout`] when
     /// `timeout` passes first. Sleeps on a futex: no polling.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; [`Error::Io`] if the futex call fails.
     pub fn wait_changed(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
         self.wait_changed_unless(since, timeout, || false)
             .map(|v| v.expect("never cancelled"))
@@ -398,6 +456,9 @@ impl Value {
     /// Like [`Value::wait_changed`], but also returns `Ok(None)` as soon as `cancelled()` is
     /// true. It is checked before each sleep; to end a sleep, make it true from another thread
     /// (a signal handler's thread, say), then call [`Value::wake_waiters`].
+    ///
+    /// # Errors
+    /// As [`Value::wait_changed`].
     pub fn wait_changed_unless(
         &self,
         since: u64,
@@ -405,17 +466,13 @@ impl Value {
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<u64>> {
         let ctrl = self.ctrl();
-        let v = ctrl.version.load(Ordering::Acquire);
+        let v = ctrl.version.load(crate::sync::Ordering::Acquire);
         if v != since {
             return Ok(Some(v)); // already changed: no clock read, no system call
         }
         // A timeout too large to represent waits forever.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            let v = ctrl.version.load(Ordering::Acquire);
-            if v != since {
-                return Ok(Some(v));
-            }
             if cancelled() {
                 return Ok(None);
             }
@@ -432,31 +489,21 @@ impl Value {
                     }
                 },
             };
-            ctrl.waiters.fetch_add(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            let w = ctrl.wake.load(Ordering::Acquire);
-            let r = if ctrl.version.load(Ordering::Acquire) == since && !cancelled() {
-                let ts = remaining.map(|r| futex::Timespec {
-                    tv_sec: i64::try_from(r.as_secs()).unwrap_or(i64::MAX),
-                    tv_nsec: i64::from(r.subsec_nanos()),
-                });
-                futex::wait(&ctrl.wake, futex::Flags::empty(), w, ts.as_ref())
-            } else {
-                Ok(())
+            let w = match seqlock::prepare_sleep(ctrl, since) {
+                Sleep::Changed(v) => return Ok(Some(v)),
+                Sleep::On(w) => w,
             };
-            // Saturating: a peer may have reset the counter while we slept.
-            let _ = ctrl
-                .waiters
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-            match r {
-                Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) | Err(Errno::TIMEDOUT) => {}
-                Err(e) => {
-                    return Err(Error::Io {
-                        name: self.name().to_owned(),
-                        op: "futex(FUTEX_WAIT)",
-                        source: e.into(),
-                    })
-                }
+            if cancelled() {
+                return Ok(None);
+            }
+            sys::futex_wait(&ctrl.wake, w, remaining).map_err(|e| Error::Io {
+                name: self.name().to_owned(),
+                op: "futex(FUTEX_WAIT)",
+                source: e.into(),
+            })?;
+            let v = ctrl.version.load(crate::sync::Ordering::Acquire);
+            if v != since {
+                return Ok(Some(v));
             }
         }
     }
@@ -465,14 +512,16 @@ impl Value {
     /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
     pub fn wake_waiters(&self) {
         let ctrl = self.ctrl();
-        ctrl.wake.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(&ctrl.wake, futex::Flags::empty(), i32::MAX as u32);
+        seqlock::bump_wake(ctrl);
+        sys::futex_wake(&ctrl.wake, i32::MAX as u32);
     }
 
     /// The length of the current value, as a hint (not checked for consistency).
     fn peek_len(&self) -> usize {
-        let v = self.ctrl().version.load(Ordering::Acquire);
-        let len = self.meta((v & 1) as usize).len.load(Ordering::Relaxed);
+        let v = self.ctrl().version.load(crate::sync::Ordering::Acquire);
+        let len = self.metas()[(v & 1) as usize]
+            .len
+            .load(crate::sync::Ordering::Relaxed);
         len.min(self.capacity as u64) as usize
     }
 
@@ -514,43 +563,32 @@ impl Value {
     }
 
     fn lock_error(&self, e: LockError) -> Error {
-        let name = self.name().to_owned();
         match e {
             LockError::Timeout => Error::Timeout {
-                name,
+                name: self.name().to_owned(),
                 what: "the writers' lock",
                 timeout: self.lock_timeout,
-            },
-            LockError::Corrupt(word) => Error::Corrupt {
-                name,
-                reason: format!("the writers' lock word {word:#x} names this thread"),
-            },
-            LockError::Sys(e) => Error::Io {
-                name,
-                op: "futex(FUTEX_LOCK_PI)",
-                source: e.into(),
             },
         }
     }
 
     fn ctrl(&self) -> &Control {
-        // SAFETY: the mapping is at least DATA_OFFSET + 128 bytes (checked in `finish`) and
-        // page aligned; `Control` is made of atomics (padding included), so a
-        // shared reference is sound while other processes write it.
+        // SAFETY: the mapping is at least DATA_OFFSET bytes (checked in `finish`) and page
+        // aligned; `Control` is made of atomics (padding included), so a shared reference is
+        // sound while other processes write it.
         unsafe { &*self.seg.mapping().ptr().add(CTRL_OFFSET).cast::<Control>() }
     }
 
-    fn meta(&self, slot: usize) -> &SlotMeta {
-        debug_assert!(slot < 2);
-        // SAFETY: as for `ctrl`; `slot` is 0 or 1 (always `& 1`), so the meta line is inside
-        // the first DATA_OFFSET bytes.
+    fn metas(&self) -> &[SlotMeta; 2] {
+        // SAFETY: as for `ctrl`: the two meta lines lie inside the first DATA_OFFSET bytes, and
+        // are made of atomics.
         unsafe {
             &*self
                 .seg
                 .mapping()
                 .ptr()
-                .add(META_OFFSET + 64 * (slot & 1))
-                .cast::<SlotMeta>()
+                .add(META_OFFSET)
+                .cast::<[SlotMeta; 2]>()
         }
     }
 
@@ -563,5 +601,29 @@ impl Value {
                 .ptr()
                 .add(DATA_OFFSET + self.capacity * (slot & 1))
         }
+    }
+}
+
+/// The kernel's side of the writers' lock for one segment: liveness from the witness bytes'
+/// OFD locks, sleeping on the futex.
+struct Kernel<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+}
+
+impl Park for Kernel<'_> {
+    fn holder(&self, token: u32) -> Holder {
+        match sys::ofd_probe(self.fd, fork::WITNESS_BASE + u64::from(token)) {
+            Ok(ByteLock::Free) => Holder::Gone,
+            // A probe that fails tells nothing: never take a lock on a guess.
+            Ok(ByteLock::Held) | Err(_) => Holder::Alive,
+        }
+    }
+
+    fn sleep(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+        let _ = sys::futex_wait(word, expected, Some(timeout));
+    }
+
+    fn wake_one(&self, word: &AtomicU32) {
+        sys::futex_wake(word, 1);
     }
 }
