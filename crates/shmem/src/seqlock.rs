@@ -137,12 +137,22 @@ pub enum HoldOff {
     Reset,
 }
 
-/// Writer steps 2-4, with the lock held: fills the slot of the next version through
-/// `fill(slot)` and returns that version, not yet published.
-pub fn write(ctrl: &Control, metas: &[SlotMeta; 2], len: u64, fill: impl FnOnce(usize)) -> u64 {
+/// A slot being written: what [`begin_write`] chose, for [`end_write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// The slot to fill.
+    pub slot: usize,
+    /// The version being written.
+    pub next: u64,
+    odd: u64,
+}
+
+/// Writer steps 1-3 up to the bytes, with the lock held: picks the slot of the next version,
+/// makes its sequence odd and stores its version and length.
+pub fn begin_write(ctrl: &Control, metas: &[SlotMeta; 2], len: u64) -> Ticket {
     let next = ctrl.version.load(Ordering::Relaxed).wrapping_add(1);
-    let s = (next & 1) as usize;
-    let meta = &metas[s];
+    let slot = (next & 1) as usize;
+    let meta = &metas[slot];
     let q = meta.seq.load(Ordering::Relaxed);
     let odd = if q & 1 == 0 {
         q.wrapping_add(1)
@@ -153,9 +163,23 @@ pub fn write(ctrl: &Control, metas: &[SlotMeta; 2], len: u64, fill: impl FnOnce(
     fence(Ordering::Release);
     meta.version.store(next, Ordering::Relaxed);
     meta.len.store(len, Ordering::Relaxed);
-    fill(s);
-    meta.seq.store(odd.wrapping_add(1), Ordering::Release);
-    next
+    Ticket { slot, next, odd }
+}
+
+/// Writer step 4, once the bytes are in: the slot is complete (not yet published).
+pub fn end_write(metas: &[SlotMeta; 2], t: Ticket) -> u64 {
+    metas[t.slot]
+        .seq
+        .store(t.odd.wrapping_add(1), Ordering::Release);
+    t.next
+}
+
+/// Writer steps 1-4: fills the next slot through `fill(slot)` and returns its version, not
+/// yet published. A `fill` that unwinds leaves the slot odd and unpublished, as a crash does.
+pub fn write(ctrl: &Control, metas: &[SlotMeta; 2], len: u64, fill: impl FnOnce(usize)) -> u64 {
+    let t = begin_write(ctrl, metas, len);
+    fill(t.slot);
+    end_write(metas, t)
 }
 
 /// Writer step 5, first half, with the lock held: makes `next` the published version.
@@ -218,11 +242,22 @@ pub fn end_hold_off(ctrl: &Control, n: u32) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pass {
     /// A consistent value of `len` bytes at `version` was copied.
-    Copied { len: usize, version: u64 },
+    Copied {
+        /// Its length.
+        len: usize,
+        /// Its version.
+        version: u64,
+    },
     /// A consistent value of `needed` bytes did not fit the caller's buffer; nothing copied.
-    TooSmall { needed: usize },
+    TooSmall {
+        /// The value's length.
+        needed: usize,
+    },
     /// The slot moved or was inconsistent; `seen` is (version, sequence) for stuck detection.
-    Retry { seen: (u64, u64) },
+    Retry {
+        /// The version and slot sequence this pass saw.
+        seen: (u64, u64),
+    },
 }
 
 /// One reader pass (steps 1-3). `copy(slot, len)` copies `len` bytes of slot `slot` out and
@@ -286,4 +321,81 @@ pub fn prepare_sleep(ctrl: &Control, since: u64) -> Sleep {
 /// every sleeper.
 pub fn bump_wake(ctrl: &Control) {
     ctrl.wake.fetch_add(1, Ordering::Release);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn state() -> (Control, [SlotMeta; 2]) {
+        (Control::default(), [SlotMeta::default(), SlotMeta::default()])
+    }
+
+    #[test]
+    fn a_sleeper_that_died_costs_one_wake_then_none() {
+        let (ctrl, metas) = state();
+        assert_eq!(prepare_sleep(&ctrl, 0), Sleep::On(0)); // and then it is killed
+        for expected in [Wake::Sleepers, Wake::Nobody, Wake::Nobody] {
+            let next = write(&ctrl, &metas, 0, |_| {});
+            publish(&ctrl, next);
+            assert_eq!(after_publish(&ctrl), expected);
+        }
+    }
+
+    #[test]
+    fn a_writer_that_died_mid_slot_is_repaired_by_the_next() {
+        let (ctrl, metas) = state();
+        let t = begin_write(&ctrl, &metas, 3); // dies here: slot 1 odd, nothing published
+        assert_eq!(metas[1].seq.load(Ordering::Relaxed) & 1, 1);
+        let read_now = || read(&ctrl, &metas, 64, |_, _| true);
+        assert_eq!(read_now(), Pass::Copied { len: 0, version: 0 });
+        let next = write(&ctrl, &metas, 5, |slot| assert_eq!(slot, t.slot));
+        publish(&ctrl, next);
+        assert_eq!(metas[1].seq.load(Ordering::Relaxed), 4);
+        assert_eq!(read_now(), Pass::Copied { len: 5, version: 1 });
+    }
+
+    #[test]
+    fn hold_off_is_waited_for_and_reset_when_the_pause_runs_out() {
+        let (ctrl, _) = state();
+        assert_eq!(honour_hold_off(&ctrl, || unreachable!()), HoldOff::Clear);
+        ask_hold_off(&ctrl);
+        let mut spins = 0;
+        assert_eq!(
+            honour_hold_off(&ctrl, || {
+                spins += 1;
+                spins > 3
+            }),
+            HoldOff::Reset
+        );
+        assert!(!hold_off_standing(&ctrl));
+        end_hold_off(&ctrl, 1); // saturates at 0 after the reset
+        assert_eq!(ctrl.hold_off.load(Ordering::Relaxed), 0);
+        ask_hold_off(&ctrl);
+        let mut first = true;
+        assert_eq!(
+            honour_hold_off(&ctrl, || {
+                if first {
+                    end_hold_off(&ctrl, 1); // the reader finishes during the pause
+                    first = false;
+                }
+                false
+            }),
+            HoldOff::Waited
+        );
+    }
+
+    #[test]
+    fn lengths_beyond_the_capacity_are_never_copied() {
+        let (ctrl, metas) = state();
+        let next = write(&ctrl, &metas, 1 << 40, |_| {});
+        publish(&ctrl, next);
+        let mut copied = false;
+        let pass = read(&ctrl, &metas, 64, |_, _| {
+            copied = true;
+            true
+        });
+        assert!(matches!(pass, Pass::Retry { .. }));
+        assert!(!copied);
+    }
 }

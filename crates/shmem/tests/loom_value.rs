@@ -1,80 +1,61 @@
-//! Model checks (loom) of the value protocol in `src/value.rs`: every interleaving and every
-//! reordering the memory model allows, for small cases.
+//! Model checks (loom) of the value protocol and the writers' lock: every interleaving and
+//! every reordering the memory model allows, for small cases.
 //!
-//! The model mirrors the library's atomic operations and orderings one for one (the data copy,
-//! which the library does in assembly, is modelled as Relaxed atomic words, the same guarantee);
-//! if an ordering in `value.rs` changes, change it here too.
+//! These run the library's own protocol code (`src/seqlock.rs`, `src/wlock.rs`, exported as
+//! `shmem::model` under `--cfg loom` only), compiled against loom's atomics. Only the data
+//! copy (assembly in the library) and the kernel (futex, witness locks) are stand-ins here: the
+//! bytes are Relaxed atomic words, a futex wait is a spurious wake-up, and liveness is a flag.
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test -p shmem --test loom_value --release`
 #![cfg(loom)]
 
-use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 use loom::thread;
+use shmem::model::*;
+use std::time::Duration;
 
 const WORDS: usize = 2;
 
 #[derive(Default)]
-struct Slot {
-    seq: AtomicU64,
-    version: AtomicU64,
-    len: AtomicU64,
-    data: [AtomicU64; WORDS],
-}
-
-#[derive(Default)]
 struct Shared {
-    version: AtomicU64,
-    wake: AtomicU32,
-    waiters: AtomicU32,
-    slots: [Slot; 2],
+    ctrl: Control,
+    metas: [SlotMeta; 2],
+    data: [[AtomicU64; WORDS]; 2],
 }
 
-/// `Value::set` steps 1-5 for a value whose every word is `word` (the caller holds the lock).
-/// With `die_after_words = Some(k)`, the writer is killed after copying `k` words.
-fn set(s: &Shared, word: u64, die_after_words: Option<usize>) -> bool {
-    let next = s.version.load(Relaxed).wrapping_add(1);
-    let slot = &s.slots[(next & 1) as usize];
-    let q = slot.seq.load(Relaxed);
-    let odd = if q & 1 == 0 { q + 1 } else { q + 2 };
-    slot.seq.store(odd, Relaxed);
-    fence(Release);
-    slot.version.store(next, Relaxed);
-    slot.len.store(WORDS as u64, Relaxed);
-    for (i, w) in slot.data.iter().enumerate() {
-        if die_after_words == Some(i) {
-            return false;
-        }
-        w.store(word, Relaxed);
-    }
-    slot.seq.store(odd + 1, Release);
-    s.version.store(next, Release);
-    s.wake.fetch_add(1, Release);
-    fence(SeqCst);
-    s.waiters.load(Relaxed) != 0
-}
-
-/// `Value::get`, with at most `attempts` tries: `Some((version, words))` or `None`.
-fn get(s: &Shared, attempts: usize) -> Option<(u64, [u64; WORDS])> {
-    for _ in 0..attempts {
-        let v = s.version.load(Acquire);
-        let slot = &s.slots[(v & 1) as usize];
-        let q1 = slot.seq.load(Acquire);
-        if q1 & 1 == 0 && slot.version.load(Relaxed) == v && slot.len.load(Relaxed) == WORDS as u64
-        {
-            let words = [slot.data[0].load(Relaxed), slot.data[1].load(Relaxed)];
-            fence(Acquire);
-            if slot.seq.load(Relaxed) == q1 {
-                return Some((v, words));
+impl Shared {
+    /// `Value::set` of a value whose every word is `word`, lock held by the caller.
+    fn set(&self, word: u64) -> Wake {
+        let next = write(&self.ctrl, &self.metas, WORDS as u64, |slot| {
+            for w in &self.data[slot] {
+                w.store(word, Ordering::Relaxed);
             }
-        }
-        thread::yield_now();
+        });
+        publish(&self.ctrl, next);
+        after_publish(&self.ctrl)
     }
-    None
+
+    /// `Value::get` with at most `attempts` passes: `Some((version, words))` or `None`.
+    fn get(&self, attempts: usize) -> Option<(u64, [u64; WORDS])> {
+        for _ in 0..attempts {
+            let mut words = [0; WORDS];
+            let pass = read(&self.ctrl, &self.metas, WORDS as u64, |slot, len| {
+                for (i, w) in self.data[slot][..len].iter().enumerate() {
+                    words[i] = w.load(Ordering::Relaxed);
+                }
+                true
+            });
+            if let Pass::Copied { version, .. } = pass {
+                return Some((version, words));
+            }
+            thread::yield_now();
+        }
+        None
+    }
 }
 
-/// A value written at version `v` is `[v, v]` (and the empty value at version 0 is `[0, 0]`
-/// in this model, since nothing was written).
+/// A value written at version `v` is `[v, v]` (the empty value at version 0 reads `[0, 0]`).
 fn check(read: Option<(u64, [u64; WORDS])>) {
     if let Some((v, words)) = read {
         assert_eq!(words, [v, v], "torn or mislabelled read at version {v}");
@@ -89,13 +70,13 @@ fn a_reader_never_sees_a_torn_or_mislabelled_value() {
             let s = Arc::clone(&s);
             thread::spawn(move || {
                 for v in 1..=2 {
-                    set(&s, v, None);
+                    s.set(v);
                 }
             })
         };
-        check(get(&s, 2));
+        check(s.get(2));
         w.join().unwrap();
-        assert_eq!(get(&s, 1), Some((2, [2, 2])));
+        assert_eq!(s.get(1), Some((2, [2, 2])));
     });
 }
 
@@ -103,19 +84,20 @@ fn a_reader_never_sees_a_torn_or_mislabelled_value() {
 fn a_writer_killed_mid_copy_never_damages_what_readers_see() {
     loom::model(|| {
         let s = Arc::new(Shared::default());
-        set(&s, 1, None);
+        s.set(1);
         let w = {
             let s = Arc::clone(&s);
             thread::spawn(move || {
-                // Killed after one word of version 2; the next writer (after the lock's
-                // hand-over) publishes version 2 into the same slot.
-                assert!(!set(&s, 99, Some(1)));
-                set(&s, 2, None);
+                // Killed after one word of version 2 (no `end_write`, no publish); the next
+                // writer, after taking the lock over, writes version 2 into the same slot.
+                let t = begin_write(&s.ctrl, &s.metas, WORDS as u64);
+                s.data[t.slot][0].store(99, Ordering::Relaxed);
+                s.set(2);
             })
         };
-        check(get(&s, 2));
+        check(s.get(2));
         w.join().unwrap();
-        assert_eq!(get(&s, 1), Some((2, [2, 2])));
+        assert_eq!(s.get(1), Some((2, [2, 2])));
     });
 }
 
@@ -123,27 +105,100 @@ fn a_writer_killed_mid_copy_never_damages_what_readers_see() {
 fn a_waiter_never_sleeps_through_a_set() {
     loom::model(|| {
         let s = Arc::new(Shared::default());
-        let since = 0;
         let waiter = {
             let s = Arc::clone(&s);
-            thread::spawn(move || {
-                // `wait_changed_unless`, one round.
-                s.waiters.fetch_add(1, SeqCst);
-                fence(SeqCst);
-                let seen = s.wake.load(Acquire);
-                if s.version.load(Acquire) != since {
-                    return false; // saw the change: does not sleep
-                }
-                // FUTEX_WAIT: sleeps only if the word still holds what we saw (the kernel
+            thread::spawn(move || match prepare_sleep(&s.ctrl, 0) {
+                Sleep::Changed(_) => false, // saw the change: does not sleep
+                // FUTEX_WAIT sleeps only while the word still holds what we saw (the kernel
                 // compares and queues atomically).
-                s.wake.load(SeqCst) == seen
+                Sleep::On(w) => s.ctrl.wake.load(Ordering::SeqCst) == w,
             })
         };
-        let woke = set(&s, 1, None);
+        let woke = s.set(1) == Wake::Sleepers;
         let slept = waiter.join().unwrap();
         assert!(
             !slept || woke,
             "the waiter sleeps and the writer did not wake it"
         );
+    });
+}
+
+/// Liveness as the kernel would tell it: token `t` is alive until `dead[t]` is set.
+struct Witnesses {
+    dead: [AtomicBool; 4],
+}
+
+impl Witnesses {
+    fn new() -> Witnesses {
+        Witnesses {
+            dead: std::array::from_fn(|_| AtomicBool::new(false)),
+        }
+    }
+}
+
+impl Park for Witnesses {
+    fn holder(&self, token: u32) -> Holder {
+        match self.dead.get(token as usize) {
+            Some(d) if !d.load(Ordering::SeqCst) => Holder::Alive,
+            _ => Holder::Gone,
+        }
+    }
+    fn sleep(&self, _word: &AtomicU32, _expected: u32, _timeout: Duration) {
+        thread::yield_now();
+    }
+    fn wake_one(&self, _word: &AtomicU32) {}
+}
+
+const FOREVER: Duration = Duration::from_secs(3600);
+
+#[test]
+fn two_writers_never_hold_the_lock_together() {
+    loom::model(|| {
+        let word = Arc::new(AtomicU32::new(0));
+        let inside = Arc::new(AtomicU32::new(0));
+        let park = Arc::new(Witnesses::new());
+        let writers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|me| {
+                let (word, inside, park) = (word.clone(), inside.clone(), park.clone());
+                thread::spawn(move || {
+                    let g = lock(&word, me, FOREVER, 1, &*park).unwrap();
+                    assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0, "two holders");
+                    inside.fetch_sub(1, Ordering::Relaxed);
+                    drop(g);
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(word.load(Ordering::Relaxed), 0);
+    });
+}
+
+#[test]
+fn a_dead_holder_is_taken_over_by_exactly_one_rival_at_a_time() {
+    loom::model(|| {
+        let word = Arc::new(AtomicU32::new(0));
+        let park = Arc::new(Witnesses::new());
+        // Token 1 takes the lock and dies holding it: the kernel drops its witness.
+        std::mem::forget(lock(&word, 1, FOREVER, 1, &*park).unwrap());
+        park.dead[1].store(true, Ordering::SeqCst);
+        let inside = Arc::new(AtomicU32::new(0));
+        let rivals: Vec<_> = [2u32, 3]
+            .into_iter()
+            .map(|me| {
+                let (word, inside, park) = (word.clone(), inside.clone(), park.clone());
+                thread::spawn(move || {
+                    let g = lock(&word, me, FOREVER, 1, &*park).unwrap();
+                    assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0, "two holders");
+                    inside.fetch_sub(1, Ordering::Relaxed);
+                    g.taken()
+                })
+            })
+            .collect();
+        let taken: Vec<Taken> = rivals.into_iter().map(|r| r.join().unwrap()).collect();
+        assert!(taken.contains(&Taken::FromDead), "nobody took over: {taken:?}");
+        assert_eq!(word.load(Ordering::Relaxed), 0);
     });
 }
