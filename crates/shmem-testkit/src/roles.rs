@@ -38,6 +38,8 @@ pub fn run(args: &[String]) -> ! {
         ["waiter", dir, name, since, timeout_ms] => waiter(dir, name, num(since), num(timeout_ms)),
         ["scribble", file, seed, iters] => scribble(file, num(seed), num(iters)),
         ["fd-limit", dir, name] => fd_limit(dir, name),
+        ["hold-lock", dir, name, cap, then] => hold_lock(dir, name, num(cap) as usize, then),
+        ["sets", dir, name, n] => sets(dir, name, num(n)),
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -395,5 +397,56 @@ fn fork_no_spare(dir: &str, name: &str) -> Res {
         again.created(),
         again.get_string()?.0
     );
+    Ok(())
+}
+
+/// `hold-lock DIR NAME CAP THEN`: publishes a self-checking value with `set_with` and, inside
+/// the fill (holding the writers' lock, the slot half written), prints `holding`, then:
+/// `wait` blocks until stdin closes (or the process is killed); `exec` has a second thread
+/// print `exec` and `execv("/bin/sleep", "1000")` while this thread still holds the lock (the
+/// kernel then hands this process's id to `sleep`).
+fn hold_lock(dir: &str, name: &str, cap: usize, then: &str) -> Res {
+    let v = open_value(dir, name, cap)?;
+    let value = checked_value(&mut Rng::new(u64::from(std::process::id())), cap);
+    v.set_with(value.len(), |buf| {
+        let half = buf.len() / 2;
+        buf[..half].copy_from_slice(&value[..half]);
+        println!("holding");
+        match then {
+            "exec" => {
+                std::thread::spawn(|| {
+                    println!("exec");
+                    let e = std::os::unix::process::CommandExt::exec(
+                        std::process::Command::new("/bin/sleep").arg("1000"),
+                    );
+                    println!("ERROR exec: {e}");
+                    std::process::exit(1);
+                });
+                loop {
+                    std::thread::park();
+                }
+            }
+            _ => wait_stdin_eof(),
+        }
+        buf[half..].copy_from_slice(&value[half..]);
+    })?;
+    println!("released");
+    Ok(())
+}
+
+/// `sets DIR NAME N`: opens the existing value, sets it once (claiming this handle's token),
+/// then sets it `N` times between two marker writes to /dev/null (`shmem-sets-begin`,
+/// `shmem-sets-end`), for a tracer to count the system calls in between.
+fn sets(dir: &str, name: &str, n: u64) -> Res {
+    use std::io::Write;
+    let v = Value::builder(name).dir(dir).open_existing()?;
+    v.set(b"warm-up")?;
+    let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    null.write_all(b"shmem-sets-begin")?;
+    for i in 0..n {
+        v.set(&i.to_le_bytes())?;
+    }
+    null.write_all(b"shmem-sets-end")?;
+    println!("done");
     Ok(())
 }

@@ -328,7 +328,10 @@ mod tests {
     use super::*;
 
     fn state() -> (Control, [SlotMeta; 2]) {
-        (Control::default(), [SlotMeta::default(), SlotMeta::default()])
+        (
+            Control::default(),
+            [SlotMeta::default(), SlotMeta::default()],
+        )
     }
 
     #[test]

@@ -198,7 +198,10 @@ fn a_dead_holder_is_taken_over_by_exactly_one_rival_at_a_time() {
             })
             .collect();
         let taken: Vec<Taken> = rivals.into_iter().map(|r| r.join().unwrap()).collect();
-        assert!(taken.contains(&Taken::FromDead), "nobody took over: {taken:?}");
+        assert!(
+            taken.contains(&Taken::FromDead),
+            "nobody took over: {taken:?}"
+        );
         assert_eq!(word.load(Ordering::Relaxed), 0);
     });
 }
