@@ -68,6 +68,13 @@ pub fn groups() -> Vec<(&'static str, Group)> {
         }),
         ("get-set", ours::get_set),
         ("contended", ours::contended),
+        ("reader-tail", |cx, r| {
+            if cx.peer_cpu.is_none() {
+                r.skip("reader tail", "needs two CPUs");
+                return Ok(());
+            }
+            ours::reader_tail(cx, r)
+        }),
         ("wake", |cx, r| ours::blocking_pair(cx, r, MSG)),
         ("poll", |cx, r| {
             if cx.peer_cpu.is_none() {

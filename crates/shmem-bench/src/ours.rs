@@ -85,6 +85,42 @@ pub fn contended(cx: &Ctx, r: &mut Results) -> io::Result<()> {
     Ok(())
 }
 
+/// Sizes of the reader-tail measurement.
+pub const TAIL_SIZES: [usize; 3] = [64, 4096, 1 << 20];
+
+/// Single-call `get` latencies (p50, p99, max) while another process, on the other CPU, runs
+/// `set` of the same size flat out: what bounds a reader that a writer keeps disturbing.
+pub fn reader_tail(cx: &Ctx, r: &mut Results) -> io::Result<()> {
+    for size in TAIL_SIZES {
+        let name = cx.name(&format!("tail{size}"));
+        let v = Value::open(&name, size).map_err(to_io)?;
+        let mut peer = Peer::spawn(
+            "value-writer",
+            &[("name", name.clone()), ("size", size.to_string())],
+            vec![],
+            cx.peer_cpu,
+        )?;
+        peer.wait_ready()?;
+        let mut buf = vec![0u8; size];
+        let s = cx.plan.per_call(1.0, || {
+            black_box(v.get(black_box(&mut buf[..])).map_err(to_io)?);
+            Ok::<(), io::Error>(())
+        })?;
+        r.push(measurement(
+            "get one call, writer flat out",
+            "shmem",
+            size,
+            "ns",
+            Kind::Op,
+            s,
+            1,
+        ));
+        peer.check_alive()?;
+        peer.finish()?;
+    }
+    Ok(())
+}
+
 /// One round trip through one value with a `value-pong` (or `value-poll-pong`) peer: `set`,
 /// then wait for the peer's `set` (in `wait_changed`, or polling `version()`), then `get`.
 fn value_round_trip<'a>(
