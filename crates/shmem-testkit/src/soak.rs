@@ -36,8 +36,9 @@ pub struct Report {
     pub load_sets: u64,
     /// Reads verified by the load readers.
     pub load_reads: u64,
-    /// Slowest `set` right after a writer was killed.
-    pub worst_takeover: Duration,
+    /// How long each `set` right after a writer was killed took (the lock taken over when the
+    /// victim died holding it), in the order of the kills.
+    pub takeovers: Vec<Duration>,
     /// Every invariant violation seen; empty on success.
     pub errors: Vec<String>,
     /// How long it ran.
@@ -70,10 +71,20 @@ impl std::fmt::Display for Report {
             self.load_reads,
             self.load_reads as f64 / secs
         )?;
+        let mut t = self.takeovers.clone();
+        t.sort_unstable();
+        let at = |q: f64| {
+            t.get(((t.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
         writeln!(
             f,
-            "  slowest set after a writer was killed: {:?}",
-            self.worst_takeover
+            "  set right after a writer was killed: p50 {:?}, p99 {:?}, max {:?} ({} kills)",
+            at(0.5),
+            at(0.99),
+            t.last().copied().unwrap_or_default(),
+            t.len()
         )?;
         write!(f, "  errors found: {}", self.errors.len())?;
         for e in &self.errors {
@@ -146,7 +157,7 @@ pub fn run(cfg: &Config, exe: &Path) -> Report {
             if let Err(e) = value.set(&checked_value(&mut rng, 4096)) {
                 report.errors.push(format!("after kill {victim}: set: {e}"));
             }
-            report.worst_takeover = report.worst_takeover.max(t0.elapsed());
+            report.takeovers.push(t0.elapsed());
         } else {
             report.attacher_kills += 1;
         }
