@@ -40,6 +40,9 @@ pub fn run(args: &[String]) -> ! {
         ["fd-limit", dir, name] => fd_limit(dir, name),
         ["hold-lock", dir, name, cap, then] => hold_lock(dir, name, num(cap) as usize, then),
         ["sets", dir, name, n] => sets(dir, name, num(n)),
+        ["sole-writer", dir, name, cap, seed] => {
+            sole_writer(dir, name, num(cap) as usize, num(seed))
+        }
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -448,5 +451,25 @@ fn sets(dir: &str, name: &str, n: u64) -> Res {
     }
     null.write_all(b"shmem-sets-end")?;
     println!("done");
+    Ok(())
+}
+
+/// `sole-writer DIR NAME CAP SEED`: becomes the value's sole writer, prints `sole`, then
+/// publishes self-checking values (alternately with `set` and `set_with`) until killed.
+fn sole_writer(dir: &str, name: &str, cap: usize, seed: u64) -> Res {
+    let v = open_value(dir, name, cap)?;
+    let mut w = v.sole_writer()?;
+    let mut rng = Rng::new(seed);
+    let values: Vec<Vec<u8>> = (0..16).map(|_| checked_value(&mut rng, cap)).collect();
+    w.set(&values[0])?;
+    println!("sole");
+    for i in 1usize.. {
+        let value = &values[i % values.len()];
+        if i % 2 == 0 {
+            w.set(value)?;
+        } else {
+            w.set_with(value.len(), |buf| buf.copy_from_slice(value))?;
+        }
+    }
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shmem::{Error, Value};
-use shmem_testkit::{field, helper_path, unique_name, wait_for, Proc, TestDir};
+use shmem_testkit::{
+    checked_value, field, helper_path, unique_name, verify_value, wait_for, Proc, Rng, TestDir,
+};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -270,4 +272,96 @@ fn writers_in_two_pid_namespaces_share_the_lock_and_take_over_from_each_other() 
     set_after_death(&sut, "holder in another pid namespace killed");
     drop(sut);
     assert!(wait_for(T, || dir.files().is_empty()));
+}
+
+#[test]
+fn a_sole_writer_excludes_others_until_it_dies_and_readers_see_whole_values() {
+    let dir = TestDir::new("live");
+    let name = unique_name("sole");
+    let d = dir.path().to_str().unwrap();
+    let sut = value(&dir, &name, 1024);
+    let mut w = Proc::spawn(["sole-writer", d, &name, "1024", "3"]);
+    w.expect("sole", T);
+    let other = Value::builder(&name)
+        .dir(d)
+        .lock_timeout(Duration::from_millis(200))
+        .open_existing()
+        .unwrap();
+    assert!(matches!(other.set(b"no"), Err(Error::Timeout { .. })));
+    let (mut reads, mut last) = (0u32, 0u64);
+    let t0 = Instant::now();
+    while reads < 20_000 || t0.elapsed() < Duration::from_millis(100) {
+        let (bytes, version) = sut.get_vec().unwrap();
+        verify_value(&bytes).unwrap_or_else(|e| panic!("read {reads}: {e}"));
+        assert!(version >= last);
+        last = version;
+        reads += 1;
+    }
+    assert!(last > 1, "the sole writer made no progress");
+    w.kill9();
+    set_after_death(&sut, "sole writer killed");
+    drop((sut, other));
+    assert!(dir.files().is_empty());
+}
+
+#[test]
+fn set_with_publishes_in_place_and_a_panic_inside_publishes_nothing() {
+    let dir = TestDir::new("live");
+    let name = unique_name("with");
+    let sut = value(&dir, &name, 256);
+    let mut rng = Rng::new(9);
+    let first = checked_value(&mut rng, 256);
+    let v1 = sut
+        .set_with(first.len(), |buf| buf.copy_from_slice(&first))
+        .unwrap();
+    assert_eq!(sut.get_vec().unwrap(), (first.clone(), v1));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sut.set_with(100, |buf| {
+            buf[..50].fill(0xee);
+            panic!("the filler fails half way");
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(sut.get_vec().unwrap(), (first, v1), "nothing published");
+    assert!(matches!(
+        sut.set_with(257, |_| unreachable!()),
+        Err(Error::TooLarge { .. })
+    ));
+    let v2 = sut.set(b"next").unwrap(); // the lock was released, the slot repaired
+    assert_eq!(v2, v1 + 1);
+    assert_eq!(sut.get_vec().unwrap(), (b"next".to_vec(), v2));
+}
+
+#[test]
+fn waits_spin_within_their_deadline_and_also_work_without_spinning() {
+    let dir = TestDir::new("live");
+    let name = unique_name("spin");
+    for spin in [
+        Duration::ZERO,
+        Duration::from_micros(20),
+        Duration::from_secs(3600),
+    ] {
+        let sut = Value::builder(&name)
+            .dir(dir.path())
+            .capacity(64)
+            .wait_spin(spin)
+            .open()
+            .unwrap();
+        let v0 = sut.version();
+        // The spin window never outlasts the timeout.
+        assert!(matches!(
+            sut.wait_changed(v0, Some(Duration::from_millis(10))),
+            Err(Error::Timeout { .. })
+        ));
+        let writer = Value::builder(&name)
+            .dir(dir.path())
+            .open_existing()
+            .unwrap();
+        std::thread::scope(|s| {
+            let w = s.spawn(|| sut.wait_changed(v0, Some(T)).unwrap());
+            let v1 = writer.set(b"moved").unwrap();
+            assert_eq!(w.join().unwrap(), v1, "spin {spin:?}");
+        });
+    }
+    assert!(dir.files().is_empty());
 }

@@ -50,7 +50,7 @@ pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
-pub use value::{Value, ValueBuilder};
+pub use value::{SoleWriter, Value, ValueBuilder};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -65,6 +65,9 @@ struct Backoff {
 }
 /// How long a writer waits for the lock by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a wait watches the version before sleeping, by default (see
+/// [`ValueBuilder::wait_spin`]; docs/BENCHMARKS.md has the measurements behind it).
+const DEFAULT_WAIT_SPIN: Duration = Duration::from_micros(20);
 /// How many times a writer re-reads a busy lock word before it sleeps on it.
 const SPIN_LIMIT: u32 = 400;
 /// The shortest pause a writer makes for readers that asked to hold off; it grows with the
@@ -80,6 +83,7 @@ pub struct ValueBuilder {
     seg: Builder,
     capacity: usize,
     lock_timeout: Duration,
+    wait_spin: Duration,
 }
 
 impl ValueBuilder {
@@ -119,6 +123,15 @@ impl ValueBuilder {
     /// A dead writer never makes it wait: the kernel hands the lock over.
     pub fn lock_timeout(mut self, timeout: Duration) -> ValueBuilder {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// How long a wait watches the version before it sleeps on the futex: 20 us by default,
+    /// `Duration::ZERO` to sleep at once. A change that comes within the window is seen without
+    /// the wake-up of a sleeping CPU (several microseconds on a VM); a wait that ends in sleep
+    /// costs at most the window in CPU time.
+    pub fn wait_spin(mut self, spin: Duration) -> ValueBuilder {
+        self.wait_spin = spin;
         self
     }
 
@@ -175,6 +188,7 @@ impl ValueBuilder {
         Ok(Value {
             capacity,
             lock_timeout: self.lock_timeout,
+            wait_spin: self.wait_spin,
             seg,
             writer: AtomicU64::new(0),
         })
@@ -197,6 +211,7 @@ pub struct Value {
     seg: Segment,
     capacity: usize,
     lock_timeout: Duration,
+    wait_spin: Duration,
     /// This handle's writer token with the fork generation it was claimed under
     /// (`generation << 32 | token`), 0 before the first write.
     writer: AtomicU64,
@@ -209,6 +224,7 @@ impl Value {
             seg: Segment::builder(name),
             capacity: 0,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            wait_spin: DEFAULT_WAIT_SPIN,
         }
     }
 
@@ -282,9 +298,17 @@ impl Value {
         })
     }
 
-    /// The writer's side of the protocol: lock, hold off for asking readers, fill the next
-    /// slot through `fill(slot)`, publish, unlock, wake sleepers.
+    /// The writer's side of the protocol: lock, publish through `fill(slot)`, unlock, wake.
     fn publish_with(&self, len: usize, fill: impl FnOnce(usize)) -> Result<u64> {
+        self.check_len(len)?;
+        let guard = self.lock()?;
+        let next = self.publish_locked(len, fill);
+        drop(guard);
+        self.wake_after_publish();
+        Ok(next)
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
         if len > self.capacity {
             return Err(Error::TooLarge {
                 name: self.name().to_owned(),
@@ -292,13 +316,28 @@ impl Value {
                 capacity: self.capacity,
             });
         }
-        let ctrl = self.ctrl();
+        Ok(())
+    }
+
+    /// Takes the writers' lock under this handle's token.
+    fn lock(&self) -> Result<wlock::Guard<'_, Kernel<'_>>> {
         let token = self.writer_token()?;
         let park = Kernel {
             fd: self.seg.lock_fd(),
         };
-        let guard = wlock::lock(&ctrl.lock, token, self.lock_timeout, SPIN_LIMIT, &park)
-            .map_err(|e| self.lock_error(e))?;
+        wlock::lock(
+            &self.ctrl().lock,
+            token,
+            self.lock_timeout,
+            SPIN_LIMIT,
+            park,
+        )
+        .map_err(|e| self.lock_error(e))
+    }
+
+    /// With the lock held: hold off for asking readers, fill the next slot, publish.
+    fn publish_locked(&self, len: usize, fill: impl FnOnce(usize)) -> u64 {
+        let ctrl = self.ctrl();
         let pause = HOLD_OFF_BASE + Duration::from_nanos(self.capacity as u64);
         let mut since = None;
         seqlock::honour_hold_off(ctrl, || {
@@ -306,11 +345,29 @@ impl Value {
         });
         let next = seqlock::write(ctrl, self.metas(), len as u64, fill);
         seqlock::publish(ctrl, next);
-        drop(guard);
+        next
+    }
+
+    fn wake_after_publish(&self) {
+        let ctrl = self.ctrl();
         if seqlock::after_publish(ctrl) == Wake::Sleepers {
             sys::futex_wake(&ctrl.wake, i32::MAX as u32);
         }
-        Ok(next)
+    }
+
+    /// Makes this handle the value's only writer until the returned [`SoleWriter`] is dropped
+    /// or its process dies: it takes the writers' lock (waiting as `set` does) and keeps it, so
+    /// its `set`s need no lock at all. Other writers wait for it as for any holder and get
+    /// [`Error::Timeout`]; when its process exits, execs or crashes, the kernel releases its
+    /// witness and they take over.
+    ///
+    /// # Errors
+    /// As [`Value::set`], for taking the lock.
+    pub fn sole_writer(&self) -> Result<SoleWriter<'_>> {
+        Ok(SoleWriter {
+            value: self,
+            _guard: self.lock()?,
+        })
     }
 
     /// This handle's writer token: cached, or claimed on the first write (and the first after
@@ -471,7 +528,11 @@ impl Value {
             return Ok(Some(v)); // already changed: no clock read, no system call
         }
         // A timeout too large to represent waits forever.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let now = Instant::now();
+        let deadline = timeout.and_then(|t| now.checked_add(t));
+        if let Some(v) = self.spin_for_change(since, now, deadline, &cancelled) {
+            return Ok(Some(v));
+        }
         loop {
             if cancelled() {
                 return Ok(None);
@@ -506,6 +567,34 @@ impl Value {
                 return Ok(Some(v));
             }
         }
+    }
+
+    /// Watches the version for the spin window (bounded by the deadline), checking the cancel
+    /// flag now and then; returns the new version if it moved.
+    fn spin_for_change(
+        &self,
+        since: u64,
+        start: Instant,
+        deadline: Option<Instant>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Option<u64> {
+        if self.wait_spin.is_zero() {
+            return None;
+        }
+        let end = start + self.wait_spin;
+        let end = deadline.map_or(end, |d| d.min(end));
+        let version = &self.ctrl().version;
+        for i in 1u32.. {
+            let v = version.load(crate::sync::Ordering::Acquire);
+            if v != since {
+                return Some(v);
+            }
+            if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
+                return None;
+            }
+            std::hint::spin_loop();
+        }
+        None
     }
 
     /// Wakes every thread, in every process, that sleeps in a wait on this value. They
@@ -604,8 +693,55 @@ impl Value {
     }
 }
 
+/// A handle that holds the writers' lock for its whole life: see [`Value::sole_writer`].
+#[derive(Debug)]
+pub struct SoleWriter<'a> {
+    value: &'a Value,
+    _guard: wlock::Guard<'a, Kernel<'a>>,
+}
+
+impl SoleWriter<'_> {
+    /// Publishes `data` without taking the lock (this handle holds it); as [`Value::set`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], changing nothing.
+    pub fn set(&mut self, data: &[u8]) -> Result<u64> {
+        let v = self.value;
+        v.check_len(data.len())?;
+        let next = v.publish_locked(data.len(), |slot| {
+            // SAFETY: as in `Value::set`: the slot spans `capacity >= data.len()` bytes of the
+            // mapping, and this handle holds the writers' lock.
+            unsafe { copy::copy_to_shared(v.slot_ptr(slot), data) }
+        });
+        v.wake_after_publish();
+        Ok(next)
+    }
+
+    /// Publishes `len` bytes written in place by `fill`; as [`Value::set_with`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], changing nothing.
+    pub fn set_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
+        let v = self.value;
+        v.check_len(len)?;
+        let next = v.publish_locked(len, |slot| {
+            // SAFETY: as in `Value::set_with`.
+            let buf = unsafe { std::slice::from_raw_parts_mut(v.slot_ptr(slot), len) };
+            fill(buf);
+        });
+        v.wake_after_publish();
+        Ok(next)
+    }
+
+    /// The value it writes.
+    pub fn value(&self) -> &Value {
+        self.value
+    }
+}
+
 /// The kernel's side of the writers' lock for one segment: liveness from the witness bytes'
 /// OFD locks, sleeping on the futex.
+#[derive(Clone, Copy, Debug)]
 struct Kernel<'a> {
     fd: std::os::fd::BorrowedFd<'a>,
 }

@@ -75,6 +75,18 @@ pub trait Park {
     fn wake_one(&self, word: &AtomicU32);
 }
 
+impl<P: Park + ?Sized> Park for &P {
+    fn holder(&self, token: u32) -> Holder {
+        (**self).holder(token)
+    }
+    fn sleep(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+        (**self).sleep(word, expected, timeout)
+    }
+    fn wake_one(&self, word: &AtomicU32) {
+        (**self).wake_one(word)
+    }
+}
+
 /// How the lock was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Taken {
@@ -96,7 +108,7 @@ pub enum LockError {
 pub struct Guard<'a, P: Park> {
     word: &'a AtomicU32,
     me: u32,
-    park: &'a P,
+    park: P,
     taken: Taken,
 }
 
@@ -116,21 +128,26 @@ pub fn lock<'a, P: Park>(
     me: u32,
     timeout: Duration,
     spin: u32,
-    park: &'a P,
+    park: P,
 ) -> Result<Guard<'a, P>, LockError> {
     debug_assert!(me != 0 && me & SLEEPERS == 0);
-    let guard = |taken| Guard {
+    if word
+        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        return Ok(Guard {
+            word,
+            me,
+            park,
+            taken: Taken::Free,
+        });
+    }
+    let guard = |taken, park| Guard {
         word,
         me,
         park,
         taken,
     };
-    if word
-        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
-    {
-        return Ok(guard(Taken::Free));
-    }
     for _ in 0..spin {
         let w = word.load(Ordering::Relaxed);
         if w == 0 {
@@ -138,7 +155,7 @@ pub fn lock<'a, P: Park>(
                 .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return Ok(guard(Taken::Free));
+                return Ok(guard(Taken::Free, park));
             }
         } else if w & SLEEPERS != 0 {
             break; // others already sleep: join them rather than burn the CPU
@@ -156,7 +173,7 @@ pub fn lock<'a, P: Park>(
                 .compare_exchange(w, me | keep, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return Ok(guard(Taken::Free));
+                return Ok(guard(Taken::Free, park));
             }
             continue;
         }
@@ -165,7 +182,7 @@ pub fn lock<'a, P: Park>(
                 .compare_exchange(w, me | (w & SLEEPERS), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return Ok(guard(Taken::FromDead));
+                return Ok(guard(Taken::FromDead, park));
             }
             continue;
         }
