@@ -179,41 +179,57 @@ fn stop_value_peer(peer: Peer, v: &Value) -> io::Result<()> {
 /// `set` -> `wait_changed` ping-pong, measured in alternating blocks so that both see the
 /// same machine load.
 pub fn blocking_pair(cx: &Ctx, r: &mut Results, size: usize) -> io::Result<()> {
-    let mut fpeer = Peer::spawn("futex-pong", &[], vec![], cx.peer_cpu)?;
-    fpeer.wait_ready()?;
-    let name = cx.name("wake");
-    let v = Value::open(&name, size).map_err(to_io)?;
-    let mut vpeer = value_peer(cx, &name, size, false)?;
-    let outcome = cx.plan.interleaved(
-        0.5,
-        crate::limits::futex_round_trip(fpeer.page()),
-        value_round_trip(&v, size, false),
-    );
-    if outcome.is_err() {
-        fpeer.check_alive()?;
-        vpeer.check_alive()?;
+    // Both sides with the default spin before sleeping, then both with none (they always
+    // sleep): what the spin buys, against the raw futex in the same run.
+    for (label, spin) in [
+        ("wake ping-pong", None),
+        ("wake ping-pong, no spin", Some(Duration::ZERO)),
+    ] {
+        let mut fpeer = Peer::spawn("futex-pong", &[], vec![], cx.peer_cpu)?;
+        fpeer.wait_ready()?;
+        let name = cx.name(if spin.is_some() { "wake0" } else { "wake" });
+        let mut b = Value::builder(&name).capacity(size);
+        let mut args = vec![("name", name.clone()), ("size", size.to_string())];
+        if let Some(spin) = spin {
+            b = b.wait_spin(spin);
+            args.push(("spin_ns", spin.as_nanos().to_string()));
+        }
+        let v = b.open().map_err(to_io)?;
+        let mut vpeer = Peer::spawn("value-pong", &args, vec![], cx.peer_cpu)?;
+        vpeer.wait_ready()?;
+        let outcome = cx.plan.interleaved(
+            0.5,
+            crate::limits::futex_round_trip(fpeer.page()),
+            value_round_trip(&v, size, false),
+        );
+        if outcome.is_err() {
+            fpeer.check_alive()?;
+            vpeer.check_alive()?;
+        }
+        let (fs, vs) = outcome?;
+        fpeer.finish()?;
+        stop_value_peer(vpeer, &v)?;
+        if spin.is_none() {
+            r.push(measurement(
+                "wake ping-pong",
+                "futex",
+                4,
+                "ns (rt/2)",
+                Kind::Blocking,
+                fs,
+                1,
+            ));
+        }
+        r.push(measurement(
+            label,
+            "shmem",
+            size,
+            "ns (rt/2)",
+            Kind::Blocking,
+            vs,
+            1,
+        ));
     }
-    let (fs, vs) = outcome?;
-    fpeer.finish()?;
-    stop_value_peer(vpeer, &v)?;
-    r.push(measurement(
-        "wake ping-pong",
-        "futex",
-        4,
-        "ns (rt/2)",
-        Kind::Blocking,
-        fs,
-        1,
-    ));
-    r.push(measurement(
-        "wake ping-pong",
-        "shmem",
-        size,
-        "ns (rt/2)",
-        Kind::Blocking,
-        vs,
-        1,
-    ));
     Ok(())
 }
 

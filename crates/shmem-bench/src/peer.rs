@@ -234,8 +234,13 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
         }
         "value-pong" | "value-poll-pong" | "value-writer" => {
             let size = a.num("size")?;
+            let spin = match a.get("spin_ns") {
+                Ok(ns) => Duration::from_nanos(ns.parse().map_err(io::Error::other)?),
+                Err(_) => Duration::from_micros(20),
+            };
             let v = shmem::Value::builder(a.get("name")?)
                 .capacity(size)
+                .wait_spin(spin)
                 .open_existing()
                 .map_err(to_io)?;
             let data = vec![0xa5u8; size];
