@@ -24,6 +24,8 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+#[cfg(feature = "tokio")]
+mod changed;
 mod copy;
 mod error;
 mod fork;
@@ -33,6 +35,7 @@ mod segment;
 mod seqlock;
 mod sync;
 mod sys;
+mod typed;
 pub(crate) mod value;
 mod wlock;
 
@@ -50,7 +53,11 @@ pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
+pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};
+
+/// Re-exported so that `#[derive(bytemuck::Pod)]` types for [`Typed`] need no extra dependency.
+pub use bytemuck;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
