@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 #define MAX_PATH 260
 

@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 extern char **environ;
 
