@@ -141,4 +141,8 @@ check:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all lib lib-files cli install uninstall check clean
+# Where the built libraries are, for examples/c/Makefile.
+print-build:
+	@echo $(BUILD)
+
+.PHONY: all lib lib-files cli install uninstall check clean print-build
