@@ -22,8 +22,8 @@
 //!   before bumping the wake word (Release) and always makes the `FUTEX_WAKE` call. So either
 //!   the waiter sees `closed`, or its sleep fails on the changed word, or it is asleep and is
 //!   woken.
-//! - Generations: [`Keys`] leaves 35 bits of each key to the slot's generation, so a slot has to
-//!   be reused 2^35 times before an old key could name a new handle.
+//! - Generations: [`Keys`] leaves 33 bits of each key to the slot's generation, so a slot has to
+//!   be reused 2^33 times before an old key could name a new handle.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,10 +79,10 @@ struct Handle {
     closed: AtomicBool,
 }
 
-/// The slab's layout of a key: 4096 threads (as sharded-slab's default), 12 pages per thread
-/// (32 handles in the first, doubling: 131,040 handles opened by one thread at once), and the
-/// rest of a 64-bit key (35 bits) for the generation, which is what keeps closed handles from
-/// naming new ones.
+/// The slab's layout of a key: 4096 threads (as sharded-slab's default; 13 bits), 12 pages per
+/// thread (32 handles in the first, doubling: 131,040 handles opened by one thread at once; 18
+/// bits), and the rest of a 64-bit key (33 bits) for the generation, which is what keeps
+/// closed handles from naming new ones.
 #[derive(Debug)]
 struct Keys;
 
