@@ -1,6 +1,6 @@
 /*
  * Child process: the seed's child, ported to Linux. Reads the string from the shared memory
- * that libshmem attached when this program was loaded, and prints it.
+ * that libshmem_compat attached when this program was loaded, and prints it.
  */
 #include <locale.h>
 #include <stdio.h>
