@@ -7,8 +7,8 @@
  *
  *   close_race NAME ROUNDS
  *
- * Odd rounds have no setter, so their waiters are asleep (or about to be) when the handle is
- * closed and only the close can end their waits.
+ * Odd rounds have neither setter nor waker, so their waiters are asleep (or about to be) when
+ * the handle is closed and only the close can end their waits.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -113,7 +113,8 @@ int main(int argc, char *argv[])
         CHECK_RC(shmem_open(name, 64, SHMEM_CREATE | SHMEM_EXCLUSIVE, &v), SHMEM_OK);
         CHECK(v != previous); /* a closed handle never names a new one */
         int setters = round % 2 == 0 ? SETTERS : 0;
-        int n = GETTERS + WAITERS + WAKERS + setters;
+        int wakers = round % 2 == 0 ? WAKERS : 0;
+        int n = GETTERS + WAITERS + wakers + setters;
         pthread_t t[GETTERS + WAITERS + WAKERS + SETTERS];
         atomic_store(&started, 0);
         int k = 0;
@@ -121,7 +122,7 @@ int main(int argc, char *argv[])
             CHECK(pthread_create(&t[k++], NULL, getter, v) == 0);
         for (int i = 0; i < WAITERS; i++)
             CHECK(pthread_create(&t[k++], NULL, waiter, v) == 0);
-        for (int i = 0; i < WAKERS; i++)
+        for (int i = 0; i < wakers; i++)
             CHECK(pthread_create(&t[k++], NULL, waker, v) == 0);
         for (int i = 0; i < setters; i++)
             CHECK(pthread_create(&t[k++], NULL, setter, v) == 0);
