@@ -159,6 +159,8 @@ fn installed_library_builds_programs_with_pkg_config_dynamic_and_static() {
         }
     }
     run_ok(Command::new(prefix.join("bin/shmem")).arg("--help"));
+    let out = run_ok(Command::new(prefix.join("bin/shmem")).arg("--version"));
+    assert!(out.starts_with("shmem "), "{out}");
 
     // pkg-config: the version, and Libs.private as cargo printed it for the staticlib.
     let pc = lib.join("pkgconfig");
@@ -195,7 +197,7 @@ fn installed_library_builds_programs_with_pkg_config_dynamic_and_static() {
     // Without an rpath, a private prefix is unknown to the runtime linker (what the README says
     // to do about it: ldconfig for a system prefix, LD_LIBRARY_PATH or an rpath otherwise).
     let bare = fx.build.join("version_bare");
-    cc(&bare, version_src, &[cflags.clone(), libs].concat());
+    cc(&bare, version_src, &[cflags, libs].concat());
     let output = run(fx
         .command(&bare)
         .arg(&fx.name)
@@ -206,10 +208,20 @@ fn installed_library_builds_programs_with_pkg_config_dynamic_and_static() {
     let out = run_ok(fx.command(&bare).arg(&fx.name).env("LD_LIBRARY_PATH", &lib));
     assert_eq!(out, format!("libshmem/{VERSION}\n"));
 
-    // Static: libshmem.a with Libs.private, and nothing of libshmem needed at run time.
+    // Static, with the README's command: libshmem.a with Libs.private, and nothing of libshmem
+    // needed at run time.
     let stat = fx.build.join("version_static");
-    let libs = static_shmem(pkg_config(&pc, &["--static", "--libs", "shmem"]));
-    cc(&stat, version_src, &[cflags, libs].concat());
+    let readme = format!(
+        "cc -o {} {} $(pkg-config --cflags shmem) \
+         $(pkg-config --static --libs shmem | sed 's/-lshmem\\b/-Wl,-Bstatic -lshmem -Wl,-Bdynamic/')",
+        stat.display(),
+        common::root().join(version_src).display()
+    );
+    run_ok(
+        Command::new("sh")
+            .env("PKG_CONFIG_PATH", &pc)
+            .args(["-c", &readme]),
+    );
     if let Some(needed) = needed(&stat) {
         assert!(
             !needed.iter().any(|n| n.starts_with("libshmem")),
