@@ -59,8 +59,9 @@ const ALL_FLAGS: u32 = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT;
 /// A handle may be used by several threads at once, `shmem_close` included: a call that runs
 /// while another thread closes the handle either completes or returns `SHMEM_ERR_CLOSED`, and
 /// a `shmem_wait` in progress ends with `SHMEM_ERR_CLOSED`. Any call on a handle that has been
-/// closed returns `SHMEM_ERR_CLOSED` (a closed handle is never reused for another one). The
-/// segment is let go when the close and every call that was in progress have returned.
+/// closed returns `SHMEM_ERR_CLOSED` (a closed handle's value names no other handle until its
+/// slot in the process's handle table has been reused 2^33 times). The segment is let go when
+/// the close and every call that was in progress have returned.
 ///
 /// The handle is an opaque token, not a pointer to memory: do not dereference it.
 #[allow(non_camel_case_types)] // the C name
