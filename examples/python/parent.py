@@ -4,7 +4,7 @@
 Stores a string in libshmem's shared memory, starts the child given as the first argument
 (a Python file is run with this interpreter) and waits for it.
 
-    SHMEM_LIB=target/debug/libshmem.so python3 examples/python/parent.py examples/python/child.py
+    SHMEM_LIB=target/release/capi/libshmem_compat.so python3 examples/python/parent.py examples/python/child.py
 """
 
 import subprocess
