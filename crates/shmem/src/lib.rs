@@ -23,6 +23,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "shmem supports Linux only for now (OFD locks, futexes, /proc): the Windows backend is \
+     planned; see the project's README"
+);
+
 pub mod admin;
 #[cfg(feature = "tokio")]
 mod changed;
@@ -59,7 +65,8 @@ pub use value::{SoleWriter, Value, ValueBuilder};
 /// Re-exported so that `#[derive(bytemuck::Pod)]` types for [`Typed`] need no extra dependency.
 pub use bytemuck;
 
-/// The README's examples, compiled and run as doctests.
+/// The crate README's examples, compiled and run as doctests (the project README's are run by
+/// `shmem-testkit`, since a published crate cannot include files outside itself).
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
