@@ -52,7 +52,9 @@ mod wlock;
 pub mod model {
     pub use crate::seqlock::*;
     pub use crate::sync::{AtomicU32, AtomicU64, Ordering};
-    pub use crate::wlock::{lock, Guard, Holder, LockError, Park, Taken, SLEEPERS, TOKEN_MASK};
+    pub use crate::wlock::{
+        lock, Guard, Holder, LockError, Park, Taken, HANDED_OFF, SLEEPERS, STARVING, TOKEN_MASK,
+    };
 }
 
 pub use error::{Error, Result};
