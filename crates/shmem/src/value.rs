@@ -4,11 +4,13 @@
 //!
 //! ```text
 //!    0  segment header (header.rs), kind = value
-//!   64  control, one cache line, written by writers and waiters:
+//!   64  control, one cache line (seqlock::Control), written by writers and waiters:
 //!         version  u64  the last published version; 0 = nothing set yet
 //!         wake     u32  futex word: a counter bumped at every publish and `wake_waiters`
-//!         waiters  u32  how many `wait_changed` callers may be asleep on `wake`
-//!         lock     u32  the writers' PI-futex lock (wlock.rs)
+//!         sleepers u32  set by a waiter about to sleep, cleared by the publisher that wakes
+//!         lock     u32  the writers' futex lock (wlock.rs)
+//!         claims   u32  the counter writer tokens are drawn from
+//!         hold_off u32  readers asking writers to pause
 //!  128  slot 0 meta: seq u64, version u64, len u64 (one cache line)
 //!  192  slot 1 meta
 //!  256  slot 0 data: `slot_cap` bytes (the capacity, a multiple of 64)
@@ -63,6 +65,7 @@ struct Backoff {
     seen: Option<(u64, u64)>,
     stuck_since: Option<Instant>,
 }
+
 /// How long a writer waits for the lock by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a wait watches the version before sleeping, by default (see
