@@ -17,7 +17,9 @@ pub(crate) fn size(what: &str, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<u
         )));
     }
     let n: i128 = obj.extract().map_err(|_| {
-        PyValueError::new_err(format!("invalid {what} for segment '{name}': {obj} is too large"))
+        PyValueError::new_err(format!(
+            "invalid {what} for segment '{name}': {obj} is too large"
+        ))
     })?;
     usize::try_from(n).map_err(|_| {
         PyValueError::new_err(format!(

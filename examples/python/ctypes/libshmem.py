@@ -10,7 +10,7 @@ import ctypes
 import os
 from pathlib import Path
 
-DEFAULT = Path(__file__).resolve().parents[2] / "target" / "debug" / "libshmem.so"
+DEFAULT = Path(__file__).resolve().parents[3] / "target" / "debug" / "libshmem.so"
 
 
 def load() -> ctypes.CDLL:

@@ -1,0 +1,219 @@
+"""Value across real processes: subprocess, multiprocessing (spawn and fork), signals, exit."""
+
+import multiprocessing
+import os
+import signal
+import sys
+
+import pytest
+
+import shmem
+from conftest import DEADLINE, files_of, python, spawn
+
+
+def test_another_process_reads_and_writes(name):
+    with shmem.Value(name, 4096) as v:
+        v.set(b"from the parent")
+        out = python(
+            """
+            import sys, shmem
+            with shmem.Value.open(sys.argv[1]) as v:
+                print(v.get().decode())
+                v.set("from the child")
+            """,
+            name,
+        ).stdout
+        assert out == "from the parent\n"
+        assert v.get_versioned() == (2, b"from the child")
+
+
+def test_a_wait_is_woken_by_another_process(name):
+    with shmem.Value(name, 64) as v:
+        since = v.version
+        child = spawn(
+            """
+            import sys, shmem
+            with shmem.Value.open(sys.argv[1]) as v:
+                v.set(b"woken")
+            """,
+            name,
+        )
+        try:
+            assert v.wait(since, timeout=DEADLINE) == since + 1
+            assert v.get() == b"woken"
+        finally:
+            assert child.wait(DEADLINE) == 0, child.stderr.read()
+
+
+def test_watch_sees_every_change_of_another_process(name):
+    with shmem.Value(name, 64) as v, shmem.Value(name + "-ack", 64) as ack:
+        child = spawn(
+            """
+            import sys, shmem
+            with shmem.Value.open(sys.argv[1]) as v, shmem.Value.open(sys.argv[1] + "-ack") as ack:
+                for i in range(5):
+                    v.set(f"change {i}")
+                    ack.wait(i, timeout=60)  # one change at a time, so none merge
+                v.set("last")
+            """,
+            name,
+        )
+        seen = []
+        for version, data in v.watch(timeout=DEADLINE):
+            seen.append((version, data))
+            if data == b"last":
+                break
+            ack.set(b"next")
+        assert child.wait(DEADLINE) == 0, child.stderr.read()
+    assert seen == [(i + 1, f"change {i}".encode()) for i in range(5)] + [(6, b"last")]
+
+
+def test_watch_merges_fast_changes_into_the_latest(name):
+    with shmem.Value(name, 64) as v:
+        it = v.watch()
+        for i in range(10):
+            v.set(str(i))
+        assert next(it) == (10, b"9")
+        with pytest.raises(TimeoutError):
+            next(v.watch(timeout=0.01))
+
+
+def test_a_timeout_is_a_timeout_error(name):
+    with shmem.Value(name, 64) as v:
+        v.set(b"x")
+        with pytest.raises(TimeoutError, match=f"change of value '{name}' \\(still at version 1\\)") as e:
+            v.wait(1, timeout=0.05)
+        assert e.value.errno == 110 and isinstance(e.value, OSError)
+        assert v.wait(0, timeout=0) == 1  # already changed: returns at once
+        with pytest.raises(TimeoutError):
+            v.wait(1, timeout=0)
+
+
+def test_closing_from_another_thread_ends_a_wait(name):
+    import threading
+
+    v = shmem.Value(name, 64)
+    errors = []
+
+    def waiter():
+        try:
+            v.wait(0)
+        except ValueError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    v.close()
+    t.join(DEADLINE)
+    assert not t.is_alive()
+    assert len(errors) == 1 and "is closed" in str(errors[0])
+    assert files_of(name) == []
+
+
+def test_ctrl_c_interrupts_a_wait(name):
+    child = spawn(
+        """
+        import sys, shmem
+        v = shmem.Value(sys.argv[1], 64)
+        print("waiting", flush=True)
+        v.wait(0)
+        """,
+        name,
+    )
+    try:
+        assert child.stdout.readline() == "waiting\n"
+        child.send_signal(signal.SIGINT)
+        assert child.wait(DEADLINE) != 0
+        assert "KeyboardInterrupt" in child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()
+    assert files_of(name) == []
+
+
+def test_interpreter_exit_with_open_handles_leaves_nothing(name):
+    python(
+        """
+        import sys, threading, shmem
+        name = sys.argv[1]
+        kept = shmem.Value(name + "-global", 64)
+        kept.set(b"x")
+        seg = shmem.Segment(name + "-seg", 4096)
+        view = seg.buf[10:20]
+        cycle = [shmem.Value(name + "-cycle", 64)]
+        cycle.append(cycle)
+        waiting = shmem.Value(name + "-waited", 64)
+        t = threading.Thread(target=waiting.wait, args=(0,), daemon=True)
+        t.start()
+        aio = shmem.Value(name + "-aio", 64)
+        import asyncio
+        async def main():
+            task = asyncio.ensure_future(aio.changed(0))
+            await asyncio.sleep(0)
+        asyncio.run(main())
+        print("exiting with everything open")
+        """,
+        name,
+    )
+    assert files_of(name) == []
+
+
+def test_a_killed_process_leaves_the_value_to_the_others(name):
+    with shmem.Value(name, 64) as v:
+        child = spawn(
+            """
+            import sys, shmem
+            v = shmem.Value.open(sys.argv[1])
+            v.set(b"before the crash")
+            print("set", flush=True)
+            v.wait(v.version)
+            """,
+            name,
+        )
+        assert child.stdout.readline() == "set\n"
+        child.kill()
+        child.wait(DEADLINE)
+        assert v.get_versioned() == (1, b"before the crash")
+        v.set(b"after")
+        assert v.get() == b"after"
+        assert files_of(name) == [f"shmem.{name}"]
+    assert files_of(name) == []
+
+
+def _mp_child(name, inherited, result):
+    # Runs in a multiprocessing child: attach by name, read, and exit (normally).
+    with shmem.Value.open(name) as v:
+        result.put((v.created, v.get()))
+    if inherited is not None:  # fork: the parent's own handle, copied
+        result.put(inherited.get())
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_a_multiprocessing_child_leaves_the_parents_value_intact(name, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method")
+    ctx = multiprocessing.get_context(method)
+    with shmem.Value(name, 64) as v:
+        v.set(b"the parent's")
+        result = ctx.Queue()
+        p = ctx.Process(target=_mp_child, args=(name, v if method == "fork" else None, result))
+        p.start()
+        assert result.get(timeout=DEADLINE) == (False, b"the parent's")
+        if method == "fork":
+            assert result.get(timeout=DEADLINE) == b"the parent's"
+        p.join(DEADLINE)
+        assert p.exitcode == 0
+        # The child attached and left; the value, its contents and its name are all still here.
+        assert v.get_versioned() == (1, b"the parent's")
+        assert files_of(name) == [f"shmem.{name}"]
+        with shmem.Value.open(name) as again:
+            assert again.get() == b"the parent's"
+    assert files_of(name) == []
+
+
+def test_a_value_cannot_be_pickled_to_a_child(name):
+    import pickle
+
+    with shmem.Value(name, 64) as v:
+        with pytest.raises(TypeError):
+            pickle.dumps(v)
