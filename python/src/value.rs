@@ -10,9 +10,8 @@
 //! `KeyboardInterrupt` within one slice; other threads never receive signals and sleep until
 //! the change, the deadline or a cancel. No thread ever polls the value.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,19 +29,13 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 /// than releasing and retaking it.
 const RELEASE_GIL_FROM: usize = 64 * 1024;
 
-/// The largest value read through the thread's reusable buffer; longer ones get their own.
-const REUSED_BUFFER_MAX: usize = 64 * 1024;
-
-thread_local! {
-    /// Where `get` copies a value before making the `bytes` object: no allocation per call.
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The Rust handle and its closed flag, shared by the Python object and any wait in progress.
 #[derive(Debug)]
 pub(crate) struct Shared {
     value: shmem::Value,
     closed: AtomicBool,
+    /// The length of the value at the last read: the size of the next `bytes` (a hint only).
+    last_len: AtomicUsize,
 }
 
 impl OnClose for Shared {
@@ -115,35 +108,52 @@ impl Value {
                 Shared {
                     value,
                     closed: AtomicBool::new(false),
+                    last_len: AtomicUsize::new(0),
                 },
             ),
         })
     }
 
-    /// The current value and its version.
+    /// The current value and its version. Copies straight into the `bytes` object when the
+    /// value has the length the last read saw (the common case); otherwise once more.
     fn read<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyBytes>, u64)> {
         let shared = self.slot.get()?;
-        let got = BUFFER.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            if buf.len() < shared.value.capacity().min(REUSED_BUFFER_MAX) {
-                let len = shared.value.capacity().min(REUSED_BUFFER_MAX);
-                buf.resize(len, 0);
+        let mut hint = shared
+            .last_len
+            .load(Ordering::Relaxed)
+            .min(shared.value.capacity());
+        loop {
+            if hint >= RELEASE_GIL_FROM {
+                drop(shared);
+                let (data, version) = self
+                    .slot
+                    .detached(py, |s| {
+                        let got = s.value.get_vec();
+                        if let Ok((data, _)) = &got {
+                            s.last_len.store(data.len(), Ordering::Relaxed);
+                        }
+                        got
+                    })?
+                    .map_err(errors::to_py)?;
+                return Ok((PyBytes::new(py, &data), version));
             }
-            match shared.value.get(&mut buf) {
-                Ok((n, version)) => Ok(Some((PyBytes::new(py, &buf[..n]), version))),
-                Err(shmem::Error::BufferTooSmall { .. }) => Ok(None),
-                Err(e) => Err(errors::to_py(e)),
+            let mut outcome = Ok((0, 0));
+            let bytes = PyBytes::new_with(py, hint, |buf| {
+                outcome = shared.value.get(buf);
+                Ok(())
+            })?;
+            match outcome {
+                Ok((n, version)) => {
+                    shared.last_len.store(n, Ordering::Relaxed);
+                    if n == hint {
+                        return Ok((bytes, version));
+                    }
+                    return Ok((PyBytes::new(py, &bytes.as_bytes()[..n]), version));
+                }
+                Err(shmem::Error::BufferTooSmall { needed, .. }) => hint = needed,
+                Err(e) => return Err(errors::to_py(e)),
             }
-        })?;
-        if let Some(got) = got {
-            return Ok(got);
         }
-        drop(shared);
-        let (data, version) = self
-            .slot
-            .detached(py, |s| s.value.get_vec())?
-            .map_err(errors::to_py)?;
-        Ok((PyBytes::new(py, &data), version))
     }
 
     /// Sleeps until the version differs from `since` (see the module's waiting protocol).
