@@ -29,6 +29,15 @@ pub(crate) fn size(what: &str, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<u
     })
 }
 
+/// An offset or length within a segment: from 0 up (the range is checked by the library).
+pub(crate) fn offset(what: &str, name: &str, n: i64) -> PyResult<usize> {
+    usize::try_from(n).map_err(|_| {
+        PyValueError::new_err(format!(
+            "invalid {what} for segment '{name}': {n} is negative"
+        ))
+    })
+}
+
 /// A file mode: permission bits only (`0o600`, `0o660`, ...).
 pub(crate) fn mode(name: &str, mode: i64) -> PyResult<u32> {
     match u32::try_from(mode) {

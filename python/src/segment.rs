@@ -193,11 +193,15 @@ impl Segment {
     fn read<'py>(
         &self,
         py: Python<'py>,
-        offset: usize,
-        length: Option<usize>,
+        offset: i64,
+        length: Option<i64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let segment = self.slot.get()?;
-        let length = length.unwrap_or_else(|| segment.data_len().saturating_sub(offset));
+        let offset = args::offset("offset", self.slot.name(), offset)?;
+        let length = match length {
+            Some(n) => args::offset("length", self.slot.name(), n)?,
+            None => segment.data_len().saturating_sub(offset),
+        };
         let mut out = vec![0u8; length];
         segment.read(offset, &mut out).map_err(errors::to_py)?;
         Ok(PyBytes::new(py, &out))
@@ -205,8 +209,9 @@ impl Segment {
 
     /// Copies `data` (bytes or any buffer) into the segment at `offset`.
     #[pyo3(signature = (data, offset = 0))]
-    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: usize) -> PyResult<()> {
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: i64) -> PyResult<()> {
         let segment = self.slot.get()?;
+        let offset = args::offset("offset", self.slot.name(), offset)?;
         let owned;
         let bytes = match data.cast::<PyBytes>() {
             Ok(b) => b.as_bytes(),

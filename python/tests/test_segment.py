@@ -29,6 +29,12 @@ def test_out_of_range_and_bad_arguments(name):
             seg.read(60, 10)
         with pytest.raises(TypeError):
             seg.write(7)
+        with pytest.raises(ValueError, match="invalid offset for segment .* -1 is negative"):
+            seg.read(-1)
+        with pytest.raises(ValueError, match="invalid length"):
+            seg.read(0, -3)
+        with pytest.raises(ValueError, match="invalid offset"):
+            seg.write(b"x", -1)
     with pytest.raises(ValueError, match=f"invalid size for segment '{name}'"):
         shmem.Segment.create(name, 0)
     with pytest.raises(ValueError, match="negative"):
@@ -84,6 +90,16 @@ def test_closing_with_live_views_keeps_the_mapping_until_the_last_view_goes(name
     gc.collect()
     assert files_of(name) == [f"shmem.{name}"]  # `part` still holds the mapping
     del part
+    gc.collect()
+    assert files_of(name) == []
+
+
+def test_garbage_collection_detaches(name):
+    seg = shmem.Segment(name, 4096)
+    view = seg.buf
+    cycle = [seg, view]
+    cycle.append(cycle)
+    del seg, view, cycle
     gc.collect()
     assert files_of(name) == []
 
