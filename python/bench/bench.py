@@ -11,7 +11,7 @@ figure pooled), so a change of load during the run weighs on every figure alike.
 operation is called through a lambda (or a function) from the loop; the first row is that loop
 calling an empty lambda. With --rust (the --json output of shmem-bench, e.g. `shmem-bench
 --quick --only get-set --json FILE`), each shmem row also shows its cost over the Rust
-library's p50 for the same operation and size.
+library's p50 for the same operation and size, also less the loop's empty call.
 """
 
 import argparse
@@ -135,8 +135,9 @@ def main():
     print(f"Python {platform.python_version()} on {platform.machine()}, shmem {shmem.__version__}, "
           f"{ROUNDS} rounds, {time.perf_counter() - started:.1f} s, load average {' '.join(load)}")
     print()
-    print("| op | impl | size | p50 ns | p99 ns | samples x ops | over Rust p50 |")
+    print("| op | impl | size | p50 ns | p99 ns | samples x ops | over Rust p50 (less the empty call) |")
     print("| --- | --- | --- | ---: | ---: | --- | --- |")
+    base = statistics.median(pooled[0])
     for (op, impl, label, size, call), got, batch in zip(todo, pooled, batches):
         if call is None:
             print(f"| {op} | {impl} | {label} | not installed | | | |")
@@ -147,7 +148,7 @@ def main():
         over = ""
         r = rust.get((op, size)) if impl == "shmem.Value" else None
         if r is not None:
-            over = f"+{p50 - r:.0f} ns (Rust {r:.1f} ns)"
+            over = f"+{p50 - r:.0f} ns (+{p50 - base - r:.0f} ns), Rust {r:.1f} ns"
         print(f"| {op} | {impl} | {label} | {p50:.0f} | {p99:.0f} | {len(got)} x {batch} | {over} |")
     return 0
 

@@ -217,3 +217,28 @@ def test_a_value_cannot_be_pickled_to_a_child(name):
     with shmem.Value(name, 64) as v:
         with pytest.raises(TypeError):
             pickle.dumps(v)
+
+
+def test_a_forked_child_that_exits_normally_leaves_the_value(name):
+    # The child runs the interpreter's normal exit (atexit closes its copy of the handle);
+    # the parent's value, contents and name stay.
+    out = python(
+        """
+        import os, sys, shmem
+        v = shmem.Value(sys.argv[1], 64)
+        v.set(b"the parent's")
+        pid = os.fork()
+        if pid == 0:
+            assert v.get() == b"the parent's"
+            with shmem.Value.open(sys.argv[1]) as mine:
+                mine.get()
+            sys.exit(0)  # normal exit: atexit, finalisation
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert os.path.exists("/dev/shm/shmem." + sys.argv[1])
+        print(v.get_versioned())
+        """,
+        name,
+    ).stdout
+    assert out == repr((1, b"the parent's")) + "\n"
+    assert files_of(name) == []
