@@ -53,7 +53,8 @@ def name(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def python(code: str, *args: str, env: Optional[dict] = None, check: bool = True) -> subprocess.CompletedProcess:
     """Runs `code` (dedented) in a new interpreter with `args` as sys.argv[1:]."""
-    full_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # -W default: warnings (a ResourceWarning at exit, say) reach stderr, where tests look.
+    full_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONWARNINGS="default")
     if env:
         full_env.update(env)
     proc = subprocess.run(

@@ -132,7 +132,7 @@ def test_ctrl_c_interrupts_a_wait(name):
 
 
 def test_interpreter_exit_with_open_handles_leaves_nothing(name):
-    python(
+    proc = python(
         """
         import sys, threading, shmem
         name = sys.argv[1]
@@ -155,6 +155,8 @@ def test_interpreter_exit_with_open_handles_leaves_nothing(name):
         """,
         name,
     )
+    assert proc.stdout == "exiting with everything open\n"
+    assert proc.stderr == ""  # no warning, no "Exception ignored"
     assert files_of(name) == []
 
 

@@ -159,7 +159,7 @@ def test_numpy_array_outlives_close_then_detaches(name):
 
 def test_interpreter_exit_with_a_numpy_view_leaves_nothing(name):
     _numpy()
-    python(
+    proc = python(
         """
         import sys, numpy as np, shmem
         seg = shmem.Segment(sys.argv[1], 4096)
@@ -169,4 +169,5 @@ def test_interpreter_exit_with_a_numpy_view_leaves_nothing(name):
         """,
         name,
     )
+    assert proc.stderr == ""  # no warning, no "Exception ignored"
     assert files_of(name) == []
