@@ -27,6 +27,18 @@ fn unlink(py: Python<'_>, name: &str, force: bool, dir: Option<PathBuf>) -> PyRe
         .map_err(errors::to_py)
 }
 
+/// Opens the live value `name` in `dir` (how a pickled `Value` is unpickled).
+#[pyfunction]
+fn _reopen_value(py: Python<'_>, name: &str, dir: PathBuf) -> PyResult<value::Value> {
+    value::Value::reopen(py, name, dir)
+}
+
+/// Opens the live segment `name` in `dir` (how a pickled `Segment` is unpickled).
+#[pyfunction]
+fn _reopen_segment(py: Python<'_>, name: &str, dir: PathBuf) -> PyResult<segment::Segment> {
+    segment::Segment::reopen(py, name, dir)
+}
+
 /// Closes every `Value` and `Segment` still open (registered with `atexit` by the package).
 #[pyfunction]
 fn _close_all() {
@@ -45,6 +57,8 @@ fn _shmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::Mapping>()?;
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add_function(wrap_pyfunction!(_close_all, m)?)?;
+    m.add_function(wrap_pyfunction!(_reopen_value, m)?)?;
+    m.add_function(wrap_pyfunction!(_reopen_segment, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -62,6 +62,20 @@ impl Mapping {
 }
 
 impl Segment {
+    /// Opens the live one named `name` in `dir`, whatever its size (for unpickling).
+    pub(crate) fn reopen(py: Python<'_>, name: &str, dir: PathBuf) -> PyResult<Segment> {
+        let zero = 0u8.into_pyobject(py)?;
+        Segment::attach(
+            py,
+            name,
+            zero.as_any(),
+            false,
+            0o600,
+            Some(dir),
+            Open::Existing,
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn attach(
         py: Python<'_>,
@@ -247,6 +261,15 @@ impl Segment {
     fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
         self.close();
         false
+    }
+
+    /// Pickles as its name (and directory): unpickling opens the live segment again, as
+    /// `Segment.open` does, so a `multiprocessing` child can be handed one. `FileNotFoundError`
+    /// there if nobody holds it any more.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, PathBuf))> {
+        let dir = self.slot.get()?.dir().to_owned();
+        let reopen = py.import("shmem._shmem")?.getattr("_reopen_segment")?;
+        Ok((reopen, (self.slot.name().to_owned(), dir)))
     }
 
     fn __repr__(&self) -> String {

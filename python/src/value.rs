@@ -72,6 +72,20 @@ pub(crate) struct Value {
 }
 
 impl Value {
+    /// Opens the live one named `name` in `dir`, whatever its size (for unpickling).
+    pub(crate) fn reopen(py: Python<'_>, name: &str, dir: PathBuf) -> PyResult<Value> {
+        let zero = 0u8.into_pyobject(py)?;
+        Value::attach(
+            py,
+            name,
+            zero.as_any(),
+            false,
+            0o600,
+            Some(dir),
+            Open::Existing,
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn attach(
         py: Python<'_>,
@@ -451,6 +465,15 @@ impl Value {
     fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
         self.close();
         false
+    }
+
+    /// Pickles as its name (and directory): unpickling opens the live value again, as
+    /// `Value.open` does, so a `multiprocessing` child can be handed one. `FileNotFoundError`
+    /// there if nobody holds it any more.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, PathBuf))> {
+        let dir = self.slot.get()?.value.segment().dir().to_owned();
+        let reopen = py.import("shmem._shmem")?.getattr("_reopen_value")?;
+        Ok((reopen, (self.slot.name().to_owned(), dir)))
     }
 
     fn __repr__(&self) -> String {

@@ -213,12 +213,42 @@ def test_a_multiprocessing_child_leaves_the_parents_value_intact(name, method):
     assert files_of(name) == []
 
 
-def test_a_value_cannot_be_pickled_to_a_child(name):
+def _mp_child_given_handles(v, seg, result):
+    # The handles arrive pickled (spawn): reopened by name in this process.
+    result.put((v.created, v.get(), bytes(seg.buf[:3])))
+    v.set(b"set by the child")
+    seg.buf[3:6] = b"def"
+
+
+def test_handles_passed_to_a_spawned_child_reopen_by_name(name):
+    ctx = multiprocessing.get_context("spawn")
+    with shmem.Value(name, 64) as v, shmem.Segment(name + "-seg", 64) as seg:
+        v.set(b"the parent's")
+        seg.buf[:3] = b"abc"
+        result = ctx.Queue()
+        p = ctx.Process(target=_mp_child_given_handles, args=(v, seg, result))
+        p.start()
+        assert result.get(timeout=DEADLINE) == (False, b"the parent's", b"abc")
+        p.join(DEADLINE)
+        assert p.exitcode == 0
+        assert v.get_versioned() == (2, b"set by the child")
+        assert seg.read(0, 6) == b"abcdef"
+
+
+def test_pickling_is_by_name(name):
     import pickle
 
-    with shmem.Value(name, 64) as v:
-        with pytest.raises(TypeError):
-            pickle.dumps(v)
+    v = shmem.Value(name, 64)
+    v.set(b"x")
+    data = pickle.dumps(v)
+    with pickle.loads(data) as again:
+        assert again.name == name and not again.created and again.get() == b"x"
+    v.close()
+    with pytest.raises(ValueError, match="is closed"):
+        pickle.dumps(v)
+    with pytest.raises(FileNotFoundError):
+        pickle.loads(data)  # nobody holds it any more: gone, not recreated
+    assert files_of(name) == []
 
 
 def test_a_forked_child_that_exits_normally_leaves_the_value(name):
