@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -49,6 +50,26 @@ def name(request: pytest.FixtureRequest) -> Iterator[str]:
         except (FileNotFoundError, shmem.Error):
             os.unlink(SHM / f)
     assert not left, f"left in /dev/shm: {left}"
+
+
+#: Where a value's `waiters` counter sits in its file (the header, then version u64, wake u32).
+WAITERS_OFFSET = 64 + 8 + 4
+
+
+def sleepers(name: str) -> int:
+    """How many threads (in any process) sleep in a wait on value `name`, read from its file."""
+    with open(SHM / f"shmem.{name}", "rb") as f:
+        f.seek(WAITERS_OFFSET)
+        return int.from_bytes(f.read(4), sys.byteorder)
+
+
+def until(condition, what: str) -> None:
+    """Waits for `condition()` (polled by this test, not by the library), DEADLINE at most."""
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)
 
 
 def python(code: str, *args: str, env: Optional[dict] = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -30,10 +30,19 @@ def test_another_process_reads_and_writes(name):
 def test_a_wait_is_woken_by_another_process(name):
     with shmem.Value(name, 64) as v:
         since = v.version
+        # The child sets only once this process sleeps in the wait (it reads the counter of
+        # sleepers from the file), so the wake-up path is the one tested.
         child = spawn(
             """
-            import sys, shmem
-            with shmem.Value.open(sys.argv[1]) as v:
+            import sys, time, shmem
+            path, deadline = "/dev/shm/shmem." + sys.argv[1], time.monotonic() + 60
+            with shmem.Value.open(sys.argv[1]) as v, open(path, "rb") as f:
+                def sleepers():
+                    f.seek(76)  # the value's `waiters` counter
+                    return int.from_bytes(f.read(4), sys.byteorder)
+                while sleepers() == 0:
+                    assert time.monotonic() < deadline, "the parent never slept"
+                    time.sleep(0.001)
                 v.set(b"woken")
             """,
             name,
@@ -87,6 +96,24 @@ def test_a_timeout_is_a_timeout_error(name):
         assert v.wait(0, timeout=0) == 1  # already changed: returns at once
         with pytest.raises(TimeoutError):
             v.wait(1, timeout=0)
+
+
+def test_a_wait_releases_the_gil_while_it_sleeps(name):
+    import threading
+
+    from conftest import sleepers, until
+
+    with shmem.Value(name, 64) as v:
+        got = []
+        t = threading.Thread(target=lambda: got.append(v.wait(0, timeout=DEADLINE)))
+        t.start()
+        # This thread runs Python code (needs the GIL) while the other one sleeps in the wait.
+        until(lambda: sleepers(name) == 1, "the thread to sleep in wait()")
+        assert t.is_alive() and got == []
+        v.set(b"go")
+        t.join(DEADLINE)
+        assert got == [1]
+        assert sleepers(name) == 0
 
 
 def test_closing_from_another_thread_ends_a_wait(name):
