@@ -6,7 +6,7 @@ import threading
 import pytest
 
 import shmem
-from conftest import DEADLINE, files_of, spawn
+from conftest import DEADLINE, files_of, sleepers, spawn
 
 
 def _changed_threads():
@@ -36,9 +36,8 @@ def test_changed_is_woken_by_another_process_without_blocking_the_loop(name):
                 name,
             )
             task = asyncio.ensure_future(v.changed(0, timeout=DEADLINE))
-            # The loop keeps running while the task waits: these steps happen first.
-            for _ in range(20):
-                await asyncio.sleep(0)
+            # The loop keeps running this coroutine while the task's thread sleeps in the wait.
+            await _until(lambda: sleepers(name) == 1)
             assert not task.done()
             go.set(b"go")
             assert await task == 1
