@@ -1,4 +1,5 @@
-//! The seed's parent and child in Python, with ctypes against `libshmem_compat.so`.
+//! The seed's parent and child in Python, with ctypes against `libshmem_compat.so`
+//! (examples/python/ctypes).
 
 mod common;
 
@@ -11,7 +12,7 @@ fn the_python_parent_and_child_share_the_string() {
         return;
     }
     let fx = Fixture::new("py");
-    let dir = common::root().join("examples/python");
+    let dir = common::root().join("examples/python/ctypes");
     let out = run_ok(
         fx.command("python3")
             .env("SHMEM_LIB", compat_so())

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 DEFAULT = (
-    Path(__file__).resolve().parents[2] / "target" / "release" / "capi" / "libshmem_compat.so"
+    Path(__file__).resolve().parents[3] / "target" / "release" / "capi" / "libshmem_compat.so"
 )
 
 
