@@ -14,6 +14,8 @@ use std::io;
 use std::time::Instant;
 
 pub mod check;
+#[cfg(feature = "iceoryx2")]
+pub mod ice;
 pub mod limits;
 pub mod measure;
 pub mod ours;
@@ -22,7 +24,7 @@ pub mod peers;
 pub mod stats;
 pub mod sys;
 
-use measure::{Depth, Plan};
+use measure::{Depth, Entry, Plan};
 use stats::{Key, Mark, RatioSpec, Results};
 
 /// Value sizes measured.
@@ -52,199 +54,345 @@ impl Ctx {
     }
 }
 
-/// A group of measurements, selectable with `--only`.
-type Group = fn(&Ctx, &mut Results) -> io::Result<()>;
+/// The set-up of some figures: what their entries borrow (values, peers, sockets), kept until
+/// all entries of the run have been timed together.
+pub trait Scenario: std::fmt::Debug {
+    /// The operations to time.
+    fn entries(&self) -> io::Result<Vec<Entry<'_>>>;
+    /// Stops the peers, failing if one failed.
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        Ok(())
+    }
+}
 
-/// The groups, in the order they run: limits, ours, peers, the syscall check.
+type Build = fn(&Ctx, &mut Results) -> io::Result<Option<Box<dyn Scenario>>>;
+
+/// A selectable group (`--only`).
+#[derive(Clone, Copy, Debug)]
+pub enum Group {
+    /// Entries timed together with every other selected group's, in alternating blocks.
+    Together(Build),
+    /// Measured on its own afterwards (another program times it, or it counts, not times).
+    Alone(fn(&Ctx, &mut Results) -> io::Result<()>),
+}
+
+fn boxed<S: Scenario + 'static>(s: S) -> Option<Box<dyn Scenario>> {
+    Some(Box::new(s))
+}
+
+/// The groups, in order.
 pub fn groups() -> Vec<(&'static str, Group)> {
+    use Group::{Alone, Together};
     vec![
-        ("memcpy", limits::memcpy),
-        ("spin", |cx, r| {
-            if cx.peer_cpu.is_none() {
-                r.skip("busy polling", "needs two CPUs");
-                return Ok(());
-            }
-            limits::spin_pingpong(cx, r)
-        }),
-        ("get-set", ours::get_set),
-        ("contended", ours::contended),
-        ("reader-tail", |cx, r| {
-            if cx.peer_cpu.is_none() {
-                r.skip("reader tail", "needs two CPUs");
-                return Ok(());
-            }
-            ours::reader_tail(cx, r)
-        }),
-        ("wake", |cx, r| ours::blocking_pair(cx, r, MSG)),
-        ("poll", |cx, r| {
-            if cx.peer_cpu.is_none() {
-                r.skip("shmem busy polling", "needs two CPUs");
-                return Ok(());
-            }
-            ours::poll_pingpong(cx, r, MSG)
-        }),
-        ("lifecycle", |cx, r| {
-            ours::lifecycle_pair(cx, r, ATTACH_CAPACITY)
-        }),
-        ("pipe", |cx, r| peers::pipe_and_socket(cx, r, MSG)),
-        ("redis", |cx, r| peers::redis(cx, r, MSG)),
-        ("shared-memory", shared_memory_group),
-        ("python", |cx, r| peers::python(cx, r, ATTACH_CAPACITY)),
-        ("iceoryx2", |_, r| {
-            r.skip(
-                "iceoryx2",
-                "not built: its 0.10 release pulls ~120 crates and runs bindgen, which needs \
-                 libclang (not installed here); see docs/BENCHMARKS.md",
-            );
-            Ok(())
-        }),
-        ("syscalls", check::syscalls),
+        (
+            "limits",
+            Together(|cx, r| Ok(boxed(limits::Limits::new(cx, r)?))),
+        ),
+        (
+            "shmem",
+            Together(|cx, r| Ok(boxed(ours::Ours::new(cx, r)?))),
+        ),
+        (
+            "pipe",
+            Together(|cx, r| Ok(boxed(peers::PipeSocket::new(cx, r)?))),
+        ),
+        (
+            "redis",
+            Together(|cx, r| Ok(peers::RedisPeer::new(cx, r)?.and_then(boxed))),
+        ),
+        ("shared-memory", Together(shared_memory_group)),
+        ("iceoryx2", Together(iceoryx2_group)),
+        ("iceoryx2-own", Alone(iceoryx2_own)),
+        (
+            "python",
+            Alone(|cx, r| peers::python(cx, r, ATTACH_CAPACITY)),
+        ),
+        ("syscalls", Alone(check::syscalls)),
     ]
 }
 
-#[cfg(feature = "shared-memory-crate")]
-fn shared_memory_group(cx: &Ctx, r: &mut Results) -> io::Result<()> {
-    peers::shared_memory_crate(cx, r)
+fn shared_memory_group(cx: &Ctx, r: &mut Results) -> io::Result<Option<Box<dyn Scenario>>> {
+    #[cfg(feature = "shared-memory-crate")]
+    return Ok(boxed(peers::SharedMemory::new(cx, r)?));
+    #[cfg(not(feature = "shared-memory-crate"))]
+    {
+        let _ = cx;
+        r.skip(
+            "shared_memory crate",
+            "built without the `shared-memory-crate` feature",
+        );
+        Ok(None)
+    }
 }
 
-#[cfg(not(feature = "shared-memory-crate"))]
-fn shared_memory_group(_: &Ctx, r: &mut Results) -> io::Result<()> {
+const NO_ICEORYX2: &str = "not built in: install libclang-dev (its bindgen needs it: `apt-get \
+                           install libclang-dev`), then build with `--features iceoryx2`";
+
+fn iceoryx2_group(cx: &Ctx, r: &mut Results) -> io::Result<Option<Box<dyn Scenario>>> {
+    #[cfg(feature = "iceoryx2")]
+    if cx.peer_cpu.is_some() {
+        return Ok(boxed(ice::Ice::new(cx)?));
+    }
+    let _ = cx;
     r.skip(
-        "shared_memory crate",
-        "built without the `shared-memory-crate` feature",
+        "iceoryx2",
+        if cfg!(feature = "iceoryx2") {
+            "needs two CPUs"
+        } else {
+            NO_ICEORYX2
+        },
     );
-    Ok(())
+    Ok(None)
 }
 
-/// The comparisons of a run; the first ones carry the issue's marks.
+fn iceoryx2_own(cx: &Ctx, r: &mut Results) -> io::Result<()> {
+    #[cfg(feature = "iceoryx2")]
+    return ice::own_method(cx, r);
+    #[cfg(not(feature = "iceoryx2"))]
+    {
+        let _ = (cx, r);
+        Ok(())
+    }
+}
+
+/// Like-for-like notes of the ratio table.
+const SAME: &str = "like-for-like";
+const COPY: &str = "like-for-like: `get` and `set` copy the same bytes, checked or locked";
+const LOCAL_VS_REQUEST: &str = "not like-for-like: a local read against a request answered by \
+                                another process (the like-for-like pair is wake vs pipe)";
+
+/// The comparisons of a run; the ones with a mark are the goals (issues 7 and 16).
 pub fn ratio_specs(sizes: &[usize]) -> Vec<RatioSpec> {
-    fn spec(ours: Key, against: Option<Key>, scale: f64, mark: Mark) -> RatioSpec {
+    fn spec(
+        ours: Key,
+        against: Option<Key>,
+        scale: f64,
+        mark: Mark,
+        pair: &'static str,
+    ) -> RatioSpec {
         RatioSpec {
             ours,
             against,
             against_scale: scale,
             mark,
+            pair,
         }
     }
     let at_most = |factor, plus_ns| Mark::AtMost { factor, plus_ns };
+    let sh = |name, size| Key(name, "shmem", size);
+    let ice = |name, size| Key(name, "iceoryx2", size);
+    let cap = ATTACH_CAPACITY;
+    let raw_attach = Key("attach+detach", "shm_open+mmap", cap);
     let mut v = vec![
         spec(
-            Key("get", "shmem", 64),
+            sh("get", 64),
             Some(Key("copy", "memcpy", 64)),
             1.0,
             at_most(3.0, 10.0),
+            COPY,
         ),
         spec(
-            Key("get", "shmem", 1 << 20),
+            sh("get", 1 << 20),
             Some(Key("copy", "memcpy", 1 << 20)),
             1.0,
             Mark::Bandwidth(0.8),
+            COPY,
         ),
         spec(
-            Key("set", "shmem", 4096),
+            sh("set", 4096),
             Some(Key("copy", "memcpy", 4096)),
             1.0,
             at_most(2.0, 30.0),
+            COPY,
         ),
         spec(
-            Key("wake ping-pong", "shmem", MSG),
+            sh("wake ping-pong", MSG),
             Some(Key("wake ping-pong", "futex", 4)),
             1.0,
             at_most(1.5, 0.0),
+            "like-for-like hand-off through the kernel (ours also carries 64 B)",
         ),
         spec(
-            Key("syscalls per set, no waiter", "shmem", MSG),
+            sh("syscalls per set, no waiter", MSG),
             None,
             1.0,
             Mark::Zero,
+            "",
         ),
         spec(
-            Key("attach+detach", "shmem", ATTACH_CAPACITY),
-            Some(Key("attach+detach", "shm_open+mmap", ATTACH_CAPACITY)),
+            sh("attach+detach", cap),
+            Some(raw_attach.clone()),
             1.0,
             at_most(3.0, 0.0),
+            "the floor of any named mapping",
         ),
         spec(
-            Key("get", "shmem", MSG),
+            sh("get", MSG),
             Some(Key("get", "redis", MSG)),
             1.0,
             Mark::FasterBy(100.0),
+            LOCAL_VS_REQUEST,
         ),
         spec(
-            Key("get", "shmem", MSG),
+            sh("get", MSG),
             Some(Key("round trip", "pipe", MSG)),
             1.0,
             Mark::FasterBy(20.0),
+            LOCAL_VS_REQUEST,
+        ),
+        // Issue 16.
+        spec(
+            sh("wake ping-pong", MSG),
+            Some(Key("poll ping-pong", "cache line", 4)),
+            1.0,
+            at_most(3.0, 0.0),
+            "the goal's pair: a blocking hand-off (spin, then sleep) against the busy-spin floor",
+        ),
+        spec(
+            sh("set, sole writer", 64),
+            Some(ice("set", 64)),
+            1.0,
+            at_most(1.0, 0.0),
+            "like-for-like: one writer, no lock, 64 B copied in (blackboard write)",
+        ),
+        spec(
+            sh("poll ping-pong, set_with", 4096),
+            Some(ice("poll ping-pong, zero-copy", 4096)),
+            1.0,
+            at_most(1.2, 0.0),
+            "both writers fill 4 KiB in place; our reader copies it out (a seqlock must), theirs \
+             reads one byte in place",
+        ),
+        spec(
+            Key("attach+detach", "shmem C API", cap),
+            Some(raw_attach.clone()),
+            1.0,
+            at_most(3.0, 0.0),
+            "shmem_open + shmem_close of a live value against the raw cycle",
+        ),
+        spec(
+            sh("get one call, writer flat out", 4096),
+            None,
+            1.0,
+            Mark::P99Below(20_000.0),
+            "single calls while another process publishes flat out",
         ),
     ];
-    let info = |ours, against, scale| spec(ours, Some(against), scale, Mark::None);
-    for &s in sizes {
-        if s != 64 && s != 1 << 20 {
-            v.push(info(Key("get", "shmem", s), Key("copy", "memcpy", s), 1.0));
-        }
-        if s != 4096 {
-            v.push(info(Key("set", "shmem", s), Key("copy", "memcpy", s), 1.0));
-        }
-    }
+    let info = |ours, against, scale, pair| spec(ours, Some(against), scale, Mark::None, pair);
     for &s in sizes {
         for op in ["get", "set"] {
+            if ![("get", 64), ("get", 1 << 20), ("set", 4096)].contains(&(op, s)) {
+                v.push(info(sh(op, s), Key("copy", "memcpy", s), 1.0, COPY));
+            }
             v.push(info(
-                Key(op, "shmem", s),
+                sh(op, s),
                 Key(op, "shared_memory+raw_sync", s),
                 1.0,
+                "like-for-like (theirs: a pthread mutex)",
             ));
         }
         v.push(info(
-            Key("get", "shmem", s),
-            Key("get", "python shared_memory", s),
+            sh("set, sole writer", s),
+            sh("set", s),
             1.0,
+            "what the writers' lock costs",
         ));
     }
     for s in ours::CONTENDED_SIZES {
         for op in ["get, writer running", "set, writer running"] {
             v.push(info(
-                Key(op, "shmem", s),
+                sh(op, s),
                 Key(op, "shared_memory+raw_sync", s),
                 1.0,
+                SAME,
             ));
         }
     }
     v.extend([
         info(
-            Key("wake ping-pong", "shmem", MSG),
+            sh("get", 64),
+            ice("get", 64),
+            1.0,
+            "like-for-like: 64 B copied out (blackboard read)",
+        ),
+        info(sh("get, one call", 64), ice("get, one call", 64), 1.0, SAME),
+        info(
+            sh("set, sole writer, one call", 64),
+            ice("set, one call", 64),
+            1.0,
+            SAME,
+        ),
+        info(
+            sh("poll ping-pong", 64),
+            ice("poll ping-pong", 64),
+            1.0,
+            "like-for-like: both copy in and out",
+        ),
+        info(
+            sh("poll ping-pong", 4096),
+            ice("poll ping-pong", 4096),
+            1.0,
+            "like-for-like: both copy in and out",
+        ),
+        info(
+            sh("poll ping-pong, set_with", 4096),
+            sh("poll ping-pong", 4096),
+            1.0,
+            "what filling in place saves",
+        ),
+        info(
+            sh("wake ping-pong", MSG),
+            ice("wake ping-pong", 0),
+            1.0,
+            "ours carries 64 B, an event none",
+        ),
+        info(
+            sh("wake ping-pong, no spin", MSG),
+            Key("wake ping-pong", "futex", 4),
+            1.0,
+            SAME,
+        ),
+        info(
+            sh("wake ping-pong", MSG),
             Key("round trip", "pipe", MSG),
             0.5,
+            "like-for-like notification",
         ),
         info(
-            Key("wake ping-pong", "shmem", MSG),
+            sh("wake ping-pong", MSG),
             Key("round trip", "unix socket", MSG),
             0.5,
+            "like-for-like notification",
         ),
         info(
-            Key("poll ping-pong", "shmem", MSG),
+            sh("poll ping-pong", MSG),
             Key("poll ping-pong", "cache line", 4),
             1.0,
+            "the busy-spin floor",
         ),
         info(
-            Key("get", "shmem", MSG),
-            Key("round trip", "unix socket", MSG),
+            sh("set", MSG),
+            Key("set", "redis", MSG),
             1.0,
-        ),
-        info(Key("set", "shmem", MSG), Key("set", "redis", MSG), 1.0),
-        info(
-            Key("create+destroy", "shmem", ATTACH_CAPACITY),
-            Key("create+destroy", "shm_open+mmap", ATTACH_CAPACITY),
-            1.0,
+            LOCAL_VS_REQUEST,
         ),
         info(
-            Key("attach+detach", "shmem", ATTACH_CAPACITY),
-            Key("attach+detach", "shared_memory+raw_sync", ATTACH_CAPACITY),
+            sh("create+destroy", cap),
+            Key("create+destroy", "shm_open+mmap", cap),
             1.0,
+            "the floor",
         ),
         info(
-            Key("attach+detach", "shmem", ATTACH_CAPACITY),
-            Key("attach+detach", "python shared_memory", ATTACH_CAPACITY),
+            sh("attach+detach", cap),
+            Key("attach+detach", "shared_memory+raw_sync", cap),
             1.0,
+            SAME,
+        ),
+        info(
+            Key("attach+detach", "shmem C API", cap),
+            sh("attach+detach", cap),
+            1.0,
+            "what the C handle costs",
         ),
     ]);
     v
@@ -292,6 +440,52 @@ fn first_line_of(path: &str, key: &str) -> String {
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_default()
+}
+
+/// A file under /sys, trimmed; empty if unreadable.
+fn sysfs(path: &str) -> String {
+    std::fs::read_to_string(format!("/sys/{path}"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// "CPU 0: package 0 core 0 (threads 0)", for each CPU we may run on.
+fn topology(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| {
+            let t = |f: &str| sysfs(&format!("devices/system/cpu/cpu{c}/topology/{f}"));
+            format!(
+                "CPU {c}: package {} core {} (SMT siblings {})",
+                t("physical_package_id"),
+                t("core_id"),
+                t("thread_siblings_list")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "L1d 32K, L1i 32K, L2 512K, L3 32768K" of CPU 0.
+fn caches() -> String {
+    (0..8)
+        .map_while(|i| {
+            let f = |n: &str| sysfs(&format!("devices/system/cpu/cpu0/cache/index{i}/{n}"));
+            let level = f("level");
+            (!level.is_empty()).then(|| {
+                let kind = match f("type").as_str() {
+                    "Data" => "d",
+                    "Instruction" => "i",
+                    _ => "",
+                };
+                format!(
+                    "L{level}{kind} {} (shared by CPUs {})",
+                    f("size"),
+                    f("shared_cpu_list")
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn loadavg() -> String {
@@ -367,6 +561,15 @@ pub fn main_with_args(args: &[String]) -> i32 {
         }
         return 0;
     }
+    if let Some(bad) = o
+        .only
+        .iter()
+        .flatten()
+        .find(|g| !groups().iter().any(|(n, _)| n == g))
+    {
+        eprintln!("shmem-bench: no group {bad} (see --list)");
+        return 2;
+    }
     let depth = o.depth.unwrap_or(Depth::Full);
     let pid = std::process::id();
     let _guard = SweepGuard(pid);
@@ -390,52 +593,114 @@ pub fn main_with_args(args: &[String]) -> i32 {
     let t0 = Instant::now();
     let mut results = Results::default();
     let mut failed = Vec::new();
-    for round in 1..=cx.plan.rounds {
-        let mut this = Results::default();
-        for (name, group) in groups() {
-            if let Some(only) = &o.only {
-                if !only.iter().any(|g| g == name) {
-                    continue;
+    let selected: Vec<_> = groups()
+        .into_iter()
+        .filter(|(name, _)| {
+            o.only
+                .as_ref()
+                .map_or(true, |only| only.iter().any(|g| g == name))
+        })
+        .collect();
+    let mut scenarios = Vec::new();
+    for (name, group) in &selected {
+        if let Group::Together(build) = group {
+            eprintln!("shmem-bench: setting up {name}");
+            match build(&cx, &mut results) {
+                Ok(s) => scenarios.extend(s.map(|s| (*name, s))),
+                Err(e) => {
+                    eprintln!("shmem-bench: {name}: FAILED: {e}");
+                    results.skip(name, format!("failed: {e}"));
+                    failed.push(*name);
                 }
             }
+        }
+    }
+    let mut entries = Vec::new();
+    for (name, s) in &scenarios {
+        match s.entries() {
+            Ok(e) => entries.extend(e),
+            Err(e) => {
+                results.skip(name, format!("failed: {e}"));
+                failed.push(*name);
+            }
+        }
+    }
+    eprintln!(
+        "shmem-bench: timing {} figures in {} alternating blocks",
+        entries.len(),
+        cx.plan.blocks
+    );
+    let failures = results.skipped.len();
+    cx.plan.run(&mut entries, &mut results);
+    if results.skipped.len() > failures {
+        failed.push("an operation");
+    }
+    drop(entries);
+    for (name, s) in scenarios {
+        if let Err(e) = s.finish() {
+            results.skip(name, format!("failed at the end: {e}"));
+            failed.push(name);
+        }
+    }
+    for (name, group) in &selected {
+        if let Group::Alone(f) = group {
             let t = Instant::now();
-            eprint!("shmem-bench: round {round}/{}: {name} ...", cx.plan.rounds);
-            match group(&cx, &mut this) {
+            eprint!("shmem-bench: {name} ...");
+            match f(&cx, &mut results) {
                 Ok(()) => eprintln!(" {:.1} s", t.elapsed().as_secs_f64()),
                 Err(e) => {
                     eprintln!(" FAILED: {e}");
-                    this.skip(name, format!("failed: {e}"));
+                    results.skip(name, format!("failed: {e}"));
                     failed.push(name);
                 }
             }
         }
-        results.merge(this);
     }
     let elapsed = t0.elapsed();
     let ratios = stats::compute_ratios(&results, &ratio_specs(&cx.sizes));
+    let cpu_id = ["cpu family", "model", "stepping", "microcode"]
+        .map(|k| format!("{k} {}", first_line_of("/proc/cpuinfo", k)))
+        .join(", ");
     let machine = serde_json::json!({
         "cpu": first_line_of("/proc/cpuinfo", "model name"),
+        "cpu_id": cpu_id,
+        "virtualised": first_line_of("/proc/cpuinfo", "flags").split(' ').any(|f| f == "hypervisor"),
         "cpus": cpus.len(),
+        "topology": topology(&cpus),
+        "caches": caches(),
+        "clocksource": sysfs("devices/system/clocksource/clocksource0/current_clocksource"),
+        "clock": "Instant::now = clock_gettime(CLOCK_MONOTONIC) via the vDSO; its cost is the \
+                  `clock read` figure, and nothing is subtracted",
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "pinned": peer_cpu.map(|c| format!("parent on CPU {}, peers on CPU {c}", cpus[0])),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
         "depth": format!("{depth:?}"),
-        "rounds": cx.plan.rounds,
+        "blocks": cx.plan.blocks,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "seconds": elapsed.as_secs_f64(),
     });
+    let text = |k: &str| machine[k].as_str().unwrap_or("").to_owned();
     let mut md = format!(
-        "CPU: {} ({} CPUs), kernel {}, {}; load average before {}, after {}; {:?} run \
-         ({} rounds pooled), {:.0} s\n",
-        machine["cpu"].as_str().unwrap_or(""),
+        "CPU: {} ({}; {}virtualised), {} CPUs: {}; caches {}; clock source {}; kernel {}; {}; \
+         load average before {}, after {}; {:?} run, {} alternating blocks, {:.0} s\n",
+        text("cpu"),
+        text("cpu_id"),
+        if machine["virtualised"] == true {
+            ""
+        } else {
+            "not "
+        },
         cpus.len(),
-        machine["kernel"].as_str().unwrap_or(""),
+        text("topology"),
+        text("caches"),
+        text("clocksource"),
+        text("kernel"),
         machine["pinned"].as_str().unwrap_or("not pinned"),
         load_before,
-        machine["loadavg_after"].as_str().unwrap_or(""),
+        text("loadavg_after"),
         depth,
-        cx.plan.rounds,
+        cx.plan.blocks,
         elapsed.as_secs_f64()
     );
     md.push_str(&stats::to_markdown(&results, &ratios));
@@ -491,30 +756,38 @@ mod tests {
 
     #[test]
     fn every_mark_names_measurements_the_run_makes() {
-        // The marked comparisons are the first eight specs; each must refer to a (name, impl)
-        // pair that some group produces, or the mark would silently vanish from the report.
+        // Each goal must refer to a (name, impl) pair that some scenario produces, or the
+        // goal would silently vanish from the report.
         let produced = [
             ("copy", "memcpy"),
             ("get", "shmem"),
             ("set", "shmem"),
+            ("set, sole writer", "shmem"),
             ("wake ping-pong", "shmem"),
             ("wake ping-pong", "futex"),
+            ("poll ping-pong", "cache line"),
+            ("poll ping-pong, set_with", "shmem"),
+            ("poll ping-pong, zero-copy", "iceoryx2"),
+            ("set", "iceoryx2"),
             ("syscalls per set, no waiter", "shmem"),
             ("attach+detach", "shmem"),
+            ("attach+detach", "shmem C API"),
             ("attach+detach", "shm_open+mmap"),
+            ("get one call, writer flat out", "shmem"),
             ("get", "redis"),
             ("round trip", "pipe"),
         ];
         let specs = ratio_specs(&SIZES);
         let marked: Vec<_> = specs.iter().filter(|s| s.mark != Mark::None).collect();
-        assert_eq!(marked.len(), 8);
+        assert_eq!(marked.len(), 13);
         for s in marked {
             assert!(produced.contains(&(s.ours.0, s.ours.1)), "{}", s.ours);
+            assert!(!s.pair.is_empty() || s.against.is_none(), "{}", s.ours);
             if let Some(a) = &s.against {
                 assert!(produced.contains(&(a.0, a.1)), "{a}");
             }
         }
         let names: Vec<_> = groups().iter().map(|g| g.0).collect();
-        assert!(names.contains(&"syscalls") && names.contains(&"redis"));
+        assert!(names.contains(&"syscalls") && names.contains(&"iceoryx2"));
     }
 }

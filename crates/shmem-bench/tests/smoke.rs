@@ -10,12 +10,7 @@ fn smoke_run_writes_json_and_leaves_nothing_behind() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
     let child = Command::new(env!("CARGO_BIN_EXE_shmem-bench"))
-        .args([
-            "--smoke",
-            "--only",
-            "memcpy,get-set,wake,lifecycle",
-            "--json",
-        ])
+        .args(["--smoke", "--only", "limits,shmem", "--json"])
         .arg(&json)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -37,6 +32,8 @@ fn smoke_run_writes_json_and_leaves_nothing_behind() {
     assert!(has("get", "shmem") && has("set", "shmem"));
     assert!(has("wake ping-pong", "futex"));
     assert!(has("attach+detach", "shmem"));
+    assert!(has("clock read", "Instant::now"));
+    assert!(v["machine"]["topology"].as_str().unwrap().contains("CPU 0"));
     for m in ms {
         for f in ["name", "impl", "size", "unit", "p50", "p99", "mean"] {
             assert!(!m[f].is_null(), "{f} in {m}");
