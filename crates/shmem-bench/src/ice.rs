@@ -296,13 +296,16 @@ impl crate::Scenario for Ice {
                 }
             },
         ));
+        // One handle per entry and port (a second one is refused), shared by both timings.
+        let read = std::rc::Rc::new(self.reader.entry::<Board>(&0).map_err(err)?);
+        let write = std::rc::Rc::new(self.writer.entry::<Board>(&0).map_err(err)?);
         for timing in [Timing::Batch, Timing::Call(1.0)] {
             let suffix = if timing == Timing::Batch {
                 ""
             } else {
                 ", one call"
             };
-            let read = self.reader.entry::<Board>(&0).map_err(err)?;
+            let read = read.clone();
             v.push(Entry::new(
                 format!("get{suffix}"),
                 IMP,
@@ -314,7 +317,7 @@ impl crate::Scenario for Ice {
                     Ok(())
                 },
             ));
-            let write = self.writer.entry::<Board>(&0).map_err(err)?;
+            let write = write.clone();
             let mut n = 0u8;
             v.push(Entry::new(
                 format!("set{suffix}"),
@@ -414,8 +417,8 @@ pub fn own_method(cx: &Ctx, r: &mut Results) -> io::Result<()> {
         crate::measure::Depth::Quick => 200_000,
         crate::measure::Depth::Full => 1_000_000,
     };
-    let cpus = crate::sys::cpus();
-    let (Some(&c1), Some(&c2)) = (cpus.first(), cpus.get(1)) else {
+    // The parent runs pinned to one CPU, the peers to `peer_cpu`.
+    let (Some(&c1), Some(c2)) = (crate::sys::cpus().first(), cx.peer_cpu) else {
         r.skip("iceoryx2 own method", "needs two CPUs");
         return Ok(());
     };
