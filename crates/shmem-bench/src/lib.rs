@@ -155,246 +155,122 @@ fn iceoryx2_own(cx: &Ctx, r: &mut Results) -> io::Result<()> {
     }
 }
 
-/// Like-for-like notes of the ratio table.
-const SAME: &str = "like-for-like";
-const COPY: &str = "like-for-like: `get` and `set` copy the same bytes, checked or locked";
-const LOCAL_VS_REQUEST: &str = "not like-for-like: a local read against a request answered by \
-                                another process (the like-for-like pair is wake vs pipe)";
+/// The comparisons of a run, one a line: `ours ; other ; goal ; pair`, a figure being
+/// `name|impl|size` (`*0.5`: the other figure halved, a round trip against a round trip / 2),
+/// a goal `<=Fx+N` (ours at most F times the other plus N ns), `>=Fx` (at least F times
+/// faster), `bw>=F` (share of the other's bandwidth), `=0`, `p99<=N` (our p99, in ns) or empty
+/// (informative), and `pair` saying whether both do the same work. The goals are issue 7's,
+/// then issue 16's. `{S}` rows repeat for each size of the run.
+const RATIOS: &str = "
+get|shmem|64 ; copy|memcpy|64 ; <=3x+10 ; like-for-like: a checked copy of the same bytes
+get|shmem|1048576 ; copy|memcpy|1048576 ; bw>=0.8 ; like-for-like: a checked copy of the same bytes
+set|shmem|4096 ; copy|memcpy|4096 ; <=2x+30 ; like-for-like: a locked copy of the same bytes
+wake ping-pong|shmem|64 ; wake ping-pong|futex|4 ; <=1.5x ; like-for-like hand-off through the kernel (ours also carries 64 B)
+syscalls per set, no waiter|shmem|64 ; ; =0 ; a count
+attach+detach|shmem|4096 ; attach+detach|shm_open+mmap|4096 ; <=3x ; the floor of any named mapping
+get|shmem|64 ; get|redis|64 ; >=100x ; not like-for-like: a local read against a request answered by another process (the like-for-like pair is wake vs pipe)
+get|shmem|64 ; round trip|pipe|64 ; >=20x ; not like-for-like: a local read against a request answered by another process (the like-for-like pair is wake vs pipe)
+wake ping-pong|shmem|64 ; poll ping-pong|cache line|4 ; <=3x ; the goal's pair: a blocking hand-off (spin, then sleep) against the busy-spin floor
+set, sole writer|shmem|64 ; set|iceoryx2|64 ; <=1x ; like-for-like: one writer, no lock, 64 B copied in (blackboard write)
+poll ping-pong, set_with|shmem|4096 ; poll ping-pong, zero-copy|iceoryx2|4096 ; <=1.2x ; both writers fill 4 KiB in place; our reader copies it out (a seqlock must), theirs reads one byte in place
+attach+detach|shmem C API|4096 ; attach+detach|shm_open+mmap|4096 ; <=3x ; shmem_open + shmem_close of a live value against the raw cycle
+get one call, writer flat out|shmem|4096 ; ; p99<=20000 ; single calls while another process publishes flat out
+get|shmem|{S} ; copy|memcpy|{S} ; ; like-for-like: a checked copy of the same bytes
+set|shmem|{S} ; copy|memcpy|{S} ; ; like-for-like: a locked copy of the same bytes
+get|shmem|{S} ; get|shared_memory+raw_sync|{S} ; ; like-for-like (theirs: a pthread mutex)
+set|shmem|{S} ; set|shared_memory+raw_sync|{S} ; ; like-for-like (theirs: a pthread mutex)
+set, sole writer|shmem|{S} ; set|shmem|{S} ; ; what the writers' lock costs
+get, writer running|shmem|64 ; get, writer running|shared_memory+raw_sync|64 ; ; like-for-like
+set, writer running|shmem|64 ; set, writer running|shared_memory+raw_sync|64 ; ; like-for-like
+get, writer running|shmem|4096 ; get, writer running|shared_memory+raw_sync|4096 ; ; like-for-like
+set, writer running|shmem|4096 ; set, writer running|shared_memory+raw_sync|4096 ; ; like-for-like
+get|shmem|64 ; get|iceoryx2|64 ; ; like-for-like: 64 B copied out (blackboard read)
+get, one call|shmem|64 ; get, one call|iceoryx2|64 ; ; like-for-like, each call timed alone
+set, sole writer, one call|shmem|64 ; set, one call|iceoryx2|64 ; ; like-for-like, each call timed alone
+poll ping-pong|shmem|64 ; poll ping-pong|iceoryx2|64 ; ; like-for-like: both copy in and out
+poll ping-pong|shmem|4096 ; poll ping-pong|iceoryx2|4096 ; ; like-for-like: both copy in and out
+poll ping-pong, set_with|shmem|4096 ; poll ping-pong|shmem|4096 ; ; what filling in place saves
+wake ping-pong|shmem|64 ; wake ping-pong|iceoryx2|0 ; ; ours carries 64 B, an event none
+wake ping-pong, no spin|shmem|64 ; wake ping-pong|futex|4 ; ; like-for-like
+wake ping-pong|shmem|64 ; round trip|pipe|64*0.5 ; ; like-for-like notification
+wake ping-pong|shmem|64 ; round trip|unix socket|64*0.5 ; ; like-for-like notification
+poll ping-pong|shmem|64 ; poll ping-pong|cache line|4 ; ; the busy-spin floor
+set|shmem|64 ; set|redis|64 ; ; not like-for-like: a local write against a request to a server
+create+destroy|shmem|4096 ; create+destroy|shm_open+mmap|4096 ; ; the floor
+attach+detach|shmem|4096 ; attach+detach|shared_memory+raw_sync|4096 ; ; like-for-like
+attach+detach|shmem C API|4096 ; attach+detach|shmem|4096 ; ; what the C handle costs
+";
 
-/// The comparisons of a run; the ones with a mark are the goals (issues 7 and 16).
+/// A figure `name|impl|size[*scale]` of [`RATIOS`]; `{S}` is `size`.
+fn figure(s: &'static str, size: usize) -> Option<(Key, f64)> {
+    let mut it = s.trim().split('|');
+    let (name, imp, n) = (it.next()?, it.next()?, it.next()?);
+    let (n, scale) = n.split_once('*').unwrap_or((n, "1"));
+    let n = if n == "{S}" { size } else { n.parse().ok()? };
+    Some((Key(name, imp, n), scale.parse().ok()?))
+}
+
+/// A goal of [`RATIOS`].
+fn goal(s: &str) -> Option<Mark> {
+    let num = |x: &str| x.parse::<f64>().ok();
+    let g = s.trim();
+    Some(if g.is_empty() {
+        Mark::None
+    } else if g == "=0" {
+        Mark::Zero
+    } else if let Some(f) = g.strip_prefix("bw>=") {
+        Mark::Bandwidth(num(f)?)
+    } else if let Some(n) = g.strip_prefix("p99<=") {
+        Mark::P99Below(num(n)?)
+    } else if let Some(f) = g.strip_prefix(">=") {
+        Mark::FasterBy(num(f.strip_suffix('x')?)?)
+    } else {
+        let (f, plus) = g.strip_prefix("<=")?.split_once('x')?;
+        let plus = plus.strip_prefix('+').unwrap_or("0");
+        Mark::AtMost {
+            factor: num(f)?,
+            plus_ns: num(plus)?,
+        }
+    })
+}
+
+/// The comparisons of a run with these value sizes (see [`RATIOS`]).
+///
+/// # Panics
+/// On a malformed line of [`RATIOS`] (a unit test parses them all).
 pub fn ratio_specs(sizes: &[usize]) -> Vec<RatioSpec> {
-    fn spec(
-        ours: Key,
-        against: Option<Key>,
-        scale: f64,
-        mark: Mark,
-        pair: &'static str,
-    ) -> RatioSpec {
-        RatioSpec {
-            ours,
-            against,
-            against_scale: scale,
-            mark,
-            pair,
-        }
-    }
-    let at_most = |factor, plus_ns| Mark::AtMost { factor, plus_ns };
-    let sh = |name, size| Key(name, "shmem", size);
-    let ice = |name, size| Key(name, "iceoryx2", size);
-    let cap = ATTACH_CAPACITY;
-    let raw_attach = Key("attach+detach", "shm_open+mmap", cap);
-    let mut v = vec![
-        spec(
-            sh("get", 64),
-            Some(Key("copy", "memcpy", 64)),
-            1.0,
-            at_most(3.0, 10.0),
-            COPY,
-        ),
-        spec(
-            sh("get", 1 << 20),
-            Some(Key("copy", "memcpy", 1 << 20)),
-            1.0,
-            Mark::Bandwidth(0.8),
-            COPY,
-        ),
-        spec(
-            sh("set", 4096),
-            Some(Key("copy", "memcpy", 4096)),
-            1.0,
-            at_most(2.0, 30.0),
-            COPY,
-        ),
-        spec(
-            sh("wake ping-pong", MSG),
-            Some(Key("wake ping-pong", "futex", 4)),
-            1.0,
-            at_most(1.5, 0.0),
-            "like-for-like hand-off through the kernel (ours also carries 64 B)",
-        ),
-        spec(
-            sh("syscalls per set, no waiter", MSG),
-            None,
-            1.0,
-            Mark::Zero,
-            "",
-        ),
-        spec(
-            sh("attach+detach", cap),
-            Some(raw_attach.clone()),
-            1.0,
-            at_most(3.0, 0.0),
-            "the floor of any named mapping",
-        ),
-        spec(
-            sh("get", MSG),
-            Some(Key("get", "redis", MSG)),
-            1.0,
-            Mark::FasterBy(100.0),
-            LOCAL_VS_REQUEST,
-        ),
-        spec(
-            sh("get", MSG),
-            Some(Key("round trip", "pipe", MSG)),
-            1.0,
-            Mark::FasterBy(20.0),
-            LOCAL_VS_REQUEST,
-        ),
-        // Issue 16.
-        spec(
-            sh("wake ping-pong", MSG),
-            Some(Key("poll ping-pong", "cache line", 4)),
-            1.0,
-            at_most(3.0, 0.0),
-            "the goal's pair: a blocking hand-off (spin, then sleep) against the busy-spin floor",
-        ),
-        spec(
-            sh("set, sole writer", 64),
-            Some(ice("set", 64)),
-            1.0,
-            at_most(1.0, 0.0),
-            "like-for-like: one writer, no lock, 64 B copied in (blackboard write)",
-        ),
-        spec(
-            sh("poll ping-pong, set_with", 4096),
-            Some(ice("poll ping-pong, zero-copy", 4096)),
-            1.0,
-            at_most(1.2, 0.0),
-            "both writers fill 4 KiB in place; our reader copies it out (a seqlock must), theirs \
-             reads one byte in place",
-        ),
-        spec(
-            Key("attach+detach", "shmem C API", cap),
-            Some(raw_attach.clone()),
-            1.0,
-            at_most(3.0, 0.0),
-            "shmem_open + shmem_close of a live value against the raw cycle",
-        ),
-        spec(
-            sh("get one call, writer flat out", 4096),
-            None,
-            1.0,
-            Mark::P99Below(20_000.0),
-            "single calls while another process publishes flat out",
-        ),
-    ];
-    let info = |ours, against, scale, pair| spec(ours, Some(against), scale, Mark::None, pair);
-    for &s in sizes {
-        for op in ["get", "set"] {
-            if ![("get", 64), ("get", 1 << 20), ("set", 4096)].contains(&(op, s)) {
-                v.push(info(sh(op, s), Key("copy", "memcpy", s), 1.0, COPY));
+    let mut v: Vec<RatioSpec> = Vec::new();
+    for line in RATIOS.lines().filter(|l| !l.trim().is_empty()) {
+        let bad = || panic!("bad line in RATIOS: {line}");
+        let p: Vec<&'static str> = line.splitn(4, ';').collect();
+        let [ours, other, mark, pair] = p[..] else {
+            bad()
+        };
+        let each = if line.contains("{S}") {
+            sizes
+        } else {
+            &[0][..]
+        };
+        for &size in each {
+            let ours = figure(ours, size).unwrap_or_else(|| bad()).0;
+            let against =
+                (!other.trim().is_empty()).then(|| figure(other, size).unwrap_or_else(|| bad()));
+            let spec = RatioSpec {
+                ours,
+                against: against.as_ref().map(|a| a.0.clone()),
+                against_scale: against.map_or(1.0, |a| a.1),
+                mark: goal(mark).unwrap_or_else(|| bad()),
+                pair: pair.trim(),
+            };
+            // A per-size row that repeats a goal's pair is left to the goal.
+            if !v
+                .iter()
+                .any(|o| o.ours == spec.ours && o.against == spec.against)
+            {
+                v.push(spec);
             }
-            v.push(info(
-                sh(op, s),
-                Key(op, "shared_memory+raw_sync", s),
-                1.0,
-                "like-for-like (theirs: a pthread mutex)",
-            ));
-        }
-        v.push(info(
-            sh("set, sole writer", s),
-            sh("set", s),
-            1.0,
-            "what the writers' lock costs",
-        ));
-    }
-    for s in ours::CONTENDED_SIZES {
-        for op in ["get, writer running", "set, writer running"] {
-            v.push(info(
-                sh(op, s),
-                Key(op, "shared_memory+raw_sync", s),
-                1.0,
-                SAME,
-            ));
         }
     }
-    v.extend([
-        info(
-            sh("get", 64),
-            ice("get", 64),
-            1.0,
-            "like-for-like: 64 B copied out (blackboard read)",
-        ),
-        info(sh("get, one call", 64), ice("get, one call", 64), 1.0, SAME),
-        info(
-            sh("set, sole writer, one call", 64),
-            ice("set, one call", 64),
-            1.0,
-            SAME,
-        ),
-        info(
-            sh("poll ping-pong", 64),
-            ice("poll ping-pong", 64),
-            1.0,
-            "like-for-like: both copy in and out",
-        ),
-        info(
-            sh("poll ping-pong", 4096),
-            ice("poll ping-pong", 4096),
-            1.0,
-            "like-for-like: both copy in and out",
-        ),
-        info(
-            sh("poll ping-pong, set_with", 4096),
-            sh("poll ping-pong", 4096),
-            1.0,
-            "what filling in place saves",
-        ),
-        info(
-            sh("wake ping-pong", MSG),
-            ice("wake ping-pong", 0),
-            1.0,
-            "ours carries 64 B, an event none",
-        ),
-        info(
-            sh("wake ping-pong, no spin", MSG),
-            Key("wake ping-pong", "futex", 4),
-            1.0,
-            SAME,
-        ),
-        info(
-            sh("wake ping-pong", MSG),
-            Key("round trip", "pipe", MSG),
-            0.5,
-            "like-for-like notification",
-        ),
-        info(
-            sh("wake ping-pong", MSG),
-            Key("round trip", "unix socket", MSG),
-            0.5,
-            "like-for-like notification",
-        ),
-        info(
-            sh("poll ping-pong", MSG),
-            Key("poll ping-pong", "cache line", 4),
-            1.0,
-            "the busy-spin floor",
-        ),
-        info(
-            sh("set", MSG),
-            Key("set", "redis", MSG),
-            1.0,
-            LOCAL_VS_REQUEST,
-        ),
-        info(
-            sh("create+destroy", cap),
-            Key("create+destroy", "shm_open+mmap", cap),
-            1.0,
-            "the floor",
-        ),
-        info(
-            sh("attach+detach", cap),
-            Key("attach+detach", "shared_memory+raw_sync", cap),
-            1.0,
-            SAME,
-        ),
-        info(
-            Key("attach+detach", "shmem C API", cap),
-            sh("attach+detach", cap),
-            1.0,
-            "what the C handle costs",
-        ),
-    ]);
     v
 }
 
@@ -780,6 +656,28 @@ mod tests {
         let specs = ratio_specs(&SIZES);
         let marked: Vec<_> = specs.iter().filter(|s| s.mark != Mark::None).collect();
         assert_eq!(marked.len(), 13);
+        let m = |i: usize| specs[i].mark;
+        assert_eq!(
+            m(0),
+            Mark::AtMost {
+                factor: 3.0,
+                plus_ns: 10.0
+            }
+        );
+        assert_eq!(
+            (m(1), m(4), m(6)),
+            (Mark::Bandwidth(0.8), Mark::Zero, Mark::FasterBy(100.0))
+        );
+        assert_eq!(m(12), Mark::P99Below(20_000.0));
+        assert!(specs.iter().any(|s| s.against_scale == 0.5));
+        assert_eq!(
+            goal("<=1.2x"),
+            Some(Mark::AtMost {
+                factor: 1.2,
+                plus_ns: 0.0
+            })
+        );
+        assert_eq!(goal("<=x"), None);
         for s in marked {
             assert!(produced.contains(&(s.ours.0, s.ours.1)), "{}", s.ours);
             assert!(!s.pair.is_empty() || s.against.is_none(), "{}", s.ours);
