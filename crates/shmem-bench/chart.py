@@ -3,8 +3,8 @@
 
     python3 crates/shmem-bench/chart.py RUN.json docs/benchmarks.svg
 
-One pair of bars per comparison of the run's ratio table (p50, or p99 where the goal says
-so; both sides were timed in alternating blocks), on a log scale. Standard library only.
+One pair of bars per comparison of the run's ratio table with a limit or a peer (p50; both
+sides were timed in alternating blocks), on a log scale, goals first. Standard library only.
 """
 import json
 import math
@@ -27,7 +27,13 @@ def rows(run):
             continue
         seen.add(label)
         mine, theirs = label.split(" vs ", 1)
+        if theirs.startswith("shmem "):
+            continue  # shmem against itself: in the table, not the chart
         yield mine, theirs, ours, other, r.get("holds"), r.get("mark", "")
+
+
+def ns(v):
+    return f"{v:.3g} ns" if v < 1000 else f"{v / 1000:.3g} µs" if v < 1e6 else f"{v / 1e6:.3g} ms"
 
 
 def main(src, dst):
@@ -51,8 +57,8 @@ def main(src, dst):
         f'<text x="10" y="20" font-size="15" font-weight="bold">shmem (blue) against '
         f'limits and peers (orange): ns, log scale, lower is faster</text>',
         f'<text x="10" y="38" fill="#555">{escape(m.get("cpu", ""))}, {m.get("cpus", "")} CPUs, '
-        f'load {escape(str(m.get("loadavg_before", "")))}; p50 (p99 where the goal says so), '
-        f'pairs timed in alternating blocks; &#10003; goal held, &#10007; not held</text>',
+        f'load average {escape(str(m.get("loadavg_before", "")))} (shared machine); p50, '
+        f'pairs timed in alternating blocks; [goal] &#10003; held, &#10007; not held</text>',
     ]
     for dec in range(d0, d1 + 1):
         gx = x(10**dec)
@@ -75,7 +81,7 @@ def main(src, dst):
             out.append(f'<rect x="{LEFT}" y="{by}" width="{max(x(v) - LEFT, 1):.1f}" '
                        f'height="{BAR}" fill="{colour}"/>')
             out.append(f'<text x="{x(v) + 4:.1f}" y="{by + 10}" font-size="11">'
-                       f'{v:.3g}</text>')
+                       f'{ns(v)}</text>')
     out.append("</svg>")
     with open(dst, "w") as f:
         f.write("\n".join(out) + "\n")
