@@ -3,7 +3,7 @@
 //! | iceoryx2 | shmem |
 //! | --- | --- |
 //! | pub-sub busy-poll ping-pong 64 B / 4 KiB, payload copied in and out (`write_from_slice`, copy out of the sample) | poll ping-pong (`set` + poll `version()` + `get`) |
-//! | pub-sub 4 KiB zero-copy: the sample filled in place (`loan_slice_uninit` + `write_from_fn`), read in place (one byte) | `set_with` (filled in place) + poll + `get` (a copy: a seqlock reader must copy to validate) |
+//! | pub-sub 64 B / 4 KiB zero-copy: the sample filled in place (`loan_slice_uninit` + `write_from_fn`), read in place (one byte) | `set_with` (filled in place) + poll + `get` (a copy: a seqlock reader must copy to validate) |
 //! | event ping-pong (`Notifier::notify` / `Listener::timed_wait`, no payload) | wake ping-pong (`set` / `wait_changed` + `get`, 64 B) |
 //! | blackboard read / write of a `[u8; 64]` (one lock-free writer) | `get` / `set, sole writer` 64 B |
 //!
@@ -183,7 +183,7 @@ impl Ice {
         let node = node()?;
         let base = format!("shmem-bench/{}", cx.pid);
         let mut pingpongs = Vec::new();
-        for (size, zero_copy) in [(64, false), (4096, false), (4096, true)] {
+        for (size, zero_copy) in [(64, false), (64, true), (4096, false), (4096, true)] {
             let prefix = format!("{base}/ps-{size}-{zero_copy}");
             let (p, s) = ports(&node, &prefix, size, true)?;
             let args = [

@@ -1,6 +1,12 @@
 //! `shmem-bench`: measures shmem against the machine's limits and against what users would use
 //! instead, side by side in one run, and computes the ratios the project aims for.
 //!
+//! Each group (`--only`) sets up a [`Scenario`] (values, peers, sockets) whose [`Entry`]s are
+//! the figures; the entries of all selected groups are then timed together in alternating
+//! blocks by the one measuring core, [`Plan::run`] (`measure.rs`), so that both sides of every
+//! ratio see the same machine load. Groups that another program times (Python) or that count
+//! rather than time (the syscall check) run alone afterwards.
+//!
 //! The other process of a two-process measurement is this same binary, re-executed as
 //! `shmem-bench __peer ROLE ...` (see `peer.rs`); the syscall check re-executes it as
 //! `shmem-bench __sets ...` under `strace`. The parent runs on the first CPU, the peers on the
@@ -189,7 +195,8 @@ get, one call|shmem|64 ; get, one call|iceoryx2|64 ; ; like-for-like, each call 
 set, sole writer, one call|shmem|64 ; set, one call|iceoryx2|64 ; ; like-for-like, each call timed alone
 poll ping-pong|shmem|64 ; poll ping-pong|iceoryx2|64 ; ; like-for-like: both copy in and out
 poll ping-pong|shmem|4096 ; poll ping-pong|iceoryx2|4096 ; ; like-for-like: both copy in and out
-poll ping-pong, set_with|shmem|4096 ; poll ping-pong|shmem|4096 ; ; what filling in place saves
+poll ping-pong, set_with|shmem|64 ; poll ping-pong, zero-copy|iceoryx2|64 ; ; both fill in place; our reader copies 64 B out, theirs reads one byte in place
+poll ping-pong, set_with|shmem|{S} ; poll ping-pong|shmem|{S} ; ; what filling in place saves
 wake ping-pong|shmem|64 ; wake ping-pong|iceoryx2|0 ; ; ours carries 64 B, an event none
 wake ping-pong, no spin|shmem|64 ; wake ping-pong|futex|4 ; ; like-for-like
 wake ping-pong|shmem|64 ; round trip|pipe|64*0.5 ; ; like-for-like notification

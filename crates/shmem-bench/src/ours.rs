@@ -110,8 +110,10 @@ impl Ours {
                 ));
             }
             let fill = [("fill", "1".to_owned())];
-            let p = with_peer(cx, "pollw", 4096, "value-poll-pong", &fill)?;
-            o.poll.push(("poll ping-pong, set_with", p));
+            for s in CALL_SIZES {
+                let p = with_peer(cx, &format!("pollw{s}"), s, "value-poll-pong", &fill)?;
+                o.poll.push(("poll ping-pong, set_with", p));
+            }
         }
         match crate::sys::libshmem() {
             Ok(path) => o.clib = Some(crate::sys::CLib::load(&path)?),

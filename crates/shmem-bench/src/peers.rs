@@ -100,23 +100,23 @@ fn start_redis(cx: &Ctx) -> io::Result<(Redis, UnixStream)> {
     std::fs::create_dir_all(&dir)?;
     let sock = dir.join("redis.sock");
     let mut cmd = Command::new("redis-server");
-    cmd.arg("--port")
-        .arg("0")
-        .arg("--unixsocket")
-        .arg(&sock)
-        .arg("--unixsocketperm")
-        .arg("700")
-        .arg("--save")
-        .arg("")
-        .arg("--appendonly")
-        .arg("no")
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--loglevel")
-        .arg("warning")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--port",
+        "0",
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--loglevel", "warning", "--unixsocket"])
+    .arg(&sock)
+    .arg("--dir")
+    .arg(&dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     pin_command(&mut cmd, cx.peer_cpu);
     let child = cmd.spawn();
     let mut redis = Redis {
