@@ -26,23 +26,22 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
             .map_err(|_| io::Error::other(format!("{k}= is not a number")))
     };
     let (name, count, size) = (get("name")?, num("count")?, num("size")?);
-    let v = shmem::Value::open(&name, size).map_err(|e| io::Error::other(e.to_string()))?;
+    let v = shmem::Value::open(&name, size).map_err(io::Error::other)?;
     let data = vec![0x5au8; size];
     let mut buf = vec![0u8; size];
     let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
     // First calls outside the window: they may cache the thread id (one gettid).
-    v.set(&data).map_err(|e| io::Error::other(e.to_string()))?;
-    v.get(&mut buf)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    v.set(&data).map_err(io::Error::other)?;
+    v.get(&mut buf).map_err(io::Error::other)?;
     null.write_all(BEGIN.as_bytes())?;
     for _ in 0..count {
         v.set(std::hint::black_box(&data))
-            .map_err(|e| io::Error::other(e.to_string()))?;
+            .map_err(io::Error::other)?;
     }
     null.write_all(SETS_DONE.as_bytes())?;
     for _ in 0..count {
         v.get(std::hint::black_box(&mut buf))
-            .map_err(|e| io::Error::other(e.to_string()))?;
+            .map_err(io::Error::other)?;
     }
     null.write_all(GETS_DONE.as_bytes())?;
     Ok(())

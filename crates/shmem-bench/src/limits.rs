@@ -10,7 +10,7 @@ use rustix::mm::{MapFlags, ProtFlags};
 use rustix::shm;
 use rustix::thread::futex;
 
-use crate::measure::measurement;
+use crate::measure::Entry;
 use crate::peer::{futex_wait, Peer};
 use crate::stats::{Kind, Results};
 use crate::sys::{ctl, SharedPage};
@@ -21,23 +21,6 @@ use crate::Ctx;
 /// same relative alignment (on AMD Zen 3, `rep movsb` and so glibc's `memcpy` slow down
 /// severalfold when destination and source are a few bytes apart modulo 4096).
 pub const SLOT_PAGE_OFFSET: usize = 256;
-
-/// `memcpy` of each size from a buffer at the page offset of a value's slot into a `Vec`, as
-/// `get` does.
-pub fn memcpy(cx: &Ctx, r: &mut Results) -> io::Result<()> {
-    for &size in &cx.sizes {
-        let mut backing = vec![0x5au8; size + 2 * 4096];
-        let skip = (4096 + SLOT_PAGE_OFFSET - backing.as_ptr() as usize % 4096) % 4096;
-        let src = &mut backing[skip..skip + size];
-        let mut dst = vec![0u8; size];
-        let (s, k) = cx.plan.per_op(|| {
-            black_box(&mut dst[..]).copy_from_slice(black_box(&src[..]));
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement("copy", "memcpy", size, "ns", Kind::Op, s, k));
-    }
-    Ok(())
-}
 
 /// The file size of a value of `capacity` bytes (header, control, two slots), so that the raw
 /// cycles map exactly what `Value::open` maps.
@@ -134,7 +117,7 @@ impl RawShm {
 /// One FUTEX_WAKE / FUTEX_WAIT round trip with a `futex-pong` peer (see `peer.rs`) on the
 /// word of its control page: store the next odd number and wake, sleep until the peer has
 /// stored the even one after it.
-pub fn futex_round_trip(page: &SharedPage) -> impl FnMut() -> io::Result<()> + '_ {
+fn futex_round_trip(page: &SharedPage) -> impl FnMut() -> io::Result<()> + '_ {
     let w = page.word(ctl::FUTEX);
     let mut turn = 1u32;
     move || {
@@ -157,37 +140,115 @@ pub fn futex_round_trip(page: &SharedPage) -> impl FnMut() -> io::Result<()> + '
     }
 }
 
-/// A cache line bounced between two processes that spin on it, reported as round trip / 2.
-pub fn spin_pingpong(cx: &Ctx, r: &mut Results) -> io::Result<()> {
-    let mut peer = Peer::spawn("spin-pong", &[], vec![], cx.peer_cpu)?;
-    peer.wait_ready()?;
+/// A cache line bounced between two processes that spin on it.
+fn spin_round_trip(page: &SharedPage) -> impl FnMut() -> io::Result<()> + '_ {
+    let w = page.word(ctl::SPIN);
     let mut turn = 1u32;
-    let s = {
-        let w = peer.page().word(ctl::SPIN);
-        cx.plan.per_call(0.5, || {
-            w.store(turn, Release);
-            let want = turn.wrapping_add(1);
-            let mut spins = 0u64;
-            while w.load(Acquire) != want {
-                std::hint::spin_loop();
-                spins += 1;
-                if spins > 2_000_000_000 {
-                    return Err(io::Error::other("spinning peer did not answer"));
-                }
+    move || {
+        w.store(turn, Release);
+        let want = turn.wrapping_add(1);
+        let mut spins = 0u64;
+        while w.load(Acquire) != want {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins > 2_000_000_000 {
+                return Err(io::Error::other("spinning peer did not answer"));
             }
-            turn = turn.wrapping_add(2);
-            Ok(())
-        })?
-    };
-    peer.finish()?;
-    r.push(measurement(
-        "poll ping-pong",
-        "cache line",
-        4,
-        "ns (rt/2)",
-        Kind::BusyPoll,
-        s,
-        1,
-    ));
-    Ok(())
+        }
+        turn = turn.wrapping_add(2);
+        Ok(())
+    }
+}
+
+/// The limits of a run: memcpy of each size, the clock, raw attach and create, the futex
+/// ping-pong and (with two CPUs) the cache-line ping-pong.
+#[derive(Debug)]
+pub struct Limits {
+    sizes: Vec<usize>,
+    raw: RawShm,
+    futex: Peer,
+    spin: Option<Peer>,
+}
+
+impl Limits {
+    /// Creates the raw object and starts the peers.
+    pub fn new(cx: &Ctx, r: &mut Results) -> io::Result<Limits> {
+        let start = |role| -> io::Result<Peer> {
+            let mut p = Peer::spawn(role, &[], vec![], cx.peer_cpu)?;
+            p.wait_ready()?;
+            Ok(p)
+        };
+        let spin = match cx.peer_cpu {
+            Some(_) => Some(start("spin-pong")?),
+            None => {
+                r.skip("cache-line ping-pong", "needs two CPUs");
+                None
+            }
+        };
+        Ok(Limits {
+            sizes: cx.sizes.clone(),
+            raw: RawShm::new(cx, crate::ATTACH_CAPACITY)?,
+            futex: start("futex-pong")?,
+            spin,
+        })
+    }
+}
+
+impl crate::Scenario for Limits {
+    fn entries(&self) -> io::Result<Vec<Entry<'_>>> {
+        let mut e = vec![
+            Entry::op("clock read", "Instant::now", 0, || {
+                black_box(Instant::now());
+                Ok(())
+            }),
+            Entry::call("empty call", "Instant::now", 0, Kind::Op, || Ok(())),
+        ];
+        for &size in &self.sizes {
+            // `memcpy` from a buffer at the page offset of a value's slot into a `Vec`, as
+            // `get` does.
+            let backing = vec![0x5au8; size + 2 * 4096];
+            let skip = (4096 + SLOT_PAGE_OFFSET - backing.as_ptr() as usize % 4096) % 4096;
+            let mut dst = vec![0u8; size];
+            e.push(Entry::op("copy", "memcpy", size, move || {
+                let src = &backing[skip..skip + size];
+                black_box(&mut dst[..]).copy_from_slice(black_box(src));
+                Ok(())
+            }));
+        }
+        let (cap, l) = (crate::ATTACH_CAPACITY, Kind::Lifecycle);
+        e.push(Entry::call(
+            "attach+detach",
+            "shm_open+mmap",
+            cap,
+            l,
+            || self.raw.attach_cycle(),
+        ));
+        e.push(Entry::call(
+            "create+destroy",
+            "shm_open+mmap",
+            cap,
+            l,
+            || self.raw.create_cycle(),
+        ));
+        let futex = futex_round_trip(self.futex.page());
+        e.push(Entry::half(
+            "wake ping-pong",
+            "futex",
+            4,
+            Kind::Blocking,
+            futex,
+        ));
+        if let Some(p) = &self.spin {
+            let op = spin_round_trip(p.page());
+            e.push(
+                Entry::half("poll ping-pong", "cache line", 4, Kind::BusyPoll, op).gated(p.page()),
+            );
+        }
+        Ok(e)
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.futex.finish()?;
+        self.spin.map_or(Ok(()), Peer::finish)
+    }
 }

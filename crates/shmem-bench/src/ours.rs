@@ -1,4 +1,6 @@
-//! shmem itself: `Value` get and set, under a concurrent writer, wake-up latency, attach.
+//! shmem itself: `Value` get and set (batched and one call at a time), under a concurrent
+//! writer, wake-up and busy-poll ping-pongs, attach and create, and attach through the C
+//! handle API.
 
 use std::hint::black_box;
 use std::io;
@@ -6,154 +8,142 @@ use std::time::{Duration, Instant};
 
 use shmem::Value;
 
-use crate::measure::measurement;
+use crate::measure::{Entry, Timing};
 use crate::peer::Peer;
 use crate::stats::{Kind, Results};
-use crate::Ctx;
+use crate::{Ctx, Scenario, ATTACH_CAPACITY, MSG};
 
 fn to_io(e: shmem::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Sizes measured against a concurrent writer.
+/// Sizes measured against a concurrent writer (batched figures).
 pub const CONTENDED_SIZES: [usize; 2] = [64, 4096];
-
-/// `get` and `set` of each size, uncontended.
-pub fn get_set(cx: &Ctx, r: &mut Results) -> io::Result<()> {
-    for &size in &cx.sizes {
-        let v = Value::open(&cx.name(&format!("gs{size}")), size).map_err(to_io)?;
-        let data = vec![0x5au8; size];
-        let mut buf = vec![0u8; size];
-        v.set(&data).map_err(to_io)?;
-        let (s, k) = cx.plan.per_op(|| {
-            black_box(v.get(black_box(&mut buf[..])).map_err(to_io)?);
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement("get", "shmem", size, "ns", Kind::Op, s, k));
-        let (s, k) = cx.plan.per_op(|| {
-            black_box(v.set(black_box(&data[..])).map_err(to_io)?);
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement("set", "shmem", size, "ns", Kind::Op, s, k));
-        let mut w = v.sole_writer().map_err(to_io)?;
-        let (s, k) = cx.plan.per_op(|| {
-            black_box(w.set(black_box(&data[..])).map_err(to_io)?);
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement(
-            "set, sole writer",
-            "shmem",
-            size,
-            "ns",
-            Kind::Op,
-            s,
-            k,
-        ));
-    }
-    Ok(())
-}
-
-/// `get` and `set` while another process runs `set` in a loop on the same value.
-pub fn contended(cx: &Ctx, r: &mut Results) -> io::Result<()> {
-    for size in CONTENDED_SIZES {
-        let name = cx.name(&format!("cw{size}"));
-        let v = Value::open(&name, size).map_err(to_io)?;
-        let mut peer = Peer::spawn(
-            "value-writer",
-            &[("name", name.clone()), ("size", size.to_string())],
-            vec![],
-            cx.peer_cpu,
-        )?;
-        peer.wait_ready()?;
-        let data = vec![0x3cu8; size];
-        let mut buf = vec![0u8; size];
-        let (s, k) = cx.plan.per_op(|| {
-            black_box(v.get(black_box(&mut buf[..])).map_err(to_io)?);
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement(
-            "get, writer running",
-            "shmem",
-            size,
-            "ns",
-            Kind::Op,
-            s,
-            k,
-        ));
-        let (s, k) = cx.plan.per_op(|| {
-            black_box(v.set(black_box(&data[..])).map_err(to_io)?);
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement(
-            "set, writer running",
-            "shmem",
-            size,
-            "ns",
-            Kind::Op,
-            s,
-            k,
-        ));
-        peer.check_alive()?;
-        peer.finish()?;
-    }
-    Ok(())
-}
-
-/// Sizes of the reader-tail measurement.
+/// Sizes of the reader-tail figure (single `get`s under a writer running flat out).
 pub const TAIL_SIZES: [usize; 3] = [64, 4096, 1 << 20];
+/// Sizes of the single-call figures and of the busy-poll ping-pongs.
+pub const CALL_SIZES: [usize; 2] = [64, 4096];
 
-/// Single-call `get` latencies (p50, p99, max) while another process, on the other CPU, runs
-/// `set` of the same size flat out: what bounds a reader that a writer keeps disturbing.
-pub fn reader_tail(cx: &Ctx, r: &mut Results) -> io::Result<()> {
-    for size in TAIL_SIZES {
-        let name = cx.name(&format!("tail{size}"));
-        let v = Value::open(&name, size).map_err(to_io)?;
-        let mut peer = Peer::spawn(
-            "value-writer",
-            &[("name", name.clone()), ("size", size.to_string())],
-            vec![],
-            cx.peer_cpu,
-        )?;
-        peer.wait_ready()?;
-        let mut buf = vec![0u8; size];
-        let s = cx.plan.per_call(1.0, || {
-            black_box(v.get(black_box(&mut buf[..])).map_err(to_io)?);
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement(
-            "get one call, writer flat out",
-            "shmem",
-            size,
-            "ns",
-            Kind::Op,
-            s,
-            1,
-        ));
-        peer.check_alive()?;
-        peer.finish()?;
-    }
-    Ok(())
+/// A value with a peer process working on it.
+#[derive(Debug)]
+struct WithPeer {
+    v: Value,
+    size: usize,
+    peer: Peer,
 }
 
-/// One round trip through one value with a `value-pong` (or `value-poll-pong`) peer: `set`,
-/// then wait for the peer's `set` (in `wait_changed`, or polling `version()`), then `get`.
-fn value_round_trip<'a>(
+fn with_peer(
+    cx: &Ctx,
+    tag: &str,
+    size: usize,
+    role: &str,
+    extra: &[(&str, String)],
+) -> io::Result<WithPeer> {
+    let mut b = Value::builder(&cx.name(tag)).capacity(size);
+    let mut args = vec![("name", cx.name(tag)), ("size", size.to_string())];
+    args.extend(extra.iter().cloned());
+    if let Some((_, ns)) = extra.iter().find(|(k, _)| *k == "spin_ns") {
+        b = b.wait_spin(Duration::from_nanos(ns.parse().map_err(io::Error::other)?));
+    }
+    let v = b.open().map_err(to_io)?;
+    let mut peer = Peer::spawn(role, &args, vec![], cx.peer_cpu)?;
+    peer.wait_ready()?;
+    Ok(WithPeer { v, size, peer })
+}
+
+/// The values, peers and (if found) the C library of shmem's figures.
+#[derive(Debug)]
+pub struct Ours {
+    sizes: Vec<usize>,
+    plain: Vec<Value>,
+    sole: Vec<Value>,
+    writers: Vec<WithPeer>,
+    wake: Vec<(&'static str, WithPeer)>,
+    poll: Vec<(&'static str, WithPeer)>,
+    holder: Value,
+    create_name: String,
+    clib: Option<crate::sys::CLib>,
+}
+
+impl Ours {
+    /// Opens the values and starts the peers (the busy ones only with two CPUs).
+    pub fn new(cx: &Ctx, r: &mut Results) -> io::Result<Ours> {
+        let open = |tag: String, size| Value::open(&cx.name(&tag), size).map_err(to_io);
+        let mut o = Ours {
+            sizes: cx.sizes.clone(),
+            plain: Vec::new(),
+            sole: Vec::new(),
+            writers: Vec::new(),
+            wake: Vec::new(),
+            poll: Vec::new(),
+            holder: open("attach".into(), ATTACH_CAPACITY)?,
+            create_name: cx.name("create"),
+            clib: None,
+        };
+        for &s in &cx.sizes {
+            o.plain.push(open(format!("gs{s}"), s)?);
+            o.sole.push(open(format!("sole{s}"), s)?);
+        }
+        for (label, spin) in [
+            ("wake ping-pong", None),
+            ("wake ping-pong, no spin", Some(0)),
+        ] {
+            let extra: Vec<_> = spin
+                .map(|ns: u64| ("spin_ns", ns.to_string()))
+                .into_iter()
+                .collect();
+            let tag = format!("wake{}", spin.map_or("", |_| "0"));
+            o.wake
+                .push((label, with_peer(cx, &tag, MSG, "value-pong", &extra)?));
+        }
+        if cx.peer_cpu.is_none() {
+            r.skip("shmem busy polling and writer figures", "need two CPUs");
+        } else {
+            for s in TAIL_SIZES {
+                o.writers
+                    .push(with_peer(cx, &format!("cw{s}"), s, "value-writer", &[])?);
+            }
+            for s in CALL_SIZES {
+                o.poll.push((
+                    "poll ping-pong",
+                    with_peer(cx, &format!("poll{s}"), s, "value-poll-pong", &[])?,
+                ));
+            }
+            let fill = [("fill", "1".to_owned())];
+            for s in CALL_SIZES {
+                let p = with_peer(cx, &format!("pollw{s}"), s, "value-poll-pong", &fill)?;
+                o.poll.push(("poll ping-pong, set_with", p));
+            }
+        }
+        match crate::sys::libshmem() {
+            Ok(path) => o.clib = Some(crate::sys::CLib::load(&path)?),
+            Err(why) => r.skip("shmem C API attach", why),
+        }
+        Ok(o)
+    }
+}
+
+/// One round trip through a value with a `value-pong` or `value-poll-pong` peer: `set` (or
+/// `set_with`), wait for the peer's `set` (in `wait_changed`, or polling `version()`), `get`.
+fn round_trip<'a>(
     v: &'a Value,
     size: usize,
     poll: bool,
+    fill: bool,
 ) -> impl FnMut() -> io::Result<()> + 'a {
     let data = vec![0x11u8; size];
     let mut buf = vec![0u8; size];
     move || {
-        let mine = v.set(&data).map_err(to_io)?;
-        let theirs = if poll {
+        let mine = if fill {
+            v.set_with(size, |b| b.fill(0x11))
+        } else {
+            v.set(&data)
+        }
+        .map_err(to_io)?;
+        if poll {
             let t0 = Instant::now();
             let mut spins = 0u32;
-            loop {
-                let n = v.version();
-                if n != mine {
-                    break n;
-                }
+            while v.version() == mine {
                 std::hint::spin_loop();
                 spins = spins.wrapping_add(1);
                 if spins == 0 && t0.elapsed() > Duration::from_secs(5) {
@@ -162,185 +152,131 @@ fn value_round_trip<'a>(
             }
         } else {
             v.wait_changed(mine, Some(Duration::from_secs(5)))
-                .map_err(to_io)?
-        };
-        black_box(theirs);
+                .map_err(to_io)?;
+        }
         v.get(&mut buf).map_err(to_io)?;
         Ok(())
     }
 }
 
-fn value_peer(cx: &Ctx, name: &str, size: usize, poll: bool) -> io::Result<Peer> {
-    let role = if poll {
-        "value-poll-pong"
-    } else {
-        "value-pong"
-    };
-    let args = [("name", name.to_owned()), ("size", size.to_string())];
-    let mut peer = Peer::spawn(role, &args, vec![], cx.peer_cpu)?;
-    peer.wait_ready()?;
-    Ok(peer)
+fn get_op(v: &Value, size: usize) -> impl FnMut() -> io::Result<()> + '_ {
+    let mut buf = vec![0u8; size];
+    move || {
+        black_box(v.get(black_box(&mut buf[..])).map_err(to_io)?);
+        Ok(())
+    }
 }
 
-/// Stops a value peer: `STOP`, then a `set` that wakes it to see it.
-fn stop_value_peer(peer: Peer, v: &Value) -> io::Result<()> {
-    peer.request_stop();
-    v.set(b"stop").map_err(to_io)?;
-    peer.finish()
+fn set_op(v: &Value, size: usize) -> impl FnMut() -> io::Result<()> + '_ {
+    let data = vec![0x5au8; size];
+    move || {
+        black_box(v.set(black_box(&data[..])).map_err(to_io)?);
+        Ok(())
+    }
 }
 
-/// Blocking wake-up, as round trip / 2: the raw futex ping-pong (the limit) and shmem's
-/// `set` -> `wait_changed` ping-pong, measured in alternating blocks so that both see the
-/// same machine load.
-pub fn blocking_pair(cx: &Ctx, r: &mut Results, size: usize) -> io::Result<()> {
-    // Both sides with the default spin before sleeping, then both with none (they always
-    // sleep): what the spin buys, against the raw futex in the same run.
-    for (label, spin) in [
-        ("wake ping-pong", None),
-        ("wake ping-pong, no spin", Some(Duration::ZERO)),
-    ] {
-        let mut fpeer = Peer::spawn("futex-pong", &[], vec![], cx.peer_cpu)?;
-        fpeer.wait_ready()?;
-        let name = cx.name(if spin.is_some() { "wake0" } else { "wake" });
-        let mut b = Value::builder(&name).capacity(size);
-        let mut args = vec![("name", name.clone()), ("size", size.to_string())];
-        if let Some(spin) = spin {
-            b = b.wait_spin(spin);
-            args.push(("spin_ns", spin.as_nanos().to_string()));
+impl Scenario for Ours {
+    fn entries(&self) -> io::Result<Vec<Entry<'_>>> {
+        const IMP: &str = "shmem";
+        let mut e = Vec::new();
+        for ((&size, v), sv) in self.sizes.iter().zip(&self.plain).zip(&self.sole) {
+            v.set(&vec![0x5a; size]).map_err(to_io)?;
+            let mut timings = vec![(Timing::Batch, "")];
+            if CALL_SIZES.contains(&size) {
+                timings.push((Timing::Call(1.0), ", one call"));
+            }
+            // One sole writer per value, shared by its batched and single-call entries.
+            let sole = std::rc::Rc::new(std::cell::RefCell::new(sv.sole_writer().map_err(to_io)?));
+            for (t, suffix) in timings {
+                e.push(Entry::new(
+                    format!("get{suffix}"),
+                    IMP,
+                    size,
+                    Kind::Op,
+                    t,
+                    get_op(v, size),
+                ));
+                e.push(Entry::new(
+                    format!("set{suffix}"),
+                    IMP,
+                    size,
+                    Kind::Op,
+                    t,
+                    set_op(v, size),
+                ));
+                let w = sole.clone();
+                let data = vec![0x5au8; size];
+                let name = format!("set, sole writer{suffix}");
+                e.push(Entry::new(name, IMP, size, Kind::Op, t, move || {
+                    black_box(w.borrow_mut().set(black_box(&data[..])).map_err(to_io)?);
+                    Ok(())
+                }));
+            }
         }
-        let v = b.open().map_err(to_io)?;
-        let mut vpeer = Peer::spawn("value-pong", &args, vec![], cx.peer_cpu)?;
-        vpeer.wait_ready()?;
-        let outcome = cx.plan.interleaved(
-            0.5,
-            crate::limits::futex_round_trip(fpeer.page()),
-            value_round_trip(&v, size, false),
-        );
-        if outcome.is_err() {
-            fpeer.check_alive()?;
-            vpeer.check_alive()?;
+        for w in &self.writers {
+            let page = w.peer.page();
+            if CONTENDED_SIZES.contains(&w.size) {
+                e.push(
+                    Entry::op("get, writer running", IMP, w.size, get_op(&w.v, w.size)).gated(page),
+                );
+                e.push(
+                    Entry::op("set, writer running", IMP, w.size, set_op(&w.v, w.size)).gated(page),
+                );
+            }
+            let name = "get one call, writer flat out";
+            e.push(Entry::call(name, IMP, w.size, Kind::Op, get_op(&w.v, w.size)).gated(page));
         }
-        let (fs, vs) = outcome?;
-        fpeer.finish()?;
-        stop_value_peer(vpeer, &v)?;
-        if spin.is_none() {
-            r.push(measurement(
-                "wake ping-pong",
-                "futex",
-                4,
-                "ns (rt/2)",
+        for (label, p) in &self.wake {
+            e.push(Entry::half(
+                *label,
+                IMP,
+                p.size,
                 Kind::Blocking,
-                fs,
-                1,
+                round_trip(&p.v, p.size, false, false),
             ));
         }
-        r.push(measurement(
-            label,
-            "shmem",
-            size,
-            "ns (rt/2)",
-            Kind::Blocking,
-            vs,
-            1,
-        ));
-    }
-    Ok(())
-}
-
-/// Busy polling, as round trip / 2: `set`, the other process spins on `version()`, `get`s and
-/// `set`s back.
-pub fn poll_pingpong(cx: &Ctx, r: &mut Results, size: usize) -> io::Result<()> {
-    let name = cx.name("poll");
-    let v = Value::open(&name, size).map_err(to_io)?;
-    let mut peer = value_peer(cx, &name, size, true)?;
-    let s = cx.plan.per_call(0.5, value_round_trip(&v, size, true));
-    if s.is_err() {
-        peer.check_alive()?;
-    }
-    let s = s?;
-    stop_value_peer(peer, &v)?;
-    r.push(measurement(
-        "poll ping-pong",
-        "shmem",
-        size,
-        "ns (rt/2)",
-        Kind::BusyPoll,
-        s,
-        1,
-    ));
-    Ok(())
-}
-
-/// Attach+detach and create+destroy, each against its raw limit (`limits::RawShm`), in
-/// alternating blocks so that both see the same machine load. Attach: `Value::open` + drop of
-/// a value that another handle keeps alive. Create: `Value::open` of a new value + a 1-byte
-/// `set` + drop (the last one, which unlinks it).
-pub fn lifecycle_pair(cx: &Ctx, r: &mut Results, capacity: usize) -> io::Result<()> {
-    let raw = crate::limits::RawShm::new(cx, capacity)?;
-    let name = cx.name("attach");
-    let holder = Value::open(&name, capacity).map_err(to_io)?;
-    let (raw_s, ours_s) = cx.plan.interleaved(
-        1.0,
-        || raw.attach_cycle(),
-        || {
-            let v = Value::open(&name, capacity).map_err(to_io)?;
+        for (label, p) in &self.poll {
+            let fill = label.ends_with("set_with");
+            let op = round_trip(&p.v, p.size, true, fill);
+            e.push(Entry::half(*label, IMP, p.size, Kind::BusyPoll, op).gated(p.peer.page()));
+        }
+        let (name, cap) = (self.holder.name().to_owned(), ATTACH_CAPACITY);
+        let l = Kind::Lifecycle;
+        e.push(Entry::call("attach+detach", IMP, cap, l, move || {
+            let v = Value::open(&name, cap).map_err(to_io)?;
             if v.created() {
                 return Err(io::Error::other("the holder's value was not found"));
             }
             black_box(v.capacity());
             Ok(())
-        },
-    )?;
-    drop(holder);
-    let l = Kind::Lifecycle;
-    r.push(measurement(
-        "attach+detach",
-        "shm_open+mmap",
-        capacity,
-        "ns",
-        l,
-        raw_s,
-        1,
-    ));
-    r.push(measurement(
-        "attach+detach",
-        "shmem",
-        capacity,
-        "ns",
-        l,
-        ours_s,
-        1,
-    ));
-    let name = cx.name("create");
-    let (raw_s, ours_s) = cx.plan.interleaved(
-        1.0,
-        || raw.create_cycle(),
-        || {
-            let v = Value::open(&name, capacity).map_err(to_io)?;
+        }));
+        if let Some(lib) = &self.clib {
+            let cname = std::ffi::CString::new(self.holder.name()).map_err(io::Error::other)?;
+            let op = move || lib.attach_detach(&cname, cap);
+            e.push(Entry::call("attach+detach", "shmem C API", cap, l, op));
+        }
+        let name = self.create_name.clone();
+        e.push(Entry::call("create+destroy", IMP, cap, l, move || {
+            let v = Value::open(&name, cap).map_err(to_io)?;
             if !v.created() {
                 return Err(io::Error::other("a transient value survived its last drop"));
             }
             v.set(b"x").map_err(to_io)?;
             Ok(())
-        },
-    )?;
-    r.push(measurement(
-        "create+destroy",
-        "shm_open+mmap",
-        capacity,
-        "ns",
-        l,
-        raw_s,
-        1,
-    ));
-    r.push(measurement(
-        "create+destroy",
-        "shmem",
-        capacity,
-        "ns",
-        l,
-        ours_s,
-        1,
-    ));
-    Ok(())
+        }));
+        Ok(e)
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        let o = *self;
+        for p in o.writers {
+            p.peer.finish()?;
+        }
+        for (_, p) in o.wake.into_iter().chain(o.poll) {
+            p.peer.request_stop();
+            p.v.set(b"stop").map_err(to_io)?;
+            p.peer.finish()?;
+        }
+        Ok(())
+    }
 }

@@ -85,10 +85,12 @@ impl Peer {
         Ok(())
     }
 
-    /// Sets `STOP`, and changes and wakes the ping-pong words so a sleeping child sees it.
+    /// Sets `STOP`, opens the gate, and changes and wakes the ping-pong words so a sleeping
+    /// child sees it.
     pub fn request_stop(&self) {
         self.page.word(ctl::STOP).store(1, Release);
-        for off in [ctl::FUTEX, ctl::SPIN] {
+        self.page.word(ctl::GATE).store(1, Release);
+        for off in [ctl::FUTEX, ctl::SPIN, ctl::GATE] {
             let w = self.page.word(off);
             w.fetch_xor(0x8000_0000, Release);
             let _ = futex::wake(w, futex::Flags::empty(), u32::MAX);
@@ -161,18 +163,58 @@ pub fn futex_wait(word: &std::sync::atomic::AtomicU32, cur: u32) {
     let _ = futex::wait(word, futex::Flags::empty(), cur, Some(&ts));
 }
 
+/// Opens (the peer runs) or closes (it parks at its next check) the gate of `page`.
+pub fn set_gate(page: &SharedPage, open: bool) {
+    let w = page.word(ctl::GATE);
+    w.store(u32::from(open), Release);
+    if open {
+        let _ = futex::wake(w, futex::Flags::empty(), u32::MAX);
+    }
+}
+
+/// The child's view of its control page.
+#[derive(Debug)]
+pub struct Ctl {
+    page: SharedPage,
+}
+
+impl Ctl {
+    /// Tells the parent we are set up.
+    pub fn ready(&self) {
+        self.page.word(ctl::READY).store(1, Release);
+    }
+
+    /// Whether the parent asked us to stop.
+    pub fn stop(&self) -> bool {
+        self.page.word(ctl::STOP).load(Relaxed) != 0
+    }
+
+    /// Sleeps while the gate is closed (the parent is timing another entry); false once the
+    /// parent asked us to stop.
+    pub fn park(&self) -> bool {
+        let g = self.page.word(ctl::GATE);
+        while g.load(Acquire) == 0 && !self.stop() {
+            futex_wait(g, 0);
+        }
+        !self.stop()
+    }
+}
+
 /// Arguments `key=value` of a child.
-struct Args(HashMap<String, String>);
+#[derive(Debug)]
+pub struct Args(HashMap<String, String>);
 
 impl Args {
-    fn get(&self, key: &str) -> io::Result<&str> {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> io::Result<&str> {
         self.0
             .get(key)
             .map(String::as_str)
             .ok_or_else(|| io::Error::other(format!("missing argument {key}=")))
     }
 
-    fn num(&self, key: &str) -> io::Result<usize> {
+    /// The value of `key`, a number.
+    pub fn num(&self, key: &str) -> io::Result<usize> {
         self.get(key)?
             .parse()
             .map_err(|_| io::Error::other(format!("{key}= is not a number")))
@@ -187,6 +229,20 @@ fn to_io(e: shmem::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Spins while `idle()` says nothing arrived, parking on the gate every 1024 spins; returns
+/// false once asked to stop.
+fn spin_wait(c: &Ctl, mut arrived: impl FnMut() -> io::Result<bool>) -> io::Result<bool> {
+    let mut spins = 0u32;
+    while !arrived()? {
+        spins = spins.wrapping_add(1);
+        if spins % 1024 == 0 && !c.park() {
+            return Ok(false);
+        }
+        std::hint::spin_loop();
+    }
+    Ok(true)
+}
+
 /// The child's side: `args` = `ROLE key=value...`.
 pub fn child_main(args: &[String]) -> io::Result<()> {
     let (role, rest) = args
@@ -198,15 +254,19 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
     );
-    let page = SharedPage::map(a.fd("ctl")?)?;
-    let ready = || page.word(ctl::READY).store(1, Release);
-    let stop = || page.word(ctl::STOP).load(Relaxed) != 0;
+    let c = Ctl {
+        page: SharedPage::map(a.fd("ctl")?)?,
+    };
+    #[cfg(feature = "iceoryx2")]
+    if let Some(r) = crate::ice::child(role, &c, &a) {
+        return r;
+    }
     match role.as_str() {
         "futex-pong" => {
-            let w = page.word(ctl::FUTEX);
-            ready();
+            let w = c.page.word(ctl::FUTEX);
+            c.ready();
             let mut expect = 1u32;
-            while !stop() {
+            while !c.stop() {
                 let cur = w.load(Acquire);
                 if cur == expect {
                     w.store(cur.wrapping_add(1), Release);
@@ -218,18 +278,12 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
             }
         }
         "spin-pong" => {
-            let w = page.word(ctl::SPIN);
-            ready();
+            let w = c.page.word(ctl::SPIN);
+            c.ready();
             let mut expect = 1u32;
-            loop {
-                if w.load(Acquire) == expect {
-                    w.store(expect.wrapping_add(1), Release);
-                    expect = expect.wrapping_add(2);
-                } else if stop() {
-                    break;
-                } else {
-                    std::hint::spin_loop();
-                }
+            while spin_wait(&c, || Ok(w.load(Acquire) == expect))? {
+                w.store(expect.wrapping_add(1), Release);
+                expect = expect.wrapping_add(2);
             }
         }
         "value-pong" | "value-poll-pong" | "value-writer" => {
@@ -246,37 +300,35 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
             let data = vec![0xa5u8; size];
             let mut buf = vec![0u8; size];
             let mut since = v.version();
-            ready();
+            c.ready();
             match role.as_str() {
                 "value-pong" => loop {
                     match v.wait_changed(since, Some(Duration::from_secs(1))) {
                         Ok(_) => {}
-                        Err(shmem::Error::Timeout { .. }) => {
-                            if stop() {
-                                break;
-                            }
-                            continue;
-                        }
+                        Err(shmem::Error::Timeout { .. }) if !c.stop() => continue,
+                        Err(shmem::Error::Timeout { .. }) => break,
                         Err(e) => return Err(to_io(e)),
                     }
-                    if stop() {
+                    if c.stop() {
                         break;
                     }
                     v.get(&mut buf).map_err(to_io)?;
                     since = v.set(&data).map_err(to_io)?;
                 },
-                "value-poll-pong" => loop {
-                    if v.version() != since {
+                "value-poll-pong" => {
+                    let fill = a.get("fill").is_ok();
+                    while spin_wait(&c, || Ok(v.version() != since))? {
                         v.get(&mut buf).map_err(to_io)?;
-                        since = v.set(&data).map_err(to_io)?;
-                    } else if stop() {
-                        break;
-                    } else {
-                        std::hint::spin_loop();
+                        since = if fill {
+                            v.set_with(size, |b| b.fill(0xa5))
+                        } else {
+                            v.set(&data)
+                        }
+                        .map_err(to_io)?;
                     }
-                },
+                }
                 _ => {
-                    while !stop() {
+                    while c.park() {
                         v.set(&data).map_err(to_io)?;
                     }
                 }
@@ -290,7 +342,7 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
                 let s: std::fs::File = a.fd("sfd")?.into();
                 (s.try_clone()?, s)
             };
-            ready();
+            c.ready();
             let mut buf = vec![0u8; size];
             loop {
                 match r.read_exact(&mut buf) {
@@ -301,7 +353,7 @@ pub fn child_main(args: &[String]) -> io::Result<()> {
             }
         }
         #[cfg(feature = "shared-memory-crate")]
-        "sm-writer" => crate::peers::sm_writer(a.get("id")?, a.num("size")?, ready, stop)?,
+        "sm-writer" => crate::peers::sm_writer(&c, a.get("id")?, a.num("size")?)?,
         other => return Err(io::Error::other(format!("unknown peer role {other}"))),
     }
     Ok(())

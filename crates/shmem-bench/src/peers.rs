@@ -7,81 +7,81 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::measure::measurement;
+use crate::measure::{measurement, Entry};
 use crate::peer::{pin_command, Peer};
 use crate::stats::{Kind, Results};
-use crate::Ctx;
+use crate::{Ctx, Scenario, MSG};
 
-/// A 64 B message to the other process and back, through two pipes or a Unix socket pair.
-pub fn pipe_and_socket(cx: &Ctx, r: &mut Results, size: usize) -> io::Result<()> {
-    // Pipes: parent writes `to`, reads `from`.
-    let (to_r, to_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let (from_r, from_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let args = [
-        ("rfd", crate::sys::raw(&to_r)),
-        ("wfd", crate::sys::raw(&from_w)),
-        ("size", size.to_string()),
-    ];
-    let mut peer = Peer::spawn("pipe-pong", &args, vec![to_r, from_w], cx.peer_cpu)?;
-    peer.wait_ready()?;
-    let (mut w, mut rd) = (std::fs::File::from(to_w), std::fs::File::from(from_r));
-    let s = round_trips(cx, size, &mut w, &mut rd);
-    drop((w, rd)); // EOF for the child
-    if s.is_err() {
-        peer.check_alive()?;
-    }
-    peer.finish()?;
-    r.push(measurement(
-        "round trip",
-        "pipe",
-        size,
-        "ns",
-        Kind::RoundTrip,
-        s?,
-        1,
-    ));
-
-    let (mine, theirs) = UnixStream::pair()?;
-    let args = [
-        ("sfd", crate::sys::raw(&theirs)),
-        ("size", size.to_string()),
-    ];
-    let mut peer = Peer::spawn("sock-pong", &args, vec![theirs.into()], cx.peer_cpu)?;
-    peer.wait_ready()?;
-    let s = round_trips(cx, size, &mut &mine, &mut &mine);
-    drop(mine);
-    if s.is_err() {
-        peer.check_alive()?;
-    }
-    peer.finish()?;
-    r.push(measurement(
-        "round trip",
-        "unix socket",
-        size,
-        "ns",
-        Kind::RoundTrip,
-        s?,
-        1,
-    ));
-    Ok(())
+/// A 64 B message to another process and back, through two pipes and through a Unix socket
+/// pair; each peer echoes what it reads.
+#[derive(Debug)]
+pub struct PipeSocket {
+    pipe: (std::fs::File, std::fs::File, Peer),
+    sock: (UnixStream, Peer),
 }
 
-fn round_trips(
-    cx: &Ctx,
-    size: usize,
-    w: &mut impl Write,
-    rd: &mut impl Read,
-) -> io::Result<Vec<f64>> {
-    let msg = vec![0x42u8; size];
-    let mut buf = vec![0u8; size];
-    cx.plan.per_call(1.0, || {
+impl PipeSocket {
+    /// Starts the two echo peers.
+    pub fn new(cx: &Ctx, _: &mut Results) -> io::Result<PipeSocket> {
+        let (to_r, to_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (from_r, from_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let args = [
+            ("rfd", crate::sys::raw(&to_r)),
+            ("wfd", crate::sys::raw(&from_w)),
+            ("size", MSG.to_string()),
+        ];
+        let mut pipe = Peer::spawn("pipe-pong", &args, vec![to_r, from_w], cx.peer_cpu)?;
+        pipe.wait_ready()?;
+        let (mine, theirs) = UnixStream::pair()?;
+        let args = [("sfd", crate::sys::raw(&theirs)), ("size", MSG.to_string())];
+        let mut sock = Peer::spawn("sock-pong", &args, vec![theirs.into()], cx.peer_cpu)?;
+        sock.wait_ready()?;
+        Ok(PipeSocket {
+            pipe: (to_w.into(), from_r.into(), pipe),
+            sock: (mine, sock),
+        })
+    }
+}
+
+fn echo<'a>(mut w: impl Write + 'a, mut rd: impl Read + 'a) -> impl FnMut() -> io::Result<()> + 'a {
+    let msg = vec![0x42u8; MSG];
+    let mut buf = vec![0u8; MSG];
+    move || {
         w.write_all(&msg)?;
         rd.read_exact(&mut buf)
-    })
+    }
+}
+
+impl Scenario for PipeSocket {
+    fn entries(&self) -> io::Result<Vec<Entry<'_>>> {
+        let (w, rd, _) = &self.pipe;
+        let s = &self.sock.0;
+        Ok(vec![
+            Entry::call("round trip", "pipe", MSG, Kind::RoundTrip, echo(w, rd)),
+            Entry::call(
+                "round trip",
+                "unix socket",
+                MSG,
+                Kind::RoundTrip,
+                echo(s, s),
+            ),
+        ])
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        let PipeSocket { pipe, sock } = *self;
+        let (w, rd, p) = pipe;
+        drop((w, rd)); // EOF for the children
+        let (s, q) = sock;
+        drop(s);
+        p.finish()?;
+        q.finish()
+    }
 }
 
 /// A `redis-server` on a private Unix socket in a temporary directory; killed and its
 /// directory removed on drop.
+#[derive(Debug)]
 struct Redis {
     child: Child,
     dir: PathBuf,
@@ -100,23 +100,23 @@ fn start_redis(cx: &Ctx) -> io::Result<(Redis, UnixStream)> {
     std::fs::create_dir_all(&dir)?;
     let sock = dir.join("redis.sock");
     let mut cmd = Command::new("redis-server");
-    cmd.arg("--port")
-        .arg("0")
-        .arg("--unixsocket")
-        .arg(&sock)
-        .arg("--unixsocketperm")
-        .arg("700")
-        .arg("--save")
-        .arg("")
-        .arg("--appendonly")
-        .arg("no")
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--loglevel")
-        .arg("warning")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--port",
+        "0",
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--loglevel", "warning", "--unixsocket"])
+    .arg(&sock)
+    .arg("--dir")
+    .arg(&dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     pin_command(&mut cmd, cx.peer_cpu);
     let child = cmd.spawn();
     let mut redis = Redis {
@@ -160,61 +160,63 @@ fn resp(parts: &[&[u8]]) -> Vec<u8> {
     v
 }
 
-/// Redis `SET` and `GET` of a value over a Unix socket, each a full round trip.
-pub fn redis(cx: &Ctx, r: &mut Results, size: usize) -> io::Result<()> {
-    if !Path::new("/usr/bin/redis-server").exists() && !in_path("redis-server") {
-        r.skip(
-            "redis",
-            "redis-server is not installed (apt-get install redis-server)",
-        );
-        return Ok(());
+/// Redis `SET` and `GET` of a 64 B value over a Unix socket, each a full round trip.
+#[derive(Debug)]
+pub struct RedisPeer {
+    _server: Redis,
+    sock: UnixStream,
+}
+
+impl RedisPeer {
+    /// Starts `redis-server`; `None` (skipped) if it is not installed.
+    pub fn new(cx: &Ctx, r: &mut Results) -> io::Result<Option<RedisPeer>> {
+        if !Path::new("/usr/bin/redis-server").exists() && !in_path("redis-server") {
+            r.skip(
+                "redis",
+                "redis-server is not installed (apt-get install redis-server)",
+            );
+            return Ok(None);
+        }
+        let (server, sock) = start_redis(cx)?;
+        Ok(Some(RedisPeer {
+            _server: server,
+            sock,
+        }))
     }
-    let (server, mut s) = start_redis(cx)?;
-    let value = vec![b'v'; size];
-    let set = resp(&[b"SET", b"k", &value]);
-    let get = resp(&[b"GET", b"k"]);
-    let mut want = format!("${size}\r\n").into_bytes();
-    want.extend_from_slice(&value);
-    want.extend_from_slice(b"\r\n");
-    let mut buf = vec![0u8; want.len()];
-    let st = cx.plan.per_call(1.0, || {
-        s.write_all(&set)?;
-        let mut ok = [0u8; 5];
-        s.read_exact(&mut ok)?;
-        if &ok != b"+OK\r\n" {
-            return Err(io::Error::other("unexpected reply to SET"));
-        }
-        Ok(())
-    })?;
-    r.push(measurement(
-        "set",
-        "redis",
-        size,
-        "ns",
-        Kind::RoundTrip,
-        st,
-        1,
-    ));
-    let st = cx.plan.per_call(1.0, || {
-        s.write_all(&get)?;
-        s.read_exact(&mut buf)?;
-        if buf != want {
-            return Err(io::Error::other("unexpected reply to GET"));
-        }
-        Ok(())
-    })?;
-    r.push(measurement(
-        "get",
-        "redis",
-        size,
-        "ns",
-        Kind::RoundTrip,
-        st,
-        1,
-    ));
-    drop(s);
-    drop(server);
-    Ok(())
+}
+
+impl Scenario for RedisPeer {
+    fn entries(&self) -> io::Result<Vec<Entry<'_>>> {
+        let value = vec![b'v'; MSG];
+        let set = resp(&[b"SET", b"k", &value]);
+        let get = resp(&[b"GET", b"k"]);
+        let mut want = format!("${MSG}\r\n").into_bytes();
+        want.extend_from_slice(&value);
+        want.extend_from_slice(b"\r\n");
+        let mut buf = vec![0u8; want.len()];
+        let (mut s1, mut s2) = (&self.sock, &self.sock);
+        (&self.sock).write_all(&set)?;
+        (&self.sock).read_exact(&mut [0u8; 5])?;
+        Ok(vec![
+            Entry::call("set", "redis", MSG, Kind::RoundTrip, move || {
+                s1.write_all(&set)?;
+                let mut ok = [0u8; 5];
+                s1.read_exact(&mut ok)?;
+                if &ok != b"+OK\r\n" {
+                    return Err(io::Error::other("unexpected reply to SET"));
+                }
+                Ok(())
+            }),
+            Entry::call("get", "redis", MSG, Kind::RoundTrip, move || {
+                s2.write_all(&get)?;
+                s2.read_exact(&mut buf)?;
+                if buf != want {
+                    return Err(io::Error::other("unexpected reply to GET"));
+                }
+                Ok(())
+            }),
+        ])
+    }
 }
 
 fn in_path(prog: &str) -> bool {
@@ -275,8 +277,8 @@ pub fn python(cx: &Ctx, r: &mut Results, attach_size: usize) -> io::Result<()> {
         .arg(PYTHON)
         .arg(&name)
         .arg(sizes.join(","))
-        .arg(cx.plan.batches.to_string())
-        .arg(cx.plan.calls.to_string())
+        .arg(cx.plan.samples().to_string())
+        .arg(cx.plan.samples().to_string())
         .arg(cx.plan.batch_time.as_nanos().to_string())
         .arg(cx.plan.warmup.as_nanos().to_string())
         .stdin(Stdio::null())
@@ -366,6 +368,12 @@ mod sm {
         cap: usize,
     }
 
+    impl std::fmt::Debug for Locked {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Locked({} B)", self.cap)
+        }
+    }
+
     impl Locked {
         pub(super) fn create(id: &str, cap: usize) -> io::Result<Locked> {
             let shm = ShmemConf::new()
@@ -421,18 +429,14 @@ mod sm {
     }
 }
 
-/// The child that writes in a loop through the `shared_memory` crate and its mutex.
+/// The child that writes in a loop through the `shared_memory` crate and its mutex, while its
+/// gate is open.
 #[cfg(feature = "shared-memory-crate")]
-pub fn sm_writer(
-    id: &str,
-    size: usize,
-    ready: impl Fn(),
-    stop: impl Fn() -> bool,
-) -> io::Result<()> {
+pub fn sm_writer(c: &crate::peer::Ctl, id: &str, size: usize) -> io::Result<()> {
     let v = sm::Locked::open(id)?;
     let data = vec![0x77u8; size];
-    ready();
-    while !stop() {
+    c.ready();
+    while c.park() {
         v.set(&data)?;
     }
     Ok(())
@@ -441,71 +445,79 @@ pub fn sm_writer(
 /// The `shared_memory` crate with a `raw_sync` mutex: get and set of each size, both under a
 /// concurrent writer process, and open+drop of an existing segment.
 #[cfg(feature = "shared-memory-crate")]
-pub fn shared_memory_crate(cx: &Ctx, r: &mut Results) -> io::Result<()> {
-    use std::hint::black_box;
-    const IMP: &str = "shared_memory+raw_sync";
-    for &size in &cx.sizes {
-        let id = format!("/shmem-bench-sm-{}-{size}", cx.pid);
-        let v = sm::Locked::create(&id, size)?;
-        let data = vec![0x5au8; size];
-        let mut buf = vec![0u8; size];
-        v.set(&data)?;
-        let (s, k) = cx.plan.per_op(|| {
-            black_box(v.get(black_box(&mut buf[..]))?);
-            Ok::<(), io::Error>(())
-        })?;
-        r.push(measurement("get", IMP, size, "ns", Kind::Op, s, k));
-        let (s, k) = cx.plan.per_op(|| v.set(black_box(&data[..])))?;
-        r.push(measurement("set", IMP, size, "ns", Kind::Op, s, k));
-        if crate::ours::CONTENDED_SIZES.contains(&size) {
-            let mut peer = Peer::spawn(
-                "sm-writer",
-                &[("id", id.clone()), ("size", size.to_string())],
-                vec![],
-                cx.peer_cpu,
-            )?;
-            peer.wait_ready()?;
-            let (s, k) = cx.plan.per_op(|| {
-                black_box(v.get(black_box(&mut buf[..]))?);
-                Ok::<(), io::Error>(())
-            })?;
-            r.push(measurement(
-                "get, writer running",
-                IMP,
-                size,
-                "ns",
-                Kind::Op,
-                s,
-                k,
-            ));
-            let (s, k) = cx.plan.per_op(|| v.set(black_box(&data[..])))?;
-            r.push(measurement(
-                "set, writer running",
-                IMP,
-                size,
-                "ns",
-                Kind::Op,
-                s,
-                k,
-            ));
-            peer.check_alive()?;
-            peer.finish()?;
+#[derive(Debug)]
+pub struct SharedMemory {
+    segments: Vec<(usize, String, sm::Locked)>,
+    writers: Vec<(usize, Peer)>,
+}
+
+#[cfg(feature = "shared-memory-crate")]
+impl SharedMemory {
+    /// Creates a segment per size and starts the writers.
+    pub fn new(cx: &Ctx, _: &mut Results) -> io::Result<SharedMemory> {
+        let mut o = SharedMemory {
+            segments: Vec::new(),
+            writers: Vec::new(),
+        };
+        for &size in &cx.sizes {
+            let id = format!("/shmem-bench-sm-{}-{size}", cx.pid);
+            let v = sm::Locked::create(&id, size)?;
+            v.set(&vec![0x5au8; size])?;
+            if cx.peer_cpu.is_some() && crate::ours::CONTENDED_SIZES.contains(&size) {
+                let args = [("id", id.clone()), ("size", size.to_string())];
+                let mut peer = Peer::spawn("sm-writer", &args, vec![], cx.peer_cpu)?;
+                peer.wait_ready()?;
+                o.writers.push((size, peer));
+            }
+            o.segments.push((size, id, v));
         }
-        if size == crate::ATTACH_CAPACITY {
-            let s = cx.plan.per_call(1.0, || {
-                black_box(sm::Locked::open(&id)?);
-                Ok::<(), io::Error>(())
-            })?;
-            r.push(measurement(
-                "attach+detach",
-                IMP,
-                size,
-                "ns",
-                Kind::Lifecycle,
-                s,
-                1,
-            ));
-        }
+        Ok(o)
     }
-    Ok(())
+}
+
+#[cfg(feature = "shared-memory-crate")]
+impl Scenario for SharedMemory {
+    fn entries(&self) -> io::Result<Vec<Entry<'_>>> {
+        use std::hint::black_box;
+        const IMP: &str = "shared_memory+raw_sync";
+        let mut e = Vec::new();
+        for (size, id, v) in &self.segments {
+            let size = *size;
+            fn get(v: &sm::Locked, size: usize) -> impl FnMut() -> io::Result<()> + '_ {
+                let mut buf = vec![0u8; size];
+                move || v.get(black_box(&mut buf[..])).map(drop)
+            }
+            fn set(v: &sm::Locked, size: usize) -> impl FnMut() -> io::Result<()> + '_ {
+                let data = vec![0x5au8; size];
+                move || v.set(black_box(&data[..]))
+            }
+            e.push(Entry::op("get", IMP, size, get(v, size)));
+            e.push(Entry::op("set", IMP, size, set(v, size)));
+            if let Some((_, peer)) = self.writers.iter().find(|w| w.0 == size) {
+                let page = peer.page();
+                e.push(Entry::op("get, writer running", IMP, size, get(v, size)).gated(page));
+                e.push(Entry::op("set, writer running", IMP, size, set(v, size)).gated(page));
+            }
+            if size == crate::ATTACH_CAPACITY {
+                e.push(Entry::call(
+                    "attach+detach",
+                    IMP,
+                    size,
+                    Kind::Lifecycle,
+                    move || {
+                        black_box(sm::Locked::open(id)?);
+                        Ok(())
+                    },
+                ));
+            }
+        }
+        Ok(e)
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        for (_, p) in self.writers {
+            p.finish()?;
+        }
+        Ok(())
+    }
 }

@@ -88,8 +88,6 @@ pub struct Measurement {
     pub kind: Kind,
     /// The figures.
     pub summary: Summary,
-    /// The samples behind them, sorted (kept to merge rounds).
-    pub samples: Vec<f64>,
     /// Operations timed together per sample (1 = each timed alone).
     pub ops_per_sample: usize,
 }
@@ -112,30 +110,6 @@ impl Results {
     /// Records that `what` was skipped because of `why`.
     pub fn skip(&mut self, what: &str, why: impl Into<String>) {
         self.skipped.push((what.to_owned(), why.into()));
-    }
-
-    /// Adds the measurements of another round: samples of the same (name, impl, size) are
-    /// pooled and summarised again; new ones are appended; skips are kept once.
-    pub fn merge(&mut self, other: Results) {
-        for m in other.measurements {
-            match self
-                .measurements
-                .iter_mut()
-                .find(|x| x.name == m.name && x.imp == m.imp && x.size == m.size)
-            {
-                Some(x) => {
-                    x.samples.extend(m.samples);
-                    x.summary = summarize(&mut x.samples);
-                    x.ops_per_sample = x.ops_per_sample.max(m.ops_per_sample);
-                }
-                None => self.measurements.push(m),
-            }
-        }
-        for s in other.skipped {
-            if !self.skipped.contains(&s) {
-                self.skipped.push(s);
-            }
-        }
     }
 
     /// The measurement with this name, implementation and size.
@@ -169,6 +143,8 @@ pub enum Mark {
     Bandwidth(f64),
     /// ours == 0 (a count).
     Zero,
+    /// Our p99 (not p50) at most this many ns.
+    P99Below(f64),
 }
 
 /// A comparison to compute: `ours` against `against` (scaled, e.g. 0.5 for a full round trip
@@ -183,6 +159,8 @@ pub struct RatioSpec {
     pub against_scale: f64,
     /// The target, if the issue sets one.
     pub mark: Mark,
+    /// Whether the two do the same work, and if not, what differs.
+    pub pair: &'static str,
 }
 
 /// A computed comparison.
@@ -202,6 +180,8 @@ pub struct Ratio {
     pub mark: String,
     /// Whether the mark holds; `None` without a mark.
     pub holds: Option<bool>,
+    /// Like-for-like, or what differs.
+    pub pair: &'static str,
 }
 
 /// Computes each spec whose measurements exist in `results` (others are left out).
@@ -218,7 +198,10 @@ pub fn compute_ratios(results: &Results, specs: &[RatioSpec]) -> Vec<Ratio> {
             },
             None => None,
         };
-        let o = ours.summary.p50;
+        let o = match spec.mark {
+            Mark::P99Below(_) => ours.summary.p99,
+            _ => ours.summary.p50,
+        };
         let a = against.map_or(f64::NAN, |(_, a)| a);
         let mut label = spec.ours.to_string();
         if let Some((k, _)) = against {
@@ -239,6 +222,7 @@ pub fn compute_ratios(results: &Results, specs: &[RatioSpec]) -> Vec<Ratio> {
                 Some(a / o >= f),
             ),
             Mark::Zero => ("0".to_owned(), Some(o == 0.0)),
+            Mark::P99Below(ns) => (format!("p99 <= {ns} ns"), Some(o <= ns)),
         };
         out.push(Ratio {
             label,
@@ -248,6 +232,7 @@ pub fn compute_ratios(results: &Results, specs: &[RatioSpec]) -> Vec<Ratio> {
             speedup: a / o,
             mark,
             holds,
+            pair: spec.pair,
         });
     }
     out
@@ -307,7 +292,7 @@ pub fn to_json(
         .map(|r| {
             serde_json::json!({
                 "name": r.label, "ours_p50": num(r.ours_p50), "against_p50": num(r.against_p50),
-                "ratio": num(r.ratio), "speedup": num(r.speedup), "mark": r.mark, "holds": r.holds,
+                "ratio": num(r.ratio), "speedup": num(r.speedup), "mark": r.mark, "holds": r.holds, "pair": r.pair,
             })
         })
         .collect();
@@ -380,12 +365,15 @@ pub fn to_markdown(results: &Results, ratios: &[Ratio]) -> String {
         }
     }
     if !ratios.is_empty() {
-        let _ = writeln!(s, "\n### Ratios (p50, same run)\n");
         let _ = writeln!(
             s,
-            "| comparison | ours | other | ours/other | other/ours | mark | holds |"
+            "\n### Ratios (p50 unless the goal says p99; both sides interleaved)\n"
         );
-        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | --- | --- |");
+        let _ = writeln!(
+            s,
+            "| comparison | ours | other | ours/other | other/ours | goal | holds | pair |"
+        );
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |");
         for r in ratios {
             let holds = match r.holds {
                 None => "",
@@ -394,14 +382,15 @@ pub fn to_markdown(results: &Results, ratios: &[Ratio]) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
                 fmt_num(r.ours_p50),
                 fmt_num(r.against_p50),
                 fmt_num(r.ratio),
                 fmt_num(r.speedup),
                 r.mark,
-                holds
+                holds,
+                r.pair
             );
         }
     }
@@ -432,7 +421,6 @@ mod tests {
                 n: 10,
             },
             ops_per_sample: 1,
-            samples: vec![p50],
         }
     }
 
@@ -466,18 +454,21 @@ mod tests {
                     factor: 3.0,
                     plus_ns: 10.0,
                 },
+                pair: "",
             },
             RatioSpec {
                 ours: Key("get", "shmem", 64),
                 against: Some(Key("round trip", "pipe", 64)),
                 against_scale: 0.5,
                 mark: Mark::FasterBy(20.0),
+                pair: "",
             },
             RatioSpec {
                 ours: Key("syscalls per set", "shmem", 64),
                 against: None,
                 against_scale: 1.0,
                 mark: Mark::Zero,
+                pair: "",
             },
             // Missing measurement: left out, not an error.
             RatioSpec {
@@ -485,6 +476,7 @@ mod tests {
                 against: Some(Key("copy", "memcpy", 8)),
                 against_scale: 1.0,
                 mark: Mark::None,
+                pair: "",
             },
         ];
         let out = compute_ratios(&r, &specs);
@@ -508,26 +500,6 @@ mod tests {
         let md = to_markdown(&r, &out);
         assert!(md.contains("| get | shmem | 64 B | 20.0 |"));
         assert!(md.contains("**no**"));
-    }
-
-    #[test]
-    fn merging_rounds_pools_samples() {
-        let mut a = Results::default();
-        a.push(m("get", "shmem", 64, 10.0));
-        a.skip("redis", "absent");
-        let mut b = Results::default();
-        let mut x = m("get", "shmem", 64, 30.0);
-        x.samples = vec![20.0, 30.0];
-        b.push(x);
-        b.push(m("set", "shmem", 64, 5.0));
-        b.skip("redis", "absent");
-        a.merge(b);
-        assert_eq!(a.measurements.len(), 2);
-        let g = a.find(&Key("get", "shmem", 64)).unwrap();
-        assert_eq!(g.samples, vec![10.0, 20.0, 30.0]);
-        assert_eq!(g.summary.p50, 20.0);
-        assert_eq!(g.summary.n, 3);
-        assert_eq!(a.skipped.len(), 1);
     }
 
     #[test]

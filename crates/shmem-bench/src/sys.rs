@@ -1,5 +1,6 @@
 //! The few raw pieces the harness needs: a shared control page (a memfd, so nothing is ever
-//! left in /dev/shm), CPU pinning, and passing descriptors to a re-executed child.
+//! left in /dev/shm), CPU pinning, passing descriptors to a re-executed child, and the C
+//! library's handle API loaded with `dlopen`.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -22,6 +23,8 @@ pub mod ctl {
     pub const FUTEX: usize = 128;
     /// The busy-polling ping-pong word.
     pub const SPIN: usize = 192;
+    /// 1 while the parent times the entry this peer serves; a gated peer parks on it at 0.
+    pub const GATE: usize = 256;
 }
 
 /// One page of shared memory from a memfd, mapped `MAP_SHARED`.
@@ -122,4 +125,89 @@ pub fn take_fd(n: RawFd) -> io::Result<OwnedFd> {
 /// The raw number of a descriptor, for a child's argument list.
 pub fn raw(fd: &impl AsRawFd) -> String {
     fd.as_raw_fd().to_string()
+}
+
+type OpenFn = unsafe extern "C" fn(*const libc::c_char, usize, u32, *mut *mut libc::c_void) -> i32;
+type CloseFn = unsafe extern "C" fn(*mut libc::c_void);
+
+/// libshmem (crates/shmem-ffi) loaded with `dlopen`: `shmem_open` and `shmem_close`, the C
+/// handle API's attach and detach. Never unloaded (its fork handlers stay registered).
+#[derive(Debug)]
+pub struct CLib {
+    open: OpenFn,
+    close: CloseFn,
+}
+
+impl CLib {
+    /// Loads `path` (a `libshmem.so`).
+    pub fn load(path: &std::path::Path) -> io::Result<CLib> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("library path contains a NUL byte"))?;
+        // SAFETY: `c` is a NUL-terminated path; loading runs the library's initialisers, and
+        // libshmem has no constructor beyond Rust's std set-up.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if h.is_null() {
+            return Err(io::Error::other(format!(
+                "dlopen {}: failed",
+                path.display()
+            )));
+        }
+        let sym = |name: &std::ffi::CStr| {
+            // SAFETY: `h` is a live handle (never closed) and `name` is NUL-terminated.
+            let p = unsafe { libc::dlsym(h, name.as_ptr()) };
+            if p.is_null() {
+                Err(io::Error::other(format!(
+                    "{}: no symbol {name:?}",
+                    path.display()
+                )))
+            } else {
+                Ok(p)
+            }
+        };
+        let (o, cl) = (sym(c"shmem_open")?, sym(c"shmem_close")?);
+        // SAFETY: both symbols are the functions that include/shmem.h declares with exactly
+        // these signatures (a test in shmem-ffi keeps the header and the exports in step).
+        unsafe {
+            Ok(CLib {
+                open: std::mem::transmute::<*mut libc::c_void, OpenFn>(o),
+                close: std::mem::transmute::<*mut libc::c_void, CloseFn>(cl),
+            })
+        }
+    }
+
+    /// `shmem_open(name, capacity, 0, &h)` (an existing value), then `shmem_close(h)`.
+    pub fn attach_detach(&self, name: &std::ffi::CStr, capacity: usize) -> io::Result<()> {
+        let mut h = std::ptr::null_mut();
+        // SAFETY: `name` is NUL-terminated and `h` is a writable pointer, as shmem_open asks.
+        let rc = unsafe { (self.open)(name.as_ptr(), capacity, 0, &mut h) };
+        if rc != 0 || h.is_null() {
+            return Err(io::Error::other(format!(
+                "shmem_open({name:?}) returned {rc}"
+            )));
+        }
+        // SAFETY: `h` is the handle shmem_open just returned, closed exactly once.
+        unsafe { (self.close)(h) };
+        Ok(())
+    }
+}
+
+/// Where libshmem is: `$SHMEM_BENCH_LIBSHMEM`, else `libshmem.so` beside this program (cargo
+/// puts both in the same target directory); an error saying how to build it if missing.
+pub fn libshmem() -> Result<std::path::PathBuf, String> {
+    let path = match std::env::var_os("SHMEM_BENCH_LIBSHMEM") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("libshmem.so"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: build it with `cargo build --release -p shmem-ffi` (same profile and \
+             target directory as shmem-bench) or set SHMEM_BENCH_LIBSHMEM",
+            path.display()
+        ))
+    }
 }
