@@ -187,7 +187,7 @@ fn persistent_segments_stay_until_removed() {
     ));
     drop(again);
     assert_eq!(
-        admin::collect(dir.path(), false, false).unwrap(),
+        admin::collect(dir.path(), false, false).unwrap().removed,
         Vec::<String>::new()
     );
     admin::remove(dir.path(), &name, false).unwrap();
@@ -347,9 +347,11 @@ fn a_truncated_or_corrupted_live_segment_is_an_error() {
     let e = Segment::builder(&name).dir(dir.path()).open().unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("100"), "{e}");
+    // Shorter than a header: nothing proves it is ours any more, so it is foreign (and never
+    // touched).
     f.set_len(30).unwrap();
     let e = Segment::builder(&name).dir(dir.path()).open().unwrap_err();
-    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(matches!(e, Error::Foreign { .. }), "{e}");
     drop(holder);
 }
 
@@ -440,16 +442,20 @@ fn a_segment_that_does_not_fit_a_tiny_tmpfs_fails_cleanly_at_open() {
         println!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
+    // File storage (persistent) lives in the tmpfs; transient segments keep their memory in
+    // SysV segments, which the tmpfs's size does not limit.
     let d = tiny.dir.path();
     let small = Segment::builder("small")
         .dir(d)
         .size(64 * 1024)
+        .lifetime(Lifetime::Persistent)
         .open()
         .unwrap();
     small.write(0, b"still here").unwrap();
     let e = Segment::builder("big")
         .dir(d)
         .size(1 << 20)
+        .lifetime(Lifetime::Persistent)
         .open()
         .unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "{e}");
@@ -461,7 +467,15 @@ fn a_segment_that_does_not_fit_a_tiny_tmpfs_fails_cleanly_at_open() {
     let mut got = [0u8; 10];
     small.read(0, &mut got).unwrap();
     assert_eq!(&got, b"still here");
+    let transient = Segment::builder("transient")
+        .dir(d)
+        .size(1 << 20)
+        .open()
+        .unwrap();
+    assert_eq!(transient.storage(), shmem::Storage::SysV);
+    drop(transient);
     drop(small);
+    admin::remove(d, "small", false).unwrap();
     assert!(tiny.dir.files().is_empty());
 }
 
@@ -484,12 +498,12 @@ fn inspect_shows_who_is_attached() {
     let info = admin::inspect(dir.path(), &name).unwrap();
     assert_eq!((info.state, info.attached), (admin::State::Stale, 0));
     assert_eq!(
-        admin::collect(dir.path(), false, true).unwrap(),
+        admin::collect(dir.path(), false, true).unwrap().removed,
         vec![name.clone()]
     );
     assert_eq!(dir.files().len(), 1, "dry run removed something");
     assert_eq!(
-        admin::collect(dir.path(), false, false).unwrap(),
+        admin::collect(dir.path(), false, false).unwrap().removed,
         vec![name]
     );
     assert!(dir.files().is_empty());

@@ -86,6 +86,7 @@
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
@@ -93,14 +94,15 @@ use rustix::io::Errno;
 
 use crate::copy;
 use crate::error::{Error, Result};
-use crate::header::{self, Header, Kind, Lifetime, RawHeader, HEADER_LEN};
+use crate::fork::Unregistered;
+use crate::header::{self, Header, Kind, Lifetime, Parsed, RawHeader, Storage, HEADER_LEN};
 use crate::name;
 use crate::sys::{self, LockKind, Mapping};
 
-/// How many times attach retries after finding an orphan or a dead initialiser.
+/// How many times attach retries after finding a dead generation or a dead initialiser.
 const MAX_ATTEMPTS: usize = 100;
 
-/// The largest segment we create: 1 TiB, far above any tmpfs here, small enough for `usize`.
+/// The largest segment we create: 1 TiB, far above any memory here, small enough for `usize`.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
 
 /// `TMPFS_MAGIC` and `HUGETLBFS_MAGIC` from `<linux/magic.h>`.
@@ -236,21 +238,29 @@ impl Builder {
         name::validate_name(&self.name)?;
         let total = self.total_size(mode)?;
         let path = self.path();
-        for _ in 0..MAX_ATTEMPTS {
-            if let Some(seg) = self.attach_once(&path, kind, mode, total)? {
-                return Ok(seg);
+        let mut why = "";
+        let mut pause = Duration::from_micros(50);
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.attach_once(&path, kind, mode, total)? {
+                Attempt::Attached(seg) => return Ok(seg),
+                Attempt::Retry(reason) => why = reason,
+            }
+            // A vanishing generation is normally gone at the next attempt; one that keeps
+            // vanishing (a child being spawned holds a copy of the lock until its `exec`) is
+            // given a little time.
+            if attempt >= 8 {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
             }
         }
-        Err(Error::Corrupt {
+        Err(Error::AttachRetries {
             name: self.name.clone(),
-            reason: format!(
-                "could not attach after {MAX_ATTEMPTS} attempts: the file keeps being removed, \
-                 or its initialiser keeps dying"
-            ),
+            attempts: MAX_ATTEMPTS,
+            reason: why,
         })
     }
 
-    /// The total file size to create with, or 0 when only opening.
+    /// The total size to create with (header included), or 0 when only opening.
     fn total_size(&self, mode: OpenMode) -> Result<u64> {
         let invalid = |reason: String| Error::InvalidSize {
             name: self.name.clone(),
@@ -272,14 +282,8 @@ impl Builder {
         Ok(total)
     }
 
-    /// One attempt of the attach protocol. `Ok(None)` means "retry from the start".
-    fn attach_once(
-        &self,
-        path: &Path,
-        kind: Kind,
-        mode: OpenMode,
-        total: u64,
-    ) -> Result<Option<Segment>> {
+    /// One attempt of the attach protocol.
+    fn attach_once(&self, path: &Path, kind: Kind, mode: OpenMode, total: u64) -> Result<Attempt> {
         let base = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let flags = match mode {
             OpenMode::OpenOrCreate | OpenMode::CreateNew => base | OFlags::CREATE,
@@ -300,6 +304,17 @@ impl Builder {
             Err(Errno::ACCESS) => return Err(self.permission(path)),
             Err(Errno::ISDIR) | Err(Errno::NXIO) => {
                 return Err(self.foreign("it is not a regular file".into()))
+            }
+            Err(Errno::NOSPC) | Err(Errno::DQUOT) => {
+                return Err(Error::NoSpace {
+                    name: self.name.clone(),
+                    dir: self.dir.clone(),
+                    size: total,
+                    reason: format!(
+                        "{} has no inode or directory entry left for the name file",
+                        self.dir.display()
+                    ),
+                })
             }
             Err(e) => return Err(self.err("open", e)),
         };
@@ -324,27 +339,44 @@ impl Builder {
 
         let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive)
             .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-        let (created, locked_st) = if alone && trusted {
-            match self.claim_alone(&fd, kind, mode, total)? {
-                Some(created) => (created, None),
-                None => return Ok(None),
-            }
+        let claim = if alone {
+            self.claim_alone(&fd, &st, kind, mode, total, trusted)?
         } else {
-            if !alone {
-                self.wait_shared_lock(&fd)?;
-            } else {
-                // Alone but not the owner: attach as an ordinary user, decide nothing.
-                sys::ofd_lock(fd.as_fd(), LockKind::Shared)
-                    .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-            }
-            let st = rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?;
-            if st.st_nlink == 0 {
-                return Ok(None); // unlinked by the last detacher while we waited
-            }
-            (false, Some(st))
+            self.wait_shared_lock(&fd)?;
+            self.join(&fd)?
         };
-        let Some(seg) = self.map_and_validate(fd, path, created, trusted, locked_st)? else {
-            return Ok(None);
+        let (map, header, created) = match claim {
+            Claim::Created(map, h) => (map, h, true),
+            Claim::Joined(map, h) => (map, h, false),
+            Claim::Retry(why) => return Ok(Attempt::Retry(why)),
+        };
+        // Only tells tools our pid (see the module docs); the protocol never depends on it, so
+        // a failure (someone holding an exclusive flock) is not an error.
+        let _ = rfs::flock(&*fd, rfs::FlockOperation::NonBlockingLockShared);
+        let fd = fd.into_inner();
+        let path: Arc<Path> = Arc::from(path);
+        let shmid = (header.storage == Storage::SysV).then_some(header.shmid);
+        let unlinks = header.lifetime == Lifetime::Transient && trusted;
+        crate::fork::register(
+            fd.as_raw_fd(),
+            st.st_dev,
+            st.st_ino,
+            crate::fork::AtExit {
+                path: unlinks.then(|| path.clone()),
+                shmid,
+            },
+        );
+        let seg = Segment {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            path,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            created,
+            header,
+            trusted,
+            map: ManuallyDrop::new(map),
+            fd: Some(fd),
         };
         // From here on, failing drops `seg`, which detaches like any handle (and frees the
         // segment if its last other user left meanwhile).
@@ -364,7 +396,7 @@ impl Builder {
                 ),
             });
         }
-        if self.check_size && !created && seg.data_len() < self.data_len as usize {
+        if self.check_size && !created && (seg.data_len() as u64) < self.data_len {
             return Err(Error::InvalidSize {
                 name: self.name.clone(),
                 reason: format!(
@@ -374,7 +406,7 @@ impl Builder {
                 ),
             });
         }
-        Ok(Some(seg))
+        Ok(Attempt::Attached(seg))
     }
 
     /// Takes the read lock while someone else holds the write lock (an initialiser or a
@@ -406,73 +438,176 @@ impl Builder {
         unreachable!("the loop returns")
     }
 
-    /// We hold the write lock and own the file: decide whether this is a new generation,
-    /// initialise it if so, and convert to the read lock. `Ok(None)` means retry.
+    /// Reads and checks the name file's header (`fd` holds a lock, so nobody writes it now).
+    fn read_header(&self, fd: &OwnedFd) -> Result<(Option<Parsed>, rfs::Stat)> {
+        let st = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
+        if st.st_nlink == 0 {
+            return Ok((None, st)); // unlinked by a detacher after our `open`
+        }
+        let file_len = st.st_size as u64;
+        let mut head = [0u8; HEADER_LEN];
+        let n = pread_full(fd, &mut head).map_err(|e| self.err("pread", e))?;
+        let parsed = header::parse(&self.name, &head[..n], file_len)?;
+        Ok((Some(parsed), st))
+    }
+
+    /// We hold the read lock: join the generation the name file announces.
+    fn join(&self, fd: &OwnedFd) -> Result<Claim> {
+        let (parsed, st) = self.read_header(fd)?;
+        match parsed {
+            None => Ok(Claim::Retry("the name file was removed while attaching")),
+            Some(Parsed::Unfinished) => Ok(Claim::Retry("its initialiser died")),
+            Some(Parsed::Ready(h)) => match self.map_generation(fd, &h, &st)? {
+                Some(map) => Ok(Claim::Joined(map, h)),
+                None => Ok(Claim::Retry(
+                    "the generation the name file announces is gone (all its users left)",
+                )),
+            },
+        }
+    }
+
+    /// Maps the memory of generation `h`: the file itself, or SysV segment `h.shmid` after
+    /// checking that it is still the one `h` describes. `None`: that generation is gone.
+    fn map_generation(&self, fd: &OwnedFd, h: &Header, st: &rfs::Stat) -> Result<Option<Mapping>> {
+        let len = usize::try_from(h.size).map_err(|_| Error::Corrupt {
+            name: self.name.clone(),
+            reason: format!("size {} does not fit this address space", h.size),
+        })?;
+        match h.storage {
+            Storage::File => {
+                // `parse` checked `size == st_size`, and nobody resizes while we hold a lock.
+                debug_assert_eq!(h.size, st.st_size as u64);
+                map_file(fd, len).map(Some).map_err(|e| self.err("mmap", e))
+            }
+            Storage::SysV => {
+                let gone = |e: Errno| matches!(e, Errno::INVAL | Errno::IDRM);
+                let stat = match sys::shm_stat(h.shmid) {
+                    Ok(s) => s,
+                    Err(e) if gone(e) => return Ok(None),
+                    Err(e) => return Err(self.err("shmctl(IPC_STAT)", e)),
+                };
+                if stat.size < h.size {
+                    return Ok(None); // the id now names a smaller, unrelated segment
+                }
+                let map = match Mapping::attach_shm(h.shmid, len) {
+                    Ok(m) => m,
+                    Err(e) if gone(e) => return Ok(None),
+                    Err(e) => return Err(self.err("shmat", e)),
+                };
+                let mut inside = [0u8; HEADER_LEN];
+                // SAFETY: the mapping has at least `h.size >= HEADER_LEN` bytes.
+                unsafe { copy::copy_from_shared(&mut inside, map.ptr()) };
+                Ok(header::same_generation(&inside, h).then_some(map))
+            }
+        }
+    }
+
+    /// We hold the write lock: nobody else holds a lock on the name. Decide between joining a
+    /// generation that is still in use (a SysV segment with attachments), keeping a persistent
+    /// segment, and starting a new generation; then convert to the read lock.
     fn claim_alone(
+        &self,
+        fd: &OwnedFd,
+        st0: &rfs::Stat,
+        kind: Kind,
+        mode: OpenMode,
+        total: u64,
+        trusted: bool,
+    ) -> Result<Claim> {
+        let (parsed, st) = self.read_header(fd)?;
+        let Some(parsed) = parsed else {
+            return Ok(Claim::Retry("the name file was removed while attaching"));
+        };
+        debug_assert_eq!((st.st_dev, st.st_ino), (st0.st_dev, st0.st_ino));
+        let claim = match parsed {
+            Parsed::Ready(h) if h.lifetime == Lifetime::Persistent => {
+                if mode == OpenMode::CreateNew {
+                    return Err(Error::Exists {
+                        name: self.name.clone(),
+                        dir: self.dir.clone(),
+                    });
+                }
+                match self.map_generation(fd, &h, &st)? {
+                    Some(map) => Claim::Joined(map, h),
+                    None => unreachable!("file storage always maps"),
+                }
+            }
+            Parsed::Ready(h) if h.storage == Storage::SysV => {
+                // Nobody holds a lock, but a process that shares a description without our
+                // fork handlers may still have the memory attached: then it is alive.
+                match self.map_generation(fd, &h, &st)? {
+                    Some(map) if sys::shm_stat(h.shmid).is_ok_and(|s| s.nattch >= 2) => {
+                        Claim::Joined(map, h)
+                    }
+                    _ => return self.new_generation(fd, kind, mode, total, trusted),
+                }
+            }
+            // A transient file-storage segment nobody holds, or an unfinished one.
+            Parsed::Ready(_) | Parsed::Unfinished => {
+                return self.new_generation(fd, kind, mode, total, trusted)
+            }
+        };
+        self.downgrade(fd)?;
+        Ok(claim)
+    }
+
+    fn downgrade(&self, fd: &OwnedFd) -> Result<()> {
+        sys::ofd_lock(fd.as_fd(), LockKind::Shared)
+            .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
+        Ok(())
+    }
+
+    /// Whatever the name file held is dead (or it is new): start a generation, if asked to.
+    fn new_generation(
         &self,
         fd: &OwnedFd,
         kind: Kind,
         mode: OpenMode,
         total: u64,
-    ) -> Result<Option<bool>> {
-        let st = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
-        if st.st_nlink == 0 {
-            return Ok(None);
-        }
-        let file_len = st.st_size as u64;
-        let mut head = [0u8; HEADER_LEN];
-        let n = rustix::io::pread(fd, &mut head, 0).map_err(|e| self.err("pread", e))?;
-        let existing = match header::parse(&self.name, &head[..n], file_len) {
-            Ok(h) => h,
-            // Our magic but a broken header in a file nobody holds: a dead generation that was
-            // damaged. Foreign and incompatible files are never touched.
-            Err(Error::Corrupt { .. }) if file_len >= HEADER_LEN as u64 => None,
-            Err(e) => return Err(e),
-        };
-        let keep = matches!(existing, Some(h) if h.lifetime == Lifetime::Persistent);
-        if keep {
-            if mode == OpenMode::CreateNew {
-                return Err(Error::Exists {
+        trusted: bool,
+    ) -> Result<Claim> {
+        if mode == OpenMode::OpenExisting || self.data_len == 0 {
+            if trusted {
+                unlink_if_ours(fd, &self.path());
+            }
+            if mode == OpenMode::OpenExisting {
+                return Err(Error::NotFound {
                     name: self.name.clone(),
                     dir: self.dir.clone(),
                 });
             }
-        } else {
-            // Nobody holds it: whatever is here is a dead generation (or a fresh empty file).
-            if mode == OpenMode::OpenExisting || self.data_len == 0 {
-                unlink_if_ours(fd, &self.path());
-                if mode == OpenMode::OpenExisting {
-                    return Err(Error::NotFound {
-                        name: self.name.clone(),
-                        dir: self.dir.clone(),
-                    });
-                }
-                return Err(Error::InvalidSize {
-                    name: self.name.clone(),
-                    reason: "the segment does not exist and a size of 0 bytes cannot be created"
-                        .into(),
-                });
-            }
-            self.initialise(fd, kind, total)?;
+            return Err(Error::InvalidSize {
+                name: self.name.clone(),
+                reason: "the segment does not exist and a size of 0 bytes cannot be created"
+                    .into(),
+            });
         }
-        sys::ofd_lock(fd.as_fd(), LockKind::Shared)
-            .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-        Ok(Some(!keep))
+        let created = self.initialise(fd, kind, total, trusted);
+        if created.is_err() && trusted {
+            unlink_if_ours(fd, &self.path());
+        }
+        let (map, h) = created?;
+        self.downgrade(fd)?;
+        Ok(Claim::Created(map, h))
     }
 
-    /// Makes `fd` a fresh, zero-filled segment of `total` bytes with a valid header.
-    /// On failure the file is unlinked (we hold the write lock, so nobody else uses it).
-    fn initialise(&self, fd: &OwnedFd, kind: Kind, total: u64) -> Result<()> {
-        let fail = |e: Error| {
-            unlink_if_ours(fd, &self.path());
-            Err(e)
-        };
-        match rfs::fstatfs(fd) {
+    /// Makes a new generation: a zero-filled memory of `total` bytes (rounded up to the huge
+    /// page on hugetlbfs) and the name file's header announcing it, magic last.
+    fn initialise(
+        &self,
+        fd: &OwnedFd,
+        kind: Kind,
+        total: u64,
+        trusted: bool,
+    ) -> Result<(Mapping, Header)> {
+        let fs = match rfs::fstatfs(fd) {
             // `f_type` is i64 here but another integer type on other architectures.
             #[allow(clippy::unnecessary_cast)]
-            Ok(s) if s.f_type as i64 == TMPFS_MAGIC || s.f_type as i64 == HUGETLBFS_MAGIC => {}
+            Ok(s) if s.f_type as i64 == TMPFS_MAGIC => Fs::Tmpfs,
+            #[allow(clippy::unnecessary_cast)]
+            Ok(s) if s.f_type as i64 == HUGETLBFS_MAGIC => Fs::Hugetlbfs(s.f_bsize as u64),
             Ok(_) => {
-                return fail(Error::Io {
+                return Err(Error::Io {
                     name: self.name.clone(),
                     op: "open",
                     source: std::io::Error::other(format!(
@@ -481,98 +616,158 @@ impl Builder {
                     )),
                 })
             }
-            Err(e) => return fail(self.err("fstatfs", e)),
+            Err(e) => return Err(self.err("fstatfs", e)),
+        };
+        if trusted {
+            rfs::fchmod(fd, Mode::from_raw_mode(self.mode)).map_err(|e| self.err("fchmod", e))?;
         }
-        if let Err(e) = rfs::ftruncate(fd, 0) {
-            return fail(self.err("ftruncate", e));
+        match fs {
+            Fs::Tmpfs if self.lifetime == Lifetime::Transient => {
+                self.initialise_sysv(fd, kind, total)
+            }
+            _ => self.initialise_file(fd, kind, total, fs),
+        }
+    }
+
+    /// SysV storage: `shmget` → `shmat` → header inside → `IPC_RMID` → reserve the pages →
+    /// the name file's header, magic last.
+    fn initialise_sysv(&self, fd: &OwnedFd, kind: Kind, total: u64) -> Result<(Mapping, Header)> {
+        let len = total as usize; // total <= MAX_SEGMENT_SIZE, which fits usize
+        let no_space = |e: Errno, op: &str| Error::NoSpace {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            size: total,
+            reason: format!(
+                "{op}: {}; the limits are memory (and the memory cgroup), kernel.shmmax \
+                 (largest segment), kernel.shmall (all segments' pages) and kernel.shmmni \
+                 (number of segments), not the size of {}",
+                std::io::Error::from(e),
+                self.dir.display()
+            ),
+        };
+        let file = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
+        let shmid = match sys::shm_create(len, self.mode) {
+            Ok(id) => id,
+            Err(e @ (Errno::NOSPC | Errno::NOMEM | Errno::INVAL)) => {
+                return Err(no_space(e, "shmget"))
+            }
+            Err(e) => return Err(self.err("shmget", e)),
+        };
+        // Until `IPC_RMID` below the segment would outlive a crash: keep that window small.
+        let attached = Mapping::attach_shm(shmid, len);
+        let map = match attached {
+            Ok(map) => map,
+            Err(e) => {
+                let _ = sys::shm_mark_removed(shmid);
+                return Err(self.err("shmat", e));
+            }
+        };
+        let h = Header::new(kind, Lifetime::Transient, total, Storage::SysV, shmid);
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned, and `RawHeader` is
+        // made of atomics, so a shared reference to it is sound even while others write there.
+        let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
+        raw.init(&h);
+        let marked = sys::shm_mark_removed(shmid);
+        // Exactly the users who may open the name file may attach the memory (the segment
+        // belongs to whoever created this generation, which may not own the name file).
+        let owner = sys::shm_set_owner(shmid, file.st_uid, file.st_gid, file.st_mode & 0o777);
+        if let Err(e) = marked {
+            return Err(self.err("shmctl(IPC_RMID)", e)); // dropping `map` detaches it
+        }
+        if let Err(e) = owner {
+            return Err(self.err("shmctl(IPC_SET)", e));
+        }
+        if let Err(e) = map.populate() {
+            return Err(match e {
+                Errno::NOMEM | Errno::NOSPC | Errno::FAULT => no_space(e, "reserving the pages"),
+                e => self.err("madvise(MADV_POPULATE_WRITE)", e),
+            });
+        }
+        self.write_name_header(fd, &h)?;
+        Ok((map, h))
+    }
+
+    /// The name file of a SysV generation: emptied, then the header without its magic, then
+    /// the magic, so a crash at any point leaves an empty or an unfinished header.
+    fn write_name_header(&self, fd: &OwnedFd, h: &Header) -> Result<()> {
+        let bytes = h.encode();
+        rfs::ftruncate(fd, 0).map_err(|e| self.err("ftruncate", e))?;
+        pwrite_full(fd, &bytes[8..], 8).map_err(|e| self.err("pwrite", e))?;
+        pwrite_full(fd, &bytes[..8], 0).map_err(|e| self.err("pwrite", e))?;
+        Ok(())
+    }
+
+    /// File storage: the name file holds the memory. Truncated, the header without its magic
+    /// (tmpfs), the pages reserved, then the header through the mapping with the magic last.
+    fn initialise_file(
+        &self,
+        fd: &OwnedFd,
+        kind: Kind,
+        total: u64,
+        fs: Fs,
+    ) -> Result<(Mapping, Header)> {
+        let size = match fs {
+            Fs::Hugetlbfs(page) if page > 0 => total
+                .checked_next_multiple_of(page)
+                .filter(|&s| s <= MAX_SEGMENT_SIZE)
+                .ok_or_else(|| Error::InvalidSize {
+                    name: self.name.clone(),
+                    reason: format!(
+                        "{total} bytes rounded up to the huge page size ({page} bytes) is more \
+                         than the largest segment"
+                    ),
+                })?,
+            _ => total,
+        };
+        let h = Header::new(kind, self.lifetime, size, Storage::File, 0);
+        let no_space = |e: Errno| Error::NoSpace {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            size,
+            reason: match fs {
+                Fs::Hugetlbfs(page) => format!(
+                    "fallocate: {}; huge pages of {page} bytes must be free in the pool \
+                     (vm.nr_hugepages) and within the mount's size",
+                    std::io::Error::from(e)
+                ),
+                Fs::Tmpfs => format!(
+                    "fallocate: {}; the tmpfs mount {} is full",
+                    std::io::Error::from(e),
+                    self.dir.display()
+                ),
+            },
+        };
+        rfs::ftruncate(fd, 0).map_err(|e| self.err("ftruncate", e))?;
+        if fs == Fs::Tmpfs {
+            pwrite_full(fd, &h.encode()[8..], 8).map_err(|e| self.err("pwrite", e))?;
         }
         let reserved = loop {
-            match rfs::fallocate(fd, rfs::FallocateFlags::empty(), 0, total) {
+            match rfs::fallocate(fd, rfs::FallocateFlags::empty(), 0, size) {
                 Err(Errno::INTR) => continue, // a signal arrived while reserving pages
                 r => break r,
             }
         };
         match reserved {
             Ok(()) => {}
-            Err(Errno::NOSPC) | Err(Errno::NOMEM) | Err(Errno::FBIG) => {
-                return fail(Error::NoSpace {
-                    name: self.name.clone(),
-                    dir: self.dir.clone(),
-                    size: total,
-                })
-            }
-            Err(e) => return fail(self.err("fallocate", e)),
+            Err(e @ (Errno::NOSPC | Errno::NOMEM | Errno::FBIG)) => return Err(no_space(e)),
+            Err(e) => return Err(self.err("fallocate", e)),
         }
-        if let Err(e) = rfs::fchmod(fd, Mode::from_raw_mode(self.mode)) {
-            return fail(self.err("fchmod", e));
+        let st = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
+        if st.st_size as u64 != size {
+            return Err(Error::Io {
+                name: self.name.clone(),
+                op: "fallocate",
+                source: std::io::Error::other(format!(
+                    "the file has {} bytes after reserving {size}",
+                    st.st_size
+                )),
+            });
         }
-        let map = match Mapping::map(fd.as_fd(), total as usize) {
-            Ok(m) => m,
-            Err(e) => return fail(self.err("mmap", e)),
-        };
-        // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned (so 8-aligned), and
-        // `RawHeader` is made of atomics, so a shared reference to it is sound even while other
-        // processes write there.
+        let map = map_file(fd, size as usize).map_err(|e| self.err("mmap", e))?;
+        // SAFETY: as in `initialise_sysv`.
         let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
-        raw.init(kind, self.lifetime, total);
-        Ok(())
-    }
-
-    /// Maps the file and validates its header. `Ok(None)` means the initialiser died: retry.
-    /// `st` is the file's status if it was taken under the read lock (nobody can resize the file
-    /// while we hold it); otherwise it is taken here.
-    fn map_and_validate(
-        &self,
-        fd: Attaching,
-        path: &Path,
-        created: bool,
-        trusted: bool,
-        st: Option<rfs::Stat>,
-    ) -> Result<Option<Segment>> {
-        let st = match st {
-            Some(st) => st,
-            None => rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?,
-        };
-        let file_len = st.st_size as u64;
-        if file_len < HEADER_LEN as u64 {
-            if file_len == 0 {
-                return Ok(None);
-            }
-            return Err(Error::Corrupt {
-                name: self.name.clone(),
-                reason: format!("the file has {file_len} bytes, less than a header"),
-            });
-        }
-        if file_len > MAX_SEGMENT_SIZE {
-            return Err(Error::Corrupt {
-                name: self.name.clone(),
-                reason: format!("the file has {file_len} bytes, more than any segment"),
-            });
-        }
-        let map = Mapping::map(fd.as_fd(), file_len as usize).map_err(|e| self.err("mmap", e))?;
-        let mut head = [0u8; HEADER_LEN];
-        // SAFETY: the mapping has at least HEADER_LEN bytes.
-        unsafe { copy::copy_from_shared(&mut head, map.ptr()) };
-        let Some(header) = header::parse(&self.name, &head, file_len)? else {
-            return Ok(None);
-        };
-        // Only tells tools our pid (see the module docs); the protocol never depends on it, so
-        // a failure (someone holding an exclusive flock) is not an error.
-        let _ = rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockShared);
-        let fd = fd.into_inner();
-        crate::fork::register(fd.as_raw_fd(), st.st_dev, st.st_ino);
-        Ok(Some(Segment {
-            name: self.name.clone(),
-            dir: self.dir.clone(),
-            path: path.to_owned(),
-            dev: st.st_dev,
-            ino: st.st_ino,
-            created,
-            header,
-            trusted,
-            map: ManuallyDrop::new(map),
-            fd: Some(fd),
-        }))
+        raw.init(&h);
+        Ok((map, h))
     }
 
     fn foreign(&self, reason: String) -> Error {
@@ -599,10 +794,82 @@ impl Builder {
     }
 }
 
+/// The filesystem of the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fs {
+    Tmpfs,
+    /// With its page size.
+    Hugetlbfs(u64),
+}
+
+/// The outcome of one attach attempt.
+enum Attempt {
+    Attached(Segment),
+    /// The generation went away under us: start again (the reason is kept for the error).
+    Retry(&'static str),
+}
+
+/// What a process holding a lock on the name file decided.
+enum Claim {
+    /// It started a new, zero-filled generation.
+    Created(Mapping, Header),
+    /// It joined the live (or persistent) generation.
+    Joined(Mapping, Header),
+    /// That generation is gone: start again.
+    Retry(&'static str),
+}
+
+/// Maps the file of `fd` through a description of its own (`/proc/self/fd/N`), which holds no
+/// lock: a mapping keeps its description alive, and a forked child inherits our mappings, so
+/// mapping the locked description would let a child keep our attach lock (and our pid marker)
+/// after we detached or died. Without `/proc`, maps `fd` itself.
+fn map_file(fd: &OwnedFd, len: usize) -> Result<Mapping, Errno> {
+    let flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    if let Ok(other) = rfs::open(path.as_str(), flags, Mode::empty()) {
+        let same = |a: rfs::Stat, b: rfs::Stat| (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino);
+        if let (Ok(a), Ok(b)) = (rfs::fstat(&other), rfs::fstat(fd)) {
+            if same(a, b) {
+                return Mapping::map(other.as_fd(), len);
+            }
+        }
+    }
+    Mapping::map(fd.as_fd(), len)
+}
+
+/// `pread` until `buf` is full or the file ends; returns the bytes read.
+fn pread_full(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::pread(fd, &mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn pwrite_full(fd: &OwnedFd, mut buf: &[u8], mut at: u64) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match rustix::io::pwrite(fd, buf, at) {
+            Ok(0) => return Err(Errno::NOSPC),
+            Ok(k) => {
+                buf = &buf[k..];
+                at += k as u64;
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A descriptor being attached. If the attach fails or retries, whatever lock it holds is
 /// released explicitly before it closes: a child forked meanwhile by another thread has a copy
 /// of the descriptor (and no spare, since it is not registered yet), which must not keep the
-/// lock alive.
+/// lock alive; that child has no handle for it, so releasing its copy takes nothing from it.
 struct Attaching(Option<OwnedFd>);
 
 impl Attaching {
@@ -645,6 +912,48 @@ fn unlink_if_ours(fd: &OwnedFd, path: &Path) {
     }
 }
 
+/// The last-detacher step (see the module documentation): if `path` still names inode
+/// `dev`/`ino` and nobody holds a lock on it, and the generation its header announces has no
+/// attachment besides `mine` of ours (SysV `shmid`), unlink it.
+fn release_name(path: &Path, dev: u64, ino: u64, shmid: Option<i32>, mine: u64) {
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(fd) = rfs::open(path, flags, Mode::empty()) else {
+        return; // already unlinked, or not ours to open any more
+    };
+    let Ok(st) = rfs::fstat(&fd) else { return };
+    if st.st_dev != dev || st.st_ino != ino {
+        return; // the name now belongs to another file
+    }
+    if !matches!(sys::ofd_lock(fd.as_fd(), LockKind::Exclusive), Ok(true)) {
+        return; // somebody is attached (or attaching)
+    }
+    // Nobody holds a lock. Under ours, nobody can start a generation or unlink: look at the
+    // generation the name announces now (a newer one may have been made in this same file).
+    let mut head = [0u8; HEADER_LEN];
+    let Ok(n) = pread_full(&fd, &mut head) else {
+        return;
+    };
+    match header::parse("", &head[..n], st.st_size as u64) {
+        Ok(Parsed::Ready(h)) if h.storage == Storage::SysV => {
+            let ours = if Some(h.shmid) == shmid { mine } else { 0 };
+            if sys::shm_stat(h.shmid).is_ok_and(|s| s.nattch > ours) {
+                // Attached by a process that holds no lock of its own (it shares a description
+                // without our fork handlers, and one of them let go): still in use.
+                return;
+            }
+        }
+        Ok(_) => {}
+        Err(_) => return, // not a header of ours any more: not ours to remove
+    }
+    unlink_if_ours(&fd, path);
+}
+
+/// The exit handler's step for one handle (`fork.rs`): its lock is released; the process keeps
+/// `mine` attachments of SysV segment `shmid` until it is gone.
+pub(crate) fn release_at_exit(path: &Path, dev: u64, ino: u64, shmid: Option<i32>, mine: u64) {
+    release_name(path, dev, ino, shmid, mine);
+}
+
 /// An attached named segment. Dropping it detaches; the last detacher of a transient segment
 /// frees it.
 ///
@@ -655,16 +964,20 @@ fn unlink_if_ours(fd: &OwnedFd, path: &Path) {
 pub struct Segment {
     name: String,
     dir: PathBuf,
-    path: PathBuf,
+    path: Arc<Path>,
+    /// Device and inode of the name file.
     dev: u64,
     ino: u64,
     created: bool,
     header: Header,
+    /// The name file is owned by this user (only then may we unlink it).
     trusted: bool,
-    /// Unmapped first in `drop`: a mapping holds a reference to the open file description,
-    /// so the description (and its attach lock) lives on until the mapping is gone.
+    /// The memory: `mmap` of the file or `shmat` of the SysV segment. Let go of first in
+    /// `drop`: an attachment must never outlive our lock (a detacher that wins the write lock
+    /// counts attachments).
     map: ManuallyDrop<Mapping>,
-    /// `Some` until drop; taken there so it is closed before the last-detacher check.
+    /// The name file, holding the attach lock. `Some` until drop; taken there so it is closed
+    /// before the last-detacher check.
     fd: Option<OwnedFd>,
 }
 
@@ -689,7 +1002,7 @@ impl Segment {
         &self.dir
     }
 
-    /// The file that holds it.
+    /// The name file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -705,7 +1018,13 @@ impl Segment {
         self.header.lifetime
     }
 
-    /// The file's device and inode numbers: the identity of this generation of the segment.
+    /// Where its memory lives: a SysV segment (transient segments on tmpfs) or the file.
+    pub fn storage(&self) -> Storage {
+        self.header.storage
+    }
+
+    /// The name file's device and inode numbers. With SysV storage one name file may announce
+    /// several generations over time; [`Header::token`] tells them apart.
     pub fn file_id(&self) -> (u64, u64) {
         (self.dev, self.ino)
     }
@@ -715,7 +1034,29 @@ impl Segment {
         &self.header
     }
 
-    /// The number of data bytes (the file size less the 64-byte header).
+    /// Whether the name still leads to this handle's generation. `false` once it was removed
+    /// (`shmem rm --force`) or replaced by a newer generation: this handle then holds an
+    /// orphan that no new opener will see.
+    pub fn is_current(&self) -> bool {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rfs::open(&*self.path, flags, Mode::empty()) else {
+            return false;
+        };
+        let Ok(st) = rfs::fstat(&fd) else {
+            return false;
+        };
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino) || st.st_nlink == 0 {
+            return false;
+        }
+        let mut head = [0u8; HEADER_LEN];
+        let Ok(n) = pread_full(&fd, &mut head) else {
+            return false;
+        };
+        matches!(header::parse(&self.name, &head[..n], st.st_size as u64),
+            Ok(Parsed::Ready(h)) if h.token == self.header.token)
+    }
+
+    /// The number of data bytes (the segment's size less the 64-byte header).
     pub fn data_len(&self) -> usize {
         self.map.len() - HEADER_LEN
     }
@@ -761,45 +1102,34 @@ impl Segment {
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.map
     }
-
-    /// The detach step for a transient segment: see the module documentation.
-    fn release_name(&self) {
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(fd) = rfs::open(&self.path, flags, Mode::empty()) else {
-            return; // already unlinked, or not ours to open any more
-        };
-        let Ok(st) = rfs::fstat(&fd) else { return };
-        if st.st_dev != self.dev || st.st_ino != self.ino {
-            return; // the name now belongs to a newer generation
-        }
-        if let Ok(true) = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive) {
-            // Nobody is attached. But another detacher may have unlinked our inode (and a new
-            // generation taken the name) between our `open` and our lock: check again, now
-            // that nobody else can unlink.
-            unlink_if_ours(&fd, &self.path);
-        }
-    }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // Let go of our read lock explicitly: our description is ours alone (fork.rs gives a
-        // forked child its own), but a child being spawned by another thread may hold a copy
-        // of the descriptor until its `exec`, and that copy must not keep the segment alive.
-        // Then unmap and close (a mapping, too, holds a reference to the description).
         let fd = self.fd.take();
-        // A description shared with a forked child (no spare could be made for it) keeps its
-        // lock until the last of them closes it: releasing it here would release theirs.
+        let how = fd.as_ref().map_or(Unregistered::Shared, |fd| {
+            crate::fork::unregister(fd.as_raw_fd())
+        });
+        // The memory first: our attachment must be gone before our lock is (see `map`).
+        // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
+        unsafe { ManuallyDrop::drop(&mut self.map) };
+        if how == Unregistered::ReleasedAtExit {
+            return; // the exit handler did the rest; `fd` closes here
+        }
+        // Let go of our lock explicitly: a child being spawned by another thread holds a copy
+        // of the descriptor until its `exec`, which must not keep the name. With SysV storage
+        // this is always safe, even on a description shared with a process that has no lock
+        // of its own: the last-detacher step counts attachments. With file storage it is done
+        // only on a description that is ours alone (fork.rs).
         if let Some(fd) = &fd {
-            if !crate::fork::unregister(fd.as_raw_fd()) {
+            if self.header.storage == Storage::SysV || how == Unregistered::Own {
                 let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
             }
         }
-        // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
-        unsafe { ManuallyDrop::drop(&mut self.map) };
         drop(fd);
         if self.header.lifetime == Lifetime::Transient && self.trusted {
-            self.release_name();
+            let shmid = (self.header.storage == Storage::SysV).then_some(self.header.shmid);
+            release_name(&self.path, self.dev, self.ino, shmid, 0);
         }
     }
 }
