@@ -1,7 +1,7 @@
 //! Looking at segments from outside: list, inspect, remove and collect.
 //!
 //! Nothing here attaches to a live segment. Who holds a name is read from `/proc/locks`, read
-//! whole and parsed once per call into a map keyed by device and inode: each attached handle
+//! whole and parsed once per call into a map keyed by device and inode (see [`Locks::read`]): each attached handle
 //! holds an OFD read lock on its name file (counted as a handle) and a `flock` (which shows
 //! the pid of the process that attached it). A name that `/proc/locks` shows unheld is checked
 //! once more with `F_OFD_GETLK` on the file itself, since the kernel builds `/proc/locks` in
@@ -556,12 +556,26 @@ pub(crate) struct Holders {
 pub(crate) struct Locks(HashMap<(u32, u32, u64), Holders>);
 
 impl Locks {
-    /// Reads `/proc/locks` to its end, then parses it.
+    /// Reads `/proc/locks` to its end, then parses it; twice, keeping the larger count and
+    /// every pid seen for each inode. The kernel hands the file out a page per `read`, each
+    /// built afresh from a position in its lock lists, so locks taken or dropped between two
+    /// pages can shift others out of view; two passes rarely miss the same entry, and a name
+    /// still shown unheld is checked on the file itself (`inspect_with`).
     fn read() -> Locks {
-        match std::fs::read("/proc/locks") {
+        let once = || match std::fs::read("/proc/locks") {
             Ok(bytes) => Locks::parse(&String::from_utf8_lossy(&bytes)),
             Err(_) => Locks::default(),
+        };
+        let mut all = once();
+        for (key, h) in once().0 {
+            let e = all.0.entry(key).or_default();
+            e.attached = e.attached.max(h.attached);
+            e.exclusive |= h.exclusive;
+            e.pids.extend(h.pids);
+            e.pids.sort_unstable();
+            e.pids.dedup();
         }
+        all
     }
 
     /// Lines look like `1: OFDLCK ADVISORY  READ -1 00:1b:2 0 0` and
