@@ -53,7 +53,11 @@ fn other_users_are_refused_unless_the_group_mode_lets_them_in() {
     assert!(out.contains("permission denied"), "{out}");
 
     // A group mode: a member of the group can use it (and must ask for a shared mode too).
+    // The name file gets the group from the set-group-id directory when it is created, and the
+    // generation's SysV memory takes the name file's owner, group and mode then.
     let shared = unique_name("shared");
+    std::os::unix::fs::chown(dir.path(), None, Some(4242)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2755)).unwrap();
     let group_seg = Segment::builder(&shared)
         .dir(d)
         .size(64)
@@ -61,7 +65,10 @@ fn other_users_are_refused_unless_the_group_mode_lets_them_in() {
         .open()
         .unwrap();
     group_seg.write(0, b"for the group").unwrap();
-    std::os::unix::fs::chown(group_seg.path(), None, Some(4242)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(group_seg.path()).unwrap()),
+        4242
+    );
     let (ok, out) = helper_as_nobody("4242", &["read", d, &shared, "13"]);
     assert!(
         !ok,

@@ -552,3 +552,383 @@ fn a_child_forked_without_a_description_of_its_own_does_not_free_the_parents_seg
     assert_eq!(out, ["child-status=0 created=false value=parent"]);
     assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
 }
+
+// ---- Every way out frees the segment; admin never destroys what is not its own ----------
+
+/// Whether SysV segment `shmid` still exists (`/proc/sysvipc/shm`).
+fn sysv_exists(shmid: &str) -> bool {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    text.lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(shmid))
+}
+
+/// After every user left without the detach step: the memory is gone at once (the kernel
+/// freed it), and what remains of the name, if anything, is a stale 64-byte header that the
+/// next opener replaces with a new, zero-filled generation.
+fn assert_freed_and_fresh(dir: &TestDir, name: &str, shmid: &str) {
+    assert!(
+        !sysv_exists(shmid),
+        "SysV segment {shmid} outlived its users"
+    );
+    for f in dir.files() {
+        let len = std::fs::metadata(dir.path().join(&f)).unwrap().len();
+        assert_eq!(len, 64, "{f}: only the name file's header may remain");
+        let info = admin::inspect(dir.path(), name).unwrap();
+        assert_eq!(info.state, admin::State::Stale, "{info:?}");
+    }
+    let again = shmem::Value::builder(name)
+        .dir(dir.path())
+        .capacity(64)
+        .open()
+        .unwrap();
+    assert!(again.created(), "joined a dead generation");
+    assert_eq!(again.get_vec().unwrap(), (Vec::new(), 0));
+    drop(again);
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn a_normal_exit_without_close_leaves_nothing() {
+    for how in ["exit", "return"] {
+        let dir = TestDir::new("exit");
+        let name = unique_name("exit");
+        let d = dir.path().to_str().unwrap();
+        let mut p = Proc::spawn(["exit-attached", d, &name, how]);
+        let line = p.expect("ready", T);
+        assert_eq!(field(&line, "storage"), "sysv", "{line}");
+        let shmid = field(&line, "shmid").to_owned();
+        assert!(sysv_exists(&shmid));
+        assert!(p.finish().success());
+        assert!(!sysv_exists(&shmid), "{how}: memory kept");
+        assert!(dir.files().is_empty(), "{how}: left {:?}", dir.files());
+    }
+}
+
+#[test]
+fn exec_while_attached_frees_the_memory_and_the_name_opens_fresh() {
+    let dir = TestDir::new("exec");
+    let name = unique_name("exec");
+    let d = dir.path().to_str().unwrap();
+    let mut p = Proc::spawn(["exit-attached", d, &name, "exec"]);
+    let line = p.expect("ready", T);
+    let shmid = field(&line, "shmid").to_owned();
+    assert!(p.finish().success());
+    assert_freed_and_fresh(&dir, &name, &shmid);
+}
+
+#[test]
+fn a_forked_child_that_exits_or_execs_after_the_parent_closed_leaves_nothing() {
+    for how in ["exit", "_exit", "exec"] {
+        let dir = TestDir::new("fork");
+        let name = unique_name("forkleave");
+        let d = dir.path().to_str().unwrap();
+        let (status, out) = Proc::spawn(["fork-leave", d, &name, how]).wait_output(T);
+        assert!(status.success(), "{how}: {out:?}");
+        assert!(out.contains(&"child-status=0".to_owned()), "{how}: {out:?}");
+        let shmid = field(&out[0], "shmid").to_owned();
+        if how == "exit" {
+            assert!(!sysv_exists(&shmid), "exit: memory kept");
+            assert!(dir.files().is_empty(), "exit: left {:?}", dir.files());
+        } else {
+            assert_freed_and_fresh(&dir, &name, &shmid);
+        }
+    }
+}
+
+/// Shmem in /proc/meminfo, in bytes.
+fn meminfo_shmem() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text.lines().find(|l| l.starts_with("Shmem:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn a_256_mib_segment_whose_only_user_is_killed_gives_its_memory_back() {
+    const SIZE: u64 = 256 << 20;
+    let dir = TestDir::new("mem");
+    let name = unique_name("mem");
+    let d = dir.path().to_str().unwrap();
+    let before = meminfo_shmem();
+    let mut p = Proc::spawn(["fill", d, &name, &SIZE.to_string()]);
+    let line = p.expect("ready", Duration::from_secs(60));
+    let shmid = field(&line, "shmid").to_owned();
+    let filled = meminfo_shmem();
+    assert!(
+        filled >= before + SIZE * 3 / 4,
+        "the filled segment is not counted in Shmem: {before} -> {filled}"
+    );
+    p.kill9();
+    // No process of ours runs now; poll for the kernel's doing (deadline, no fixed sleep).
+    let back = shmem_testkit::wait_for(Duration::from_secs(5), || {
+        meminfo_shmem() + SIZE * 3 / 4 <= filled
+    });
+    assert!(
+        back,
+        "Shmem still {} bytes after the kill (was {filled} filled)",
+        meminfo_shmem()
+    );
+    assert!(!sysv_exists(&shmid));
+    let sut = Segment::builder(&name)
+        .dir(dir.path())
+        .size(SIZE as usize)
+        .open()
+        .unwrap();
+    assert!(sut.created(), "a killed generation must not be reused");
+    let mut buf = vec![0xffu8; 1 << 20];
+    for off in (0..SIZE as usize).step_by(1 << 20) {
+        sut.read(off, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0), "not zeroed at {off}");
+    }
+    drop(sut);
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn a_child_made_without_fork_handlers_never_gets_the_segment_freed_under_it() {
+    let dir = TestDir::new("clone");
+    let name = unique_name("clone");
+    let d = dir.path().to_str().unwrap();
+    let mut p = Proc::spawn(["raw-clone", d, &name]);
+    p.expect("parent-dropped", T);
+    p.expect("child-wrote", T);
+    // The parent let go; the child (sharing its description, without a lock of its own) is
+    // still attached: a new opener must join its generation, not start another.
+    let sut = shmem::Value::builder(&name)
+        .dir(dir.path())
+        .open_existing()
+        .unwrap();
+    assert!(!sut.created());
+    assert_eq!(sut.get_string().unwrap().0, "from the raw child");
+    sut.set(b"seen by the child's generation").unwrap();
+    p.send("bye");
+    p.close_stdin();
+    let (status, out) = p.wait_output(T);
+    assert!(status.success(), "{out:?}");
+    drop(sut);
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn a_foreign_file_whose_first_bytes_are_zero_is_never_collected_or_overwritten() {
+    let dir = TestDir::new("foreign0");
+    let name = unique_name("cache");
+    let path = dir.file(&name);
+    std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+    // Another program keeps it mapped (in use).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let info = admin::inspect(dir.path(), &name).unwrap();
+    assert!(matches!(info.state, admin::State::Foreign(_)), "{info:?}");
+    let done = admin::collect(dir.path(), true, false).unwrap();
+    assert!(done.removed.is_empty(), "{done:?}");
+    let e = Segment::builder(&name)
+        .dir(dir.path())
+        .size(64)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Foreign { .. }), "{e}");
+    let e = shmem::Value::builder(&name)
+        .dir(dir.path())
+        .capacity(64)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Foreign { .. }), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; 1 << 20], "changed");
+    drop(f);
+}
+
+#[test]
+fn a_damaged_persistent_segment_is_an_error_for_every_command_until_a_forced_removal() {
+    let dir = TestDir::new("damaged");
+    let name = unique_name("damaged");
+    let b = Segment::builder(&name)
+        .dir(dir.path())
+        .size(4096)
+        .lifetime(Lifetime::Persistent);
+    let sut = b.open().unwrap();
+    sut.write(0, b"precious").unwrap();
+    drop(sut);
+    let path = dir.file(&name);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    for e in [
+        b.open().unwrap_err(),
+        b.open_existing().unwrap_err(),
+        b.create_new().unwrap_err(),
+        shmem::Value::builder(&name)
+            .dir(dir.path())
+            .open_existing()
+            .unwrap_err(),
+        admin::remove(dir.path(), &name, false).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains(&name), "{e}");
+    }
+    let info = admin::inspect(dir.path(), &name).unwrap();
+    assert!(matches!(info.state, admin::State::Corrupt(_)), "{info:?}");
+    let done = admin::collect(dir.path(), true, false).unwrap();
+    assert!(done.removed.is_empty());
+    assert_eq!(done.skipped.len(), 1, "{done:?}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the damaged file changed"
+    );
+    admin::remove(dir.path(), &name, true).unwrap();
+    assert!(dir.files().is_empty());
+}
+
+#[test]
+fn listing_thousands_of_segments_held_by_one_process_shows_every_one_live() {
+    const N: usize = 2000;
+    let dir = TestDir::new("many");
+    let d = dir.path().to_str().unwrap();
+    let mut p = Proc::spawn(["hold-many", d, "many", &N.to_string()]);
+    p.expect("ready", Duration::from_secs(120));
+    let start = std::time::Instant::now();
+    let listed = admin::list(dir.path()).unwrap();
+    let took = start.elapsed();
+    println!("listed {} segments in {took:?}", listed.len());
+    assert_eq!(listed.len(), N);
+    let wrong: Vec<_> = listed
+        .iter()
+        .filter(|i| i.state != admin::State::Live || i.attached != 1 || i.pids != [p.pid()])
+        .map(|i| (&i.name, &i.state, i.attached, &i.pids))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong, first {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(p.finish().success());
+    assert!(dir.files().is_empty(), "left {}", dir.files().len());
+}
+
+#[test]
+fn an_entry_that_changes_under_the_listing_is_reported_and_the_rest_listed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TestDir::new("race");
+    let live = unique_name("live");
+    let seg = Segment::builder(&live)
+        .dir(dir.path())
+        .size(64)
+        .open()
+        .unwrap();
+    let racing = dir.file("x");
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"t").unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let tmp = dir.path().join("tmp-link");
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&racing, b"a regular file").unwrap();
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(&target, &tmp).unwrap();
+                std::fs::rename(&tmp, &racing).unwrap();
+            }
+        });
+        for round in 0..200 {
+            let listed = admin::list(dir.path())
+                .unwrap_or_else(|e| panic!("round {round}: listing failed: {e}"));
+            let mine = listed.iter().find(|i| i.name == live).expect("listed");
+            assert_eq!(mine.state, admin::State::Live, "round {round}");
+            admin::collect(dir.path(), false, true)
+                .unwrap_or_else(|e| panic!("round {round}: gc failed: {e}"));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    drop(seg);
+}
+
+#[test]
+fn a_parent_that_detached_or_died_is_not_listed_while_its_forked_child_holds_on() {
+    for (storage, extra) in [("sysv", None), ("file", Some("persistent"))] {
+        for how in ["exit", "kill"] {
+            let dir = TestDir::new("forkls");
+            let name = unique_name("forkls");
+            let d = dir.path().to_str().unwrap();
+            let mut args = vec!["fork-hold", d, &name];
+            args.extend(extra);
+            if how == "kill" {
+                args.push("kill");
+            }
+            let mut p = Proc::spawn(args);
+            let line = p.expect("child=", T);
+            let child: u32 = field(&line, "child").parse().unwrap();
+            let parent: u32 = field(&line, "parent").parse().unwrap();
+            // The parent is gone once it is no longer in /proc (reaped or a zombie).
+            assert!(shmem_testkit::wait_for(T, || {
+                std::fs::read_to_string(format!("/proc/{parent}/stat"))
+                    .map_or(true, |s| s.contains(") Z "))
+            }));
+            let info = admin::inspect(dir.path(), &name).unwrap();
+            assert_eq!(
+                (info.attached, info.pids.clone()),
+                (1, vec![child]),
+                "{storage}/{how}: {info:?}"
+            );
+            p.close_stdin();
+            assert!(
+                shmem_testkit::wait_for(T, || {
+                    match admin::inspect(dir.path(), &name) {
+                        Ok(i) => i.attached == 0,
+                        Err(e) => matches!(e, Error::NotFound { .. }),
+                    }
+                }),
+                "{storage}/{how}: {:?}",
+                admin::inspect(dir.path(), &name)
+            );
+            if extra.is_some() {
+                admin::remove(dir.path(), &name, false).unwrap();
+            }
+            assert!(
+                shmem_testkit::wait_for(T, || dir.files().is_empty()),
+                "{storage}/{how}: left {:?}",
+                dir.files()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_huge_file_with_a_valid_looking_header_is_corrupt_not_stale() {
+    let dir = TestDir::new("huge");
+    let name = unique_name("huge");
+    let sut = Segment::builder(&name)
+        .dir(dir.path())
+        .size(64)
+        .lifetime(Lifetime::Persistent)
+        .open()
+        .unwrap();
+    drop(sut);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.file(&name))
+        .unwrap();
+    let huge: u64 = 2 << 40;
+    f.set_len(huge).unwrap();
+    f.write_at(&huge.to_le_bytes(), 24).unwrap();
+    let info = admin::inspect(dir.path(), &name).unwrap();
+    assert!(
+        matches!(&info.state, admin::State::Corrupt(r) if r.contains("more than")),
+        "{info:?}"
+    );
+    admin::remove(dir.path(), &name, true).unwrap();
+}

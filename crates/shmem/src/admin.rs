@@ -509,8 +509,7 @@ fn removed_but_held(dir: &Path, locks: &Locks, seen: &HashSet<(u64, u64)>) -> Ve
     let prefix = prefix.to_string_lossy();
     let mut out = Vec::new();
     for (&(ma, mi, ino), held) in &locks.0 {
-        if (ma, mi) != (major, minor) || held.attached == 0 || seen.contains(&(dst.st_dev, ino))
-        {
+        if (ma, mi) != (major, minor) || held.attached == 0 || seen.contains(&(dst.st_dev, ino)) {
             continue;
         }
         let found = held.pids.iter().find_map(|pid| {
@@ -589,7 +588,8 @@ impl Locks {
                 continue;
             }
             let mut id = f[5].split(':');
-            let (Some(ma), Some(mi), Some(ino), None) = (id.next(), id.next(), id.next(), id.next())
+            let (Some(ma), Some(mi), Some(ino), None) =
+                (id.next(), id.next(), id.next(), id.next())
             else {
                 continue;
             };

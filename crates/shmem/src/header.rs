@@ -480,7 +480,10 @@ mod tests {
         assert!(corrupt(&bytes(1, 1, 128, 9), 128));
         assert!(corrupt(&bytes(1, 1, 128, 1), 64));
         assert!(corrupt(&bytes(1, 1, 8, 1), 8));
-        assert!(corrupt(&bytes(1, 1, 128, 2), 128), "SysV name file longer than a header");
+        assert!(
+            corrupt(&bytes(1, 1, 128, 2), 128),
+            "SysV name file longer than a header"
+        );
         assert!(corrupt(&bytes(1, 2, 128, 2), 64), "persistent SysV");
         let huge = 2u64 << 40;
         assert!(corrupt(&bytes(1, 1, huge, 1), huge), "2 TiB");

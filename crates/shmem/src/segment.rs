@@ -484,6 +484,7 @@ impl Builder {
                 let stat = match sys::shm_stat(h.shmid) {
                     Ok(s) => s,
                     Err(e) if gone(e) => return Ok(None),
+                    Err(Errno::ACCESS | Errno::PERM) => return Err(self.memory_denied(h)),
                     Err(e) => return Err(self.err("shmctl(IPC_STAT)", e)),
                 };
                 if stat.size < h.size {
@@ -492,6 +493,7 @@ impl Builder {
                 let map = match Mapping::attach_shm(h.shmid, len) {
                     Ok(m) => m,
                     Err(e) if gone(e) => return Ok(None),
+                    Err(Errno::ACCESS | Errno::PERM) => return Err(self.memory_denied(h)),
                     Err(e) => return Err(self.err("shmat", e)),
                 };
                 let mut inside = [0u8; HEADER_LEN];
@@ -578,8 +580,7 @@ impl Builder {
             }
             return Err(Error::InvalidSize {
                 name: self.name.clone(),
-                reason: "the segment does not exist and a size of 0 bytes cannot be created"
-                    .into(),
+                reason: "the segment does not exist and a size of 0 bytes cannot be created".into(),
             });
         }
         let created = self.initialise(fd, kind, total, trusted);
@@ -768,6 +769,19 @@ impl Builder {
         let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
         raw.init(&h);
         Ok((map, h))
+    }
+
+    /// The name file let us in but the generation's SysV memory does not.
+    fn memory_denied(&self, h: &Header) -> Error {
+        Error::PermissionDenied {
+            name: self.name.clone(),
+            reason: format!(
+                "its memory (SysV segment {}) refuses this process: the segment took the name \
+                 file's owner, group and mode when it was created, so a later chown or chmod \
+                 of the name file applies only to the next generation",
+                h.shmid
+            ),
+        }
     }
 
     fn foreign(&self, reason: String) -> Error {

@@ -200,8 +200,12 @@ impl Mapping {
                     // SAFETY: `off < len`, inside the mapping; a Relaxed atomic add of 0 to a
                     // byte writes the page without changing any value a peer may have written.
                     unsafe {
-                        (*self.ptr.as_ptr().add(off).cast::<std::sync::atomic::AtomicU8>())
-                            .fetch_add(0, std::sync::atomic::Ordering::Relaxed);
+                        (*self
+                            .ptr
+                            .as_ptr()
+                            .add(off)
+                            .cast::<std::sync::atomic::AtomicU8>())
+                        .fetch_add(0, std::sync::atomic::Ordering::Relaxed);
                     }
                     off += page;
                 }

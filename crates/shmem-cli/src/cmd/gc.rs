@@ -54,7 +54,10 @@ pub fn run(dir: &Path, args: &GcArgs) -> Result {
             writeln!(out, "{verb} {name}")?;
         }
         for id in &done.orphans {
-            writeln!(out, "{verb} SysV segment {id} (its creator died before marking it)")?;
+            writeln!(
+                out,
+                "{verb} SysV segment {id} (its creator died before marking it)"
+            )?;
         }
         for (name, reason) in &done.skipped {
             writeln!(out, "skipped {name}: {reason}")?;
