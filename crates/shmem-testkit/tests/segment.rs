@@ -932,3 +932,89 @@ fn a_huge_file_with_a_valid_looking_header_is_corrupt_not_stale() {
     );
     admin::remove(dir.path(), &name, true).unwrap();
 }
+
+/// A hugetlbfs mount with one more huge page in the pool for the test (needs root); restores
+/// the pool and unmounts on drop.
+struct Hugetlbfs {
+    dir: TestDir,
+    pages_before: u64,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+fn hugepages_free() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text.lines().find(|l| l.starts_with("HugePages_Free:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+impl Hugetlbfs {
+    fn mount() -> Option<Hugetlbfs> {
+        let pages_before: u64 = std::fs::read_to_string(NR_HUGEPAGES)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        std::fs::write(NR_HUGEPAGES, (pages_before + 1).to_string()).ok()?;
+        let dir = TestDir::new("huge");
+        let fs = Hugetlbfs { dir, pages_before };
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "none"])
+            .arg(fs.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        let grown = std::fs::read_to_string(NR_HUGEPAGES)
+            .is_ok_and(|s| s.trim().parse::<u64>() == Ok(pages_before + 1));
+        (ok && grown).then_some(fs)
+    }
+}
+
+impl Drop for Hugetlbfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+        let _ = std::fs::write(NR_HUGEPAGES, self.pages_before.to_string());
+    }
+}
+
+#[test]
+fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
+    let Some(huge) = Hugetlbfs::mount() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run this test: it needs root to mount hugetlbfs and grow the pool");
+        }
+        println!("skipped: cannot mount hugetlbfs with a huge page here (needs root)");
+        return;
+    };
+    let d = huge.dir.path();
+    let free = hugepages_free();
+    assert!(free >= 1);
+    let sut = Segment::builder("odd").dir(d).size(512).open().unwrap();
+    assert!(sut.created());
+    assert_eq!(sut.storage(), shmem::Storage::File);
+    assert_eq!(sut.header().size, 2 << 20, "rounded up to the huge page");
+    assert_eq!(sut.data_len(), (2 << 20) - 64);
+    sut.write(0, b"huge").unwrap();
+    let other = Segment::builder("odd").dir(d).open_existing().unwrap();
+    let mut got = [0u8; 4];
+    other.read(0, &mut got).unwrap();
+    assert_eq!(&got, b"huge");
+    // More than the pool holds: a clear error naming the page size, nothing left behind.
+    let e = Segment::builder("big")
+        .dir(d)
+        .size(8 << 20)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+    assert!(e.to_string().contains("2097152"), "{e}");
+    assert!(!huge.dir.file("big").exists(), "a failed create left its file");
+    drop(other);
+    drop(sut);
+    assert!(huge.dir.files().is_empty(), "left {:?}", huge.dir.files());
+    assert!(
+        shmem_testkit::wait_for(T, || hugepages_free() == free),
+        "huge pages leaked: {} free, {free} before",
+        hugepages_free()
+    );
+}
