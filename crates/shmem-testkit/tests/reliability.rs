@@ -281,11 +281,7 @@ fn a_last_detacher_that_does_not_own_the_name_still_frees_the_segment() {
     );
     let line = owner.expect("ready", T);
     assert!(line.contains("created=true"), "{line}");
-    let joined = Segment::builder(&name)
-        .dir(d)
-        .mode(0o666)
-        .open()
-        .unwrap();
+    let joined = Segment::builder(&name).dir(d).mode(0o666).open().unwrap();
     assert!(!joined.created());
     let shmid = joined.header().shmid;
     // The owner leaves first; root, who does not own the name file, is the last user.

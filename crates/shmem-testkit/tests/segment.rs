@@ -944,7 +944,10 @@ const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
 fn hugepages_free() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let line = text.lines().find(|l| l.starts_with("HugePages_Free:")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("HugePages_Free:"))
+        .unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -1008,7 +1011,10 @@ fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
         .unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "{e}");
     assert!(e.to_string().contains("2097152"), "{e}");
-    assert!(!huge.dir.file("big").exists(), "a failed create left its file");
+    assert!(
+        !huge.dir.file("big").exists(),
+        "a failed create left its file"
+    );
     drop(other);
     drop(sut);
     assert!(huge.dir.files().is_empty(), "left {:?}", huge.dir.files());
