@@ -418,9 +418,13 @@ struct TinyTmpfs {
 
 impl TinyTmpfs {
     fn mount() -> Option<TinyTmpfs> {
+        TinyTmpfs::mount_with("size=256k")
+    }
+
+    fn mount_with(options: &str) -> Option<TinyTmpfs> {
         let dir = TestDir::new("tiny");
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir.path())
             .status()
             .is_ok_and(|s| s.success());
@@ -1023,4 +1027,34 @@ fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
         "huge pages leaked: {} free, {free} before",
         hugepages_free()
     );
+}
+
+#[test]
+fn running_out_of_inodes_is_a_clear_error() {
+    let Some(tiny) = TinyTmpfs::mount_with("size=256k,nr_inodes=3") else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run this test: it needs root to mount a tmpfs");
+        }
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let d = tiny.dir.path();
+    let mut held = Vec::new();
+    let e = loop {
+        match Segment::builder(&format!("c{}", held.len()))
+            .dir(d)
+            .size(64)
+            .open()
+        {
+            Ok(seg) => held.push(seg),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 10, "the inode limit was never reached");
+    };
+    assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("inode"), "{text}");
+    assert!(text.contains("of 128 bytes"), "{text}");
+    drop(held);
+    assert!(tiny.dir.files().is_empty());
 }

@@ -634,17 +634,27 @@ impl Builder {
     /// the name file's header, magic last.
     fn initialise_sysv(&self, fd: &OwnedFd, kind: Kind, total: u64) -> Result<(Mapping, Header)> {
         let len = total as usize; // total <= MAX_SEGMENT_SIZE, which fits usize
-        let no_space = |e: Errno, op: &str| Error::NoSpace {
-            name: self.name.clone(),
-            dir: self.dir.clone(),
-            size: total,
-            reason: format!(
-                "{op}: {}; the limits are memory (and the memory cgroup), kernel.shmmax \
-                 (largest segment), kernel.shmall (all segments' pages) and kernel.shmmni \
-                 (number of segments), not the size of {}",
-                std::io::Error::from(e),
-                self.dir.display()
-            ),
+        let no_space = |e: Errno, op: &str| {
+            let limit = match e {
+                Errno::NOSPC => {
+                    "the system-wide number of SysV segments (kernel.shmmni) or \
+                                 their total pages (kernel.shmall) is reached"
+                }
+                Errno::INVAL => "it is larger than the largest SysV segment (kernel.shmmax)",
+                _ => "memory is short (the machine's, or the memory cgroup's)",
+            };
+            Error::NoSpace {
+                name: self.name.clone(),
+                dir: self.dir.clone(),
+                size: total,
+                reason: format!(
+                    "{op}: {}: {limit}; transient segments are SysV shared memory, limited by \
+                     memory, kernel.shmmax/shmall/shmmni and the memory cgroup, not by the size \
+                     of {}",
+                    std::io::Error::from(e),
+                    self.dir.display()
+                ),
+            }
         };
         let file = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
         let shmid = match sys::shm_create(len, self.mode) {
