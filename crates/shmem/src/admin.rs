@@ -1,7 +1,7 @@
 //! Looking at segments from outside: list, inspect, remove and collect.
 //!
 //! Nothing here attaches to a live segment. Who holds a name is read from `/proc/locks`, read
-//! whole and parsed once per call into a map keyed by device and inode (see [`Locks::read`]): each attached handle
+//! whole and parsed once per call into a map keyed by device and inode (`Locks::read`): each attached handle
 //! holds an OFD read lock on its name file (counted as a handle) and a `flock` (which shows
 //! the pid of the process that attached it). A name that `/proc/locks` shows unheld is checked
 //! once more with `F_OFD_GETLK` on the file itself, since the kernel builds `/proc/locks` in

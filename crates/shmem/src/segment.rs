@@ -1,76 +1,147 @@
 //! Named segments with the lifetime of a Windows named file mapping.
 //!
+//! # Design: the kernel frees the memory, not the last user's code
+//!
+//! A segment `NAME` has a *name file* `<dir>/shmem.NAME` (on a tmpfs or hugetlbfs) and a
+//! *memory*. Where the memory lives is the segment's [`Storage`]:
+//!
+//! - **SysV** (transient segments on tmpfs, the default). The memory is a SysV shared-memory
+//!   segment made with `shmget(IPC_PRIVATE)` and marked `IPC_RMID` by its creator right after
+//!   its own `shmat`. The kernel frees a marked segment when its attach count reaches 0, and an
+//!   attachment goes with `shmdt`, `exit`, `exec` and any crash, so *every* way out of the
+//!   last user frees the memory with no code of ours running; a forked child adds an
+//!   attachment of its own. Linux still lets a process `shmat` a marked segment by id, which is
+//!   how joiners reach it. The name file holds only the 64-byte header (`header.rs`), which
+//!   announces the generation: its `shmid` and a random `token`. The segment's own first 64
+//!   bytes carry the same header, so data starts at `HEADER_LEN` in both storages (value.rs
+//!   does not know which) and a joiner checks magic and token after `shmat` (ids are reused).
+//!   A crash leaves at most the 64-byte name file, whose generation is provably gone; the next
+//!   open starts a new generation in it and `gc` sweeps it.
+//! - **File** (persistent segments, hugetlbfs directories). The name file *is* the memory, as a
+//!   file must be for what SysV cannot do: outlive every process (persistent), or use huge
+//!   pages from a hugetlbfs mount. Its pages live until the file is unlinked and unmapped, so
+//!   a transient file-storage segment relies on the detach step (or the exit handler) to be
+//!   unlinked; a crash leaves the file and its pages until the next open or `gc`.
+//!
+//! Measured against the alternative of an unlinked tmpfs file reached through a live holder:
+//! that needs a process to pass the descriptor on (`SCM_RIGHTS`) or `/proc/PID/fd`, i.e. a
+//! judgement of who is alive, which the kernel's attach count gives us for free. The SysV
+//! choice trades away: one IPC namespace per sharing group (containers sharing a segment need
+//! `--ipc=host` or `--ipc=container:`; a pod shares one), the system-wide `kernel.shmmni` limit
+//! (4096 segments by default; the next `open` fails with a `NoSpace` naming it), and the
+//! segment is visible to `ipcs -m` (key 0, `dest` once marked).
+//!
 //! # The lifetime protocol
 //!
-//! A segment is a file `<dir>/shmem.NAME` on a tmpfs. Every attached handle holds its own open
-//! file description of it, and on that description an OFD read lock on byte 0 (`F_OFD_SETLK`,
-//! see `sys.rs`). OFD locks belong to the description: two handles in one process conflict like
-//! two processes do, a forked child shares its parent's description (and so its lock), and the
-//! kernel drops the lock when the last descriptor of the description closes, which includes a
-//! crash. "Somebody is attached" is therefore exactly "somebody holds a read lock", and a
-//! process that wins the *write* lock (non-blocking) has proved that nobody else is attached.
-//! Only a process holding the write lock initialises, truncates or unlinks the file.
+//! Every attached handle holds its own open file description of the name file, and on it an
+//! OFD read lock on byte 0 (`F_OFD_SETLK`, see `sys.rs`). OFD locks belong to the description:
+//! two handles in one process conflict like two processes do, and the kernel drops the lock
+//! when the last descriptor of the description closes (a crash included). A process that wins
+//! the *write* lock (non-blocking) has proved that no handle with a lock of its own is
+//! attached. Only a process holding the write lock initialises or unlinks a name file.
 //!
-//! **Attach** (loop, bounded):
+//! With SysV storage a second witness comes with it: the generation's attach count. A process
+//! may hold the memory without a lock of its own: a child made without our fork handlers
+//! (`_Fork()`, raw `clone`) shares its parent's description, so when one of them lets go of the
+//! lock explicitly (below), the other holds none. So whoever wins the write lock also asks the
+//! kernel (`IPC_STAT`) how many attachments the announced generation has, and treats any it
+//! cannot account for as a live user. An attachment is always made while holding a lock and
+//! given up before the lock is, so under the write lock every attachment counted belongs to a
+//! process that really holds the memory.
+//!
+//! **Attach** (loop, at most 100 attempts, then [`Error::AttachRetries`]):
 //! 1. `open(O_RDWR | O_CREAT? | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)`; `fstat` must show a
 //!    regular file (a symlink, FIFO or directory under our name is refused, never followed or
 //!    blocked on).
-//! 2. Try the write lock without blocking.
-//!    - **Won: we are alone.** If `st_nlink == 0` the file was unlinked after our `open` by the
-//!      last detacher of an older generation: close and retry. Otherwise, for a transient
-//!      segment (or a file whose magic is 0: an initialiser that died), this is a new generation:
-//!      truncate to 0, `fallocate` the full size (zero pages, reserved now so that a full tmpfs
-//!      is an error here and not a SIGBUS later), write the header with the magic last, and
-//!      report `created = true`. A valid persistent segment is kept as it is. Then convert the
-//!      write lock to a read lock; POSIX-style lock conversion is atomic in Linux (the lock is
-//!      replaced in place), so there is no instant at which a second attacher could also win.
-//!    - **Lost: someone else holds a lock.** Wait for the read lock (polling `F_OFD_SETLK`
-//!      with a growing pause up to a deadline, since `F_OFD_SETLKW` cannot time out), which
-//!      waits out an initialiser or a detacher holding the write lock. Then if `st_nlink == 0`
-//!      (a detacher unlinked it meanwhile) or the magic is 0 (the initialiser died), close and
-//!      retry; otherwise validate the header and report `created = false`.
-//! 3. `mmap` exactly the `fstat` size, after checking it against the header.
+//! 2. Try the write lock without blocking. Outcomes are named: [`Claim`] `Created`, `Joined` or
+//!    `Retry`.
+//!    - **Won: no lock holder.** `st_nlink == 0` (a detacher unlinked it after our `open`):
+//!      retry. Otherwise read the header ([`header::parse`]): a foreign, incompatible or
+//!      damaged header is an error and the file is not touched. A persistent segment is
+//!      joined. A SysV generation that is still attached elsewhere (we attach it, check the
+//!      token, and `IPC_STAT` shows another attachment besides ours) is joined. Anything else
+//!      (an empty or unfinished file, a SysV generation that is gone, a transient file
+//!      segment nobody holds) is dead: start a new generation, `created = true`.
+//!      - SysV: `shmget` (mode bits from the builder) → `shmat` → write the header into the
+//!        segment (magic last) → `IPC_RMID` → give the segment the name file's owner, group
+//!        and mode → reserve every page (`MADV_POPULATE_WRITE`; `ENOMEM` is [`Error::NoSpace`]
+//!        now, not a SIGBUS or an OOM kill later) → name file: truncate, the header without
+//!        its magic, then the magic.
+//!      - File: truncate, the header without its magic (tmpfs), `fallocate` the size (rounded
+//!        up to the huge page on hugetlbfs), map, the header with the magic last.
+//!      Then convert the write lock to a read lock; POSIX-style lock conversion is atomic in
+//!      Linux, so no second attacher can win in between.
+//!    - **Lost: someone holds a lock.** Wait for the read lock (polling `F_OFD_SETLK` with a
+//!      growing pause up to `attach_timeout`, since `F_OFD_SETLKW` cannot time out), which
+//!      waits out an initialiser or a detacher holding the write lock. Then read the header:
+//!      unlinked or unfinished → retry; SysV → `shmat` the announced id and check the token
+//!      (`EINVAL`/`EIDRM`/mismatch: that generation is gone, retry); file → map it. `Joined`.
 //!
-//! **Detach** (transient segments): unmap, close our descriptor (a mapping holds a reference to
-//! the description too, so both must go before our read lock does; a forked child that shares
-//! the description keeps it, and the lock, alive), then open the name again *without* `O_CREAT`,
-//! and if that is still our inode (same `st_dev`/`st_ino`), try the write lock without blocking.
-//! Winning it proves nobody is attached; then, *under the lock*, check again that our inode is
-//! still linked and still the one the name refers to (another detacher may have unlinked it,
-//! and a new generation taken the name, between our `open` and our lock), and unlink.
-//! Every unlink in the crate follows this rule: hold the inode's write lock, then check that the
-//! name refers to it. Since every unlinker holds the write lock of what it unlinks, the name
-//! cannot move between that check and the `unlink`.
+//! **Detach** (drop): unmap or `shmdt` first (an attachment must never outlive our lock), then
+//! release the read lock explicitly (`F_UNLCK`: a child being spawned by another thread holds a
+//! copy of the descriptor until its `exec`, which must not keep the name), close, and run the
+//! last-detacher step for a transient segment whose name file we own: open the name again
+//! without `O_CREAT`; if it is still our inode, try the write lock; if won, read the header
+//! under the lock and, unless its SysV generation still has attachments, check once more that
+//! the name refers to our still-linked inode, and unlink. With file storage the explicit unlock
+//! is skipped on a description that `fork.rs` marked shared (no spare could be made for a
+//! child), as the attach count that makes it safe for SysV does not exist there.
+//!
+//! **Exit** (`fork.rs`): an `atexit` handler, installed with the first handle, releases every
+//! live handle's lock and runs the last-detacher step, counting the process's own remaining
+//! attachments (it unmaps nothing: other threads may still run until the process is gone). So
+//! a normal exit without closing (`exit`, a return from `main`, the end of a Python script)
+//! leaves nothing, in either storage. `_exit`, `exec` and signals run no code: the kernel frees
+//! SysV memory and the 64-byte name file stays until the next open or `gc`.
+//!
+//! Every unlink in the crate holds the write lock of the inode it removes, then checks that the
+//! name still refers to that inode; since every unlinker does so, the name cannot move between
+//! that check and the `unlink`.
 //!
 //! # Why every race comes out right
 //!
-//! - **Two attachers.** At most one can hold the write lock; the other blocks for its read lock
-//!   until the first has initialised and converted atomically to a read lock, then validates a
-//!   complete header. One initialisation per generation.
-//! - **Two detachers.** Each first closes its own description, then competes for the write lock
-//!   on a fresh one. Whoever wins unlinks; the other either loses the lock (and leaves), or wins
-//!   after the unlink, in which case its `open` found no file or a different inode, or its
-//!   check under the lock finds the inode unlinked, so it never unlinks a newer generation.
-//! - **A failed attach.** Once the read lock is held, a failure (`Exists`, wrong kind, too
-//!   small) drops a complete `Segment`, which detaches like any other handle, so a segment whose
-//!   last other user left meanwhile is still freed.
-//! - **Attacher against detacher.** The detacher unlinks only while it holds the write lock, and
-//!   nobody else holds any lock then. An attacher that opened the old inode before the unlink
-//!   either waited on its read lock (and then sees `st_nlink == 0` and retries on the new name),
-//!   or won the write lock after the detacher released it (and sees `st_nlink == 0`, retries).
-//!   An attacher that takes its read lock before the detacher's try makes that try fail, so the
-//!   file stays. No process ends up attached to an unlinked orphan, and none is freed under one.
-//! - **Fork.** A fork handler gives the child a description of its own with its own read lock
-//!   (`fork.rs`), so each process releases only its own lock when it detaches (explicitly, with
-//!   `F_UNLCK`, before closing), and the other's lock makes the first detacher's write-lock try
-//!   fail. The last one unlinks. A child that `posix_spawn` is starting holds a copy of the
-//!   descriptor until its `exec`, but no lock: it cannot keep the segment alive.
-//! - **One process, two handles.** Two `open`s give two descriptions with two read locks; they
-//!   conflict with each other's write-lock tries exactly as two processes would.
-//! - **Crash.** The kernel closes the crashed process's descriptors, dropping its locks. If it
-//!   was the last user, the file stays (nobody ran the detach step), but the next attacher wins
-//!   the write lock and starts a new, zero-filled generation (`created = true`); `gc` removes
-//!   such leftovers for tools that list the directory.
+//! - **Two attachers.** At most one holds the write lock; the other waits for its read lock
+//!   until the first has initialised and converted atomically, then validates a complete header
+//!   (magic written last in both the name file and the segment). One initialisation per
+//!   generation.
+//! - **Two detachers.** Each gives up its attachment and lock, then competes for the write lock
+//!   on a fresh description. Whoever wins unlinks; the other loses the lock, or wins after the
+//!   unlink and finds no file or another inode, or its check under the lock finds the inode
+//!   unlinked. Neither unlinks a newer generation.
+//! - **Attacher against detacher.** The detacher unlinks only under the write lock. An attacher
+//!   that opened the old inode before the unlink waits for its lock and then sees
+//!   `st_nlink == 0` (retry on the new name); one that took its read lock first makes the
+//!   detacher's try fail. An attacher that reads a SysV header whose generation was freed
+//!   meanwhile (its last user detached without unlinking, say while a spawned child held a
+//!   descriptor copy) gets `EINVAL`/`EIDRM` or a token mismatch from the reused id, and
+//!   retries; nobody is ever attached to memory a new opener cannot reach.
+//! - **A failed attach.** Its lock is released explicitly before the descriptor closes
+//!   (`Attaching`); once a handle exists, a failure (`Exists`, wrong kind, too small) drops it,
+//!   which detaches like any other handle.
+//! - **Fork.** A fork handler gives the child its own description and lock (`fork.rs`), and
+//!   the child inherits the SysV attachment; either one's detach leaves the other's lock. File
+//!   storage is mapped through a description that holds no lock, so a child's inherited mapping
+//!   never keeps its parent's lock (or pid marker) alive after the parent left.
+//! - **A child without fork handlers** shares the parent's description. When one of them lets
+//!   go explicitly (detach or exit), the shared lock goes, but the other still has its
+//!   attachment: the last-detacher step sees it and leaves the name, and an opener that wins
+//!   the write lock joins that generation instead of starting another. No split brain. (File
+//!   storage has no attach count; there the old rule stays: a description marked shared is
+//!   never unlocked explicitly, and one made shared behind fork.rs's back, by `_Fork`, is a
+//!   known limit, docs/RELIABILITY.md.)
+//! - **Crash, `exec`, `_exit`.** The kernel closes descriptors (dropping locks) and detaches
+//!   SysV memory, freeing it with the last attachment. The name file stays; the next attacher
+//!   wins the write lock, finds the announced generation gone, and starts a new, zero-filled
+//!   one (`created = true`).
+//! - **A creator that dies between `shmget` and `IPC_RMID`** leaves an unmarked segment. After
+//!   writing the in-segment header it is provably ours and dead (our header, not marked, no
+//!   attachment: the creator holds one until `IPC_RMID`), and `gc` frees it. Before its
+//!   `shmat` (one system call) it is an empty, page-less segment we cannot tell from another
+//!   program's, and is left alone.
+//! - **A non-owner last detacher.** It may not unlink another user's file in a sticky
+//!   directory, and does not try; SysV memory is freed by the kernel anyway, and the next
+//!   opener finds the generation gone and starts a new one in the same name file (`created =
+//!   true`, zeroed), owner or not.
 //!
 //! Besides the OFD lock, each handle takes a `flock(LOCK_SH)` on its description, which the
 //! protocol never tests: `/proc/locks` shows the pid of `flock` holders (it shows `-1` for OFD
@@ -78,10 +149,11 @@
 //!
 //! # Trust
 //!
-//! A segment file owned by another user is not trusted for lifetime decisions: it is never
-//! re-initialised or unlinked by this process, and it is opened at all only when the caller
-//! asked for a mode that shares with group or others (so a planted file cannot capture the data
-//! of a program that asked for the owner-only default).
+//! A name file owned by another user is opened at all only when the caller asked for a mode
+//! that shares with group or others (so a planted file cannot capture the data of a program
+//! that asked for the owner-only default), and is never unlinked by this process. Its header is
+//! validated like any other; a new generation in it is created by whoever finds the old one
+//! dead, and its SysV memory takes the name file's owner, group and mode.
 
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
