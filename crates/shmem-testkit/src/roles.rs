@@ -45,6 +45,7 @@ pub fn run(args: &[String]) -> ! {
         ["hold-many", dir, prefix, count, rest @ ..] => hold_many(dir, prefix, num(count), rest),
         ["fork-hold", dir, name, rest @ ..] => fork_hold(dir, name, rest),
         ["noop"] => Ok(()),
+        ["orphan", what] => orphan(what),
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -597,5 +598,40 @@ fn fork_hold(dir: &str, name: &str, rest: &[&str]) -> Res {
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
     drop(v);
+    Ok(())
+}
+
+/// `orphan ours|zeros`: plays a creator killed between `shmget` and `IPC_RMID`: makes a
+/// private SysV segment of 4096 bytes, writes our header into it (`ours`: layout 2, SysV
+/// storage, its own id) or leaves it zero-filled (`zeros`: one that died before its `shmat`,
+/// or another program's), prints `shmid=N`, and exits without marking it.
+fn orphan(what: &str) -> Res {
+    // SAFETY: plain system call with integer arguments.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if what == "ours" {
+        // SAFETY: attaches at an address the kernel picks; nothing else uses it.
+        let p = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if p as isize == -1 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let mut h = [0u8; 64];
+        h[0..8].copy_from_slice(b"SHMEMSEG");
+        h[8..12].copy_from_slice(&shmem::LAYOUT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&1u32.to_le_bytes()); // raw
+        h[16..20].copy_from_slice(&1u32.to_le_bytes()); // transient
+        h[24..32].copy_from_slice(&4096u64.to_le_bytes());
+        h[40..44].copy_from_slice(&2u32.to_le_bytes()); // SysV storage
+        h[44..48].copy_from_slice(&(id as u32).to_le_bytes());
+        h[48..56].copy_from_slice(&0x1234_5678u64.to_le_bytes());
+        // SAFETY: the segment has 4096 bytes; only this process knows its id yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(h.as_ptr(), p.cast::<u8>(), 64);
+            libc::shmdt(p);
+        }
+    }
+    println!("shmid={id}");
     Ok(())
 }

@@ -1075,3 +1075,43 @@ fn running_out_of_inodes_is_a_clear_error() {
     drop(held);
     assert!(tiny.dir.files().is_empty());
 }
+
+#[test]
+fn gc_frees_a_sysv_orphan_it_can_prove_ours_and_dead_and_nothing_else() {
+    let dir = TestDir::new("orphan");
+    let make = |what: &str| {
+        let (status, out) = Proc::spawn(["orphan", what]).wait_output(T);
+        assert!(status.success(), "{out:?}");
+        field(&out[0], "shmid").to_owned()
+    };
+    let ours = make("ours");
+    let zeros = make("zeros");
+    // Both are marked for removal when the test ends, whatever happens (nobody is attached,
+    // so that frees them).
+    let _cleanup = [
+        RemoveAtEnd(ours.parse().unwrap()),
+        RemoveAtEnd(zeros.parse().unwrap()),
+    ];
+    assert!(sysv_exists(&ours) && sysv_exists(&zeros));
+    let dry = admin::collect(dir.path(), false, true).unwrap();
+    assert!(dry.orphans.contains(&ours.parse().unwrap()), "{dry:?}");
+    assert!(sysv_exists(&ours), "a dry run freed it");
+    let done = admin::collect(dir.path(), false, false).unwrap();
+    assert!(done.orphans.contains(&ours.parse().unwrap()), "{done:?}");
+    assert!(!done.orphans.contains(&zeros.parse().unwrap()), "{done:?}");
+    assert!(!sysv_exists(&ours), "the orphan is still there");
+    assert!(
+        sysv_exists(&zeros),
+        "a segment we cannot prove ours was freed"
+    );
+}
+
+/// Marks SysV segment `.0` for removal on drop.
+struct RemoveAtEnd(i32);
+
+impl Drop for RemoveAtEnd {
+    fn drop(&mut self) {
+        // SAFETY: IPC_RMID ignores the buffer argument; an id already gone just fails.
+        unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}

@@ -365,8 +365,7 @@ fn sysv_orphans(dry_run: bool) -> Vec<i32> {
             continue;
         };
         let mut head = [0u8; HEADER_LEN];
-        // SAFETY: the segment has at least HEADER_LEN bytes (its size, checked above).
-        unsafe { crate::copy::copy_from_shared(&mut head, map.ptr()) };
+        map.copy_out(&mut head); // the segment has at least HEADER_LEN bytes (checked above)
         let ours = matches!(header::parse("", &head, HEADER_LEN as u64),
             Ok(Parsed::Ready(h)) if h.storage == Storage::SysV && h.shmid == shmid);
         if ours {

@@ -69,6 +69,7 @@
 //!        its magic, then the magic.
 //!      - File: truncate, the header without its magic (tmpfs), `fallocate` the size (rounded
 //!        up to the huge page on hugetlbfs), map, the header with the magic last.
+//!
 //!      Then convert the write lock to a read lock; POSIX-style lock conversion is atomic in
 //!      Linux, so no second attacher can win in between.
 //!    - **Lost: someone holds a lock.** Wait for the read lock (polling `F_OFD_SETLK` with a
@@ -569,8 +570,7 @@ impl Builder {
                     Err(e) => return Err(self.err("shmat", e)),
                 };
                 let mut inside = [0u8; HEADER_LEN];
-                // SAFETY: the mapping has at least `h.size >= HEADER_LEN` bytes.
-                unsafe { copy::copy_from_shared(&mut inside, map.ptr()) };
+                map.copy_out(&mut inside); // the mapping has `h.size >= HEADER_LEN` bytes
                 Ok(header::same_generation(&inside, h).then_some(map))
             }
         }

@@ -177,6 +177,14 @@ impl Mapping {
         self.len
     }
 
+    /// Copies the mapping's first `buf.len()` bytes (at most its length) into `buf`, with the
+    /// racy-copy routine: other processes may be writing them.
+    pub(crate) fn copy_out(&self, buf: &mut [u8]) {
+        let n = buf.len().min(self.len);
+        // SAFETY: `n <= len`, so the source range lies inside the mapping.
+        unsafe { crate::copy::copy_from_shared(&mut buf[..n], self.ptr.as_ptr()) };
+    }
+
     /// `madvise(MADV_POPULATE_WRITE)` over the whole mapping: allocates every page now, so that
     /// running out of memory is an error here (`ENOMEM`) and not a SIGBUS or an OOM kill at a
     /// later write. Kernels before 5.14 answer `EINVAL`; the pages are then touched one by one.
