@@ -45,7 +45,9 @@
 //! dropped later (a library destructor) finds its entry marked released and only unmaps and
 //! closes. An exit that runs no handler (`_exit`, `exec`, a signal) leaves this to the kernel:
 //! the SysV memory goes with its last attachment, and the 64-byte name file that remains is
-//! swept by the next open or by `gc`.
+//! swept by the next open or by `gc`. In a shared library (`libshmem.so`, a Python extension)
+//! `atexit` registers the handler with that library's `__dso_handle` (`__cxa_atexit`), so it
+//! also runs at `dlclose`, before the library's code is unmapped.
 
 use std::cell::UnsafeCell;
 use std::os::fd::{BorrowedFd, RawFd};
