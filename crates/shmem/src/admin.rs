@@ -1,7 +1,7 @@
 //! Looking at segments from outside: list, inspect, remove and collect.
 //!
 //! Nothing here attaches to a live segment. Who holds a name is read from `/proc/locks`, read
-//! whole and parsed once per call into a map keyed by device and inode (`Locks::read`): each attached handle
+//! whole and parsed once per call into a map keyed by device and inode (`Locks::read`, which reads it three times and merges, see there): each attached handle
 //! holds an OFD read lock on its name file (counted as a handle) and a `flock` (which shows
 //! the pid of the process that attached it). A name that `/proc/locks` shows unheld is checked
 //! once more with `F_OFD_GETLK` on the file itself, since the kernel builds `/proc/locks` in
@@ -109,7 +109,8 @@ pub struct Info {
     pub gid: u32,
     /// Last modification time of the file.
     pub modified: Option<SystemTime>,
-    /// Number of attached handles (open file descriptions holding the attach lock).
+    /// Number of attached handles: for SysV storage the kernel's attach count, otherwise the
+    /// open file descriptions holding the attach lock.
     pub attached: usize,
     /// Pids of the processes that attached them.
     pub pids: Vec<u32>,
@@ -480,8 +481,13 @@ fn inspect_with(dir: &Path, name: &str, locks: &Locks) -> Result<Info> {
                         attachments: s.nattch,
                         marked: s.marked,
                     });
-                if info.memory.is_some_and(|m| m.attachments > 0) {
-                    info.state = State::Live; // attached without a lock of its own
+                if let Some(m) = info.memory {
+                    // Every handle (a forked child's too) holds one attachment: the kernel's
+                    // count is exact where /proc/locks can be off by one.
+                    info.attached = m.attachments as usize;
+                    if m.attachments > 0 {
+                        info.state = State::Live; // possibly without a lock of its own
+                    }
                 }
             }
         }
@@ -554,26 +560,40 @@ pub(crate) struct Holders {
 pub(crate) struct Locks(HashMap<(u32, u32, u64), Holders>);
 
 impl Locks {
-    /// Reads `/proc/locks` to its end, then parses it; twice, keeping the larger count and
-    /// every pid seen for each inode. The kernel hands the file out a page per `read`, each
-    /// built afresh from a position in its lock lists, so locks taken or dropped between two
-    /// pages can shift others out of view; two passes rarely miss the same entry, and a name
-    /// still shown unheld is checked on the file itself (`inspect_with`).
+    /// Reads `/proc/locks` to its end and parses it, three times, keeping for each inode the
+    /// median count, the majority's exclusive flag and every pid seen. The kernel hands the
+    /// file out about a page per `read`, each built afresh from a position in its lock lists,
+    /// and any lock taken or dropped anywhere on the machine between two pages shifts entries:
+    /// one pass can miss a lock or show it twice. Passes rarely err on the same inode. (For
+    /// SysV storage, `inspect_with` takes the count from the kernel's attach count instead,
+    /// which is exact.)
     fn read() -> Locks {
         let once = || match std::fs::read("/proc/locks") {
             Ok(bytes) => Locks::parse(&String::from_utf8_lossy(&bytes)),
             Err(_) => Locks::default(),
         };
-        let mut all = once();
-        for (key, h) in once().0 {
-            let e = all.0.entry(key).or_default();
-            e.attached = e.attached.max(h.attached);
-            e.exclusive |= h.exclusive;
-            e.pids.extend(h.pids);
-            e.pids.sort_unstable();
-            e.pids.dedup();
+        let passes = [once(), once(), once()];
+        let keys: HashSet<(u32, u32, u64)> =
+            passes.iter().flat_map(|p| p.0.keys().copied()).collect();
+        let mut all = HashMap::new();
+        for key in keys {
+            let seen: Vec<Holders> = passes
+                .iter()
+                .map(|p| p.0.get(&key).cloned().unwrap_or_default())
+                .collect();
+            let mut counts: Vec<usize> = seen.iter().map(|h| h.attached).collect();
+            counts.sort_unstable();
+            let mut pids: Vec<u32> = seen.iter().flat_map(|h| h.pids.iter().copied()).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            let held = Holders {
+                attached: counts[1],
+                exclusive: seen.iter().filter(|h| h.exclusive).count() >= 2,
+                pids,
+            };
+            all.insert(key, held);
         }
-        all
+        Locks(all)
     }
 
     /// Lines look like `1: OFDLCK ADVISORY  READ -1 00:1b:2 0 0` and
