@@ -569,7 +569,8 @@ fn hold_many(dir: &str, prefix: &str, count: u64, rest: &[&str]) -> Res {
 
 /// `fork-hold DIR NAME [persistent] [kill]`: attaches, forks a child that holds the handle
 /// until stdin closes, then the parent detaches and exits (or, with `kill`, SIGKILLs itself
-/// while attached). Prints the child's pid first.
+/// while attached). Prints `child=PID parent=PID`, and the child prints `forked` once its
+/// fork handler has run (the two lines in either order).
 fn fork_hold(dir: &str, name: &str, rest: &[&str]) -> Res {
     let lifetime = if rest.contains(&"persistent") {
         Lifetime::Persistent
@@ -587,6 +588,8 @@ fn fork_hold(dir: &str, name: &str, rest: &[&str]) -> Res {
         return Err(std::io::Error::last_os_error().into());
     }
     if pid == 0 {
+        // The fork handlers have run: the handle uses the child's own description now.
+        println!("forked");
         wait_stdin_eof();
         drop(v);
         // SAFETY: ends the child at once.

@@ -891,7 +891,13 @@ fn a_parent_that_detached_or_died_is_not_listed_while_its_forked_child_holds_on(
                 args.push("kill");
             }
             let mut p = Proc::spawn(args);
-            let line = p.expect("child=", T);
+            let lines = [p.line(T), p.line(T)];
+            let line = lines
+                .iter()
+                .find(|l| l.starts_with("child="))
+                .expect("the parent's line")
+                .clone();
+            assert!(lines.contains(&"forked".to_owned()), "{lines:?}");
             let child: u32 = field(&line, "child").parse().unwrap();
             let parent: u32 = field(&line, "parent").parse().unwrap();
             // The parent is gone once it is no longer in /proc (reaped or a zombie).

@@ -413,7 +413,7 @@ impl Builder {
         let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive)
             .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
         let claim = if alone {
-            self.claim_alone(&fd, &st, kind, mode, total, trusted)?
+            self.claim_alone(&fd, kind, mode, total, trusted)?
         } else {
             self.wait_shared_lock(&fd)?;
             self.join(&fd)?
@@ -582,7 +582,6 @@ impl Builder {
     fn claim_alone(
         &self,
         fd: &OwnedFd,
-        st0: &rfs::Stat,
         kind: Kind,
         mode: OpenMode,
         total: u64,
@@ -592,7 +591,6 @@ impl Builder {
         let Some(parsed) = parsed else {
             return Ok(Claim::Retry("the name file was removed while attaching"));
         };
-        debug_assert_eq!((st.st_dev, st.st_ino), (st0.st_dev, st0.st_ino));
         let claim = match parsed {
             Parsed::Ready(h) if h.lifetime == Lifetime::Persistent => {
                 if mode == OpenMode::CreateNew {
@@ -603,7 +601,8 @@ impl Builder {
                 }
                 match self.map_generation(fd, &h, &st)? {
                     Some(map) => Claim::Joined(map, h),
-                    None => unreachable!("file storage always maps"),
+                    // `parse` allows persistent segments only in file storage, which maps.
+                    None => return Ok(Claim::Retry("the persistent segment could not be mapped")),
                 }
             }
             Parsed::Ready(h) if h.storage == Storage::SysV => {
