@@ -88,8 +88,12 @@ pub enum Command {
          line: backslashes, newlines and other control characters are escaped (\\n, \\t, \\\\, \\u{1b}); \
          `shmem get` prints the raw bytes.\n\n\
          Examples:\n  shmem watch config\n  shmem watch --count 1 --timeout 10000 config\n  \
-         shmem watch --since 0 config   (prints the current value first if it was ever set)\n\n",
-        "Exit codes: 0 done or interrupted, 1 error, 2 usage, 3 no such segment, 4 timeout"
+         shmem watch --since 0 config   (prints the current value first if it was ever set)\n\n\
+         If the segment is removed (`shmem rm --force`) or a new generation takes its name, the \
+         watch says so and exits with code 3 within a quarter of a second: it held the old \
+         generation, which no new value reaches.\n\n",
+        "Exit codes: 0 done or interrupted, 1 error, 2 usage, 3 no such segment (or removed while \
+         watched), 4 timeout"
     ))]
     Watch(WatchArgs),
 

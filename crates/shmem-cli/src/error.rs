@@ -40,6 +40,11 @@ impl Failure {
         Failure::error(format!("{what}: interrupted"))
     }
 
+    /// Whether this is a timeout (exit code 4).
+    pub fn is_timeout(&self) -> bool {
+        self.code == EXIT_TIMEOUT
+    }
+
     /// Whether to exit without a message (the reader of our output went away).
     pub fn is_quiet(&self) -> bool {
         self.quiet

@@ -432,3 +432,74 @@ fn help_documents_exit_codes_and_examples() {
         assert!(help.contains("--dir"), "{cmd}: {help}");
     }
 }
+
+#[test]
+fn a_watch_whose_segment_is_removed_says_so_and_ls_marks_the_orphan() {
+    let dir = TestDir::new();
+    let old_holder = dir.hold("feed");
+    let watch = Proc::spawn(dir.shmem().args(["watch", "feed", "--since", "0"]));
+    dir.ok(&["set", "feed", "first"]);
+    assert_eq!(watch.next_line(), "1 first");
+    dir.ok(&["rm", "--force", "feed"]);
+    // A new generation takes the name; the watch holds the old one.
+    let _new_holder = dir.hold("feed");
+    dir.ok(&["set", "feed", "second"]);
+    let list = dir.json(&["ls"]);
+    let states: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert!(states.contains(&("feed", "live")), "{list}");
+    assert!(states.contains(&("feed", "removed")), "{list}");
+    let orphan = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["state"] == "removed")
+        .unwrap();
+    assert_eq!(
+        pids(orphan),
+        sorted(vec![old_holder.pid().into(), watch.pid().into()]),
+        "{list}"
+    );
+    let (status, rest, stderr) = watch.finish();
+    assert_eq!(status.code(), Some(3), "{rest:?} {stderr}");
+    assert!(rest.is_empty(), "no value of the new generation: {rest:?}");
+    assert!(
+        stderr.contains("'feed' was removed while being watched"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hold_and_gc_never_touch_a_foreign_file_whose_first_bytes_are_zero() {
+    let dir = TestDir::new();
+    let path = dir.path().join("shmem.cache");
+    std::fs::write(&path, vec![0u8; 8192]).unwrap();
+    let out = dir.run(&["hold", "cache"]);
+    out.assert_fails(1, "cache");
+    assert!(out.stderr.contains("not a shmem segment"), "{out:?}");
+    let out = dir.ok(&["gc"]);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; 8192]);
+}
+
+#[test]
+fn info_of_a_value_segment_too_small_for_a_value_says_why() {
+    let dir = TestDir::new();
+    dir.ok(&["create", "tiny", "--size", "64", "--persistent"]);
+    // Grow it to a size no value layout has, header and file agreeing (448 = 256 + 192, and
+    // the two slots must be equal multiples of 64).
+    let path = dir.path().join("shmem.tiny");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 384);
+    bytes.resize(448, 0);
+    bytes[24..32].copy_from_slice(&448u64.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let info = dir.json(&["info", "tiny"]);
+    let why = info["version_unavailable"].as_str().unwrap();
+    assert!(why.contains("is not a value layout"), "{info}");
+    dir.ok(&["rm", "tiny"]);
+}

@@ -340,3 +340,32 @@ fn closing_a_handle_while_other_threads_use_it_is_safe() {
     assert_eq!(out, format!("ok {rounds} rounds\n"));
     assert_eq!(fx.files(), Vec::<String>::new());
 }
+
+/// Whether a SysV segment created by process `pid` still exists (`/proc/sysvipc/shm`, cpid).
+fn sysv_of(pid: &str) -> bool {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    text.lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(4) == Some(pid))
+}
+
+#[test]
+fn a_c_program_that_never_closes_its_handle_leaves_nothing_at_exit() {
+    let fx = Fixture::new("exitopen");
+    let prog = fx.compile(
+        "exit_open",
+        &["crates/shmem-ffi/tests/c/exit_open.c"],
+        Link::Shared,
+        &[],
+    );
+    for how in ["return", "exit"] {
+        let out = run_ok(fx.command(&prog).arg(&fx.name).arg(how));
+        let pid = out
+            .trim()
+            .strip_prefix("pid=")
+            .expect("pid line")
+            .to_owned();
+        assert!(!sysv_of(&pid), "{how}: its memory is still there");
+        assert_eq!(fx.files(), Vec::<String>::new(), "{how}: left behind");
+    }
+}

@@ -172,6 +172,11 @@ impl Proc {
         stdin.flush().expect("flush helper stdin");
     }
 
+    /// Closes stdin without waiting (helpers that hold a segment detach and exit then).
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Closes stdin (helpers that hold a segment detach and exit then) and waits for the exit.
     pub fn finish(mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());

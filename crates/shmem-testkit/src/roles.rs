@@ -43,6 +43,15 @@ pub fn run(args: &[String]) -> ! {
         ["sole-writer", dir, name, cap, seed] => {
             sole_writer(dir, name, num(cap) as usize, num(seed))
         }
+
+        ["exit-attached", dir, name, how] => exit_attached(dir, name, how),
+        ["fork-leave", dir, name, how] => fork_leave(dir, name, how),
+        ["raw-clone", dir, name] => raw_clone(dir, name),
+        ["fill", dir, name, size] => fill(dir, name, num(size) as usize),
+        ["hold-many", dir, prefix, count, rest @ ..] => hold_many(dir, prefix, num(count), rest),
+        ["fork-hold", dir, name, rest @ ..] => fork_hold(dir, name, rest),
+        ["noop"] => Ok(()),
+        ["orphan", what] => orphan(what),
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -471,5 +480,238 @@ fn sole_writer(dir: &str, name: &str, cap: usize, seed: u64) -> Res {
             w.set_with(value.len(), |buf| buf.copy_from_slice(value))?;
         }
     }
+    Ok(())
+}
+
+/// A line telling a test which SysV segment (if any) holds `seg`'s memory.
+fn describe(seg: &Segment) -> String {
+    format!(
+        "created={} pid={} storage={} shmid={}",
+        seg.created(),
+        std::process::id(),
+        seg.storage().as_str(),
+        seg.header().shmid
+    )
+}
+
+/// `exit-attached DIR NAME exit|return|exec`: attaches a value, writes it, then leaves without
+/// dropping it: `std::process::exit`, a return from the role with the handle leaked (the process
+/// then exits through `exit` too), or an `exec` of this helper (`noop`).
+fn exit_attached(dir: &str, name: &str, how: &str) -> Res {
+    let v = Value::builder(name).dir(dir).capacity(64).open()?;
+    v.set(b"left without closing")?;
+    println!("ready {}", describe(v.segment()));
+    wait_stdin_eof();
+    match how {
+        "exit" => std::process::exit(0),
+        "return" => {
+            std::mem::forget(v);
+            Ok(())
+        }
+        "exec" => {
+            use std::os::unix::process::CommandExt;
+            let e = std::process::Command::new(std::env::current_exe()?)
+                .arg("noop")
+                .exec();
+            Err(e.into())
+        }
+        other => Err(format!("unknown way out {other}").into()),
+    }
+}
+
+/// `fork-leave DIR NAME exit|_exit|exec`: the launcher pattern. Attaches, forks (with the
+/// fork handlers), the parent drops its handle and says so, then the child leaves with
+/// `exit`, `_exit` or `exec` of this helper, still attached. The parent waits for it.
+fn fork_leave(dir: &str, name: &str, how: &str) -> Res {
+    let v = Value::builder(name).dir(dir).capacity(64).open()?;
+    v.set(b"parent")?;
+    println!("ready {}", describe(v.segment()));
+    let (r, w) = rustix::pipe::pipe()?;
+    // SAFETY: this helper is single-threaded here, so the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        drop(w);
+        let mut b = [0u8; 1];
+        let _ = rustix::io::read(&r, &mut b); // the parent has dropped its handle
+        let _ = v.set(b"child");
+        match how {
+            "exit" => std::process::exit(0),
+            // SAFETY: `_exit` ends the process at once; nothing runs after it.
+            "_exit" => unsafe { libc::_exit(0) },
+            _ => {
+                use std::os::unix::process::CommandExt;
+                let _ = std::process::Command::new(std::env::current_exe()?)
+                    .arg("noop")
+                    .exec();
+                // SAFETY: as above.
+                unsafe { libc::_exit(3) }
+            }
+        }
+    }
+    drop(r);
+    drop(v);
+    rustix::io::write(&w, b"x")?;
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    println!("child-status={status}");
+    Ok(())
+}
+
+/// `raw-clone DIR NAME`: a child made by the raw `clone` system call, which runs no fork
+/// handlers (as `_Fork()` and some runtimes do), shares its parent's descriptions. The parent
+/// drops its handle; the child then writes, says `child-wrote`, and holds until stdin closes.
+fn raw_clone(dir: &str, name: &str) -> Res {
+    let v = Value::builder(name).dir(dir).capacity(64).open()?;
+    v.set(b"parent")?;
+    let (r, w) = rustix::pipe::pipe()?;
+    // SAFETY: `clone(SIGCHLD)` without CLONE_VM is `fork` without the fork handlers; this
+    // helper is single-threaded, so the child may run arbitrary code.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        drop(w);
+        let mut b = [0u8; 1];
+        let _ = rustix::io::read(&r, &mut b);
+        v.set(b"from the raw child")?;
+        println!("child-wrote pid={}", std::process::id());
+        wait_stdin_eof();
+        drop(v);
+        println!("child-detached");
+        // SAFETY: ends the child at once, without the parent's exit handlers.
+        unsafe { libc::_exit(0) }
+    }
+    drop(r);
+    drop(v);
+    println!("parent-dropped");
+    rustix::io::write(&w, b"x")?;
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    println!("child-status={status}");
+    Ok(())
+}
+
+/// `fill DIR NAME SIZE`: creates a raw segment of SIZE bytes, writes every byte, holds it until
+/// killed or stdin closes.
+fn fill(dir: &str, name: &str, size: usize) -> Res {
+    let seg = Segment::builder(name).dir(dir).size(size).open()?;
+    let chunk = vec![0xABu8; 1 << 20];
+    let mut off = 0;
+    while off < size {
+        let n = chunk.len().min(size - off);
+        seg.write(off, &chunk[..n])?;
+        off += n;
+    }
+    println!("ready {}", describe(&seg));
+    wait_stdin_eof();
+    Ok(())
+}
+
+/// `hold-many DIR PREFIX COUNT [persistent]`: holds segments PREFIX-0 .. PREFIX-(COUNT-1).
+fn hold_many(dir: &str, prefix: &str, count: u64, rest: &[&str]) -> Res {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    )?;
+    let lifetime = if rest.contains(&"persistent") {
+        Lifetime::Persistent
+    } else {
+        Lifetime::Transient
+    };
+    let mut held = Vec::new();
+    for i in 0..count {
+        held.push(
+            Segment::builder(&format!("{prefix}-{i}"))
+                .dir(dir)
+                .size(64)
+                .lifetime(lifetime)
+                .open()?,
+        );
+    }
+    println!("ready count={}", held.len());
+    wait_stdin_eof();
+    Ok(())
+}
+
+/// `fork-hold DIR NAME [persistent] [kill]`: attaches, forks a child that holds the handle
+/// until stdin closes, then the parent detaches and exits (or, with `kill`, SIGKILLs itself
+/// while attached). Prints `child=PID parent=PID`, and the child prints `forked` once its
+/// fork handler has run (the two lines in either order).
+fn fork_hold(dir: &str, name: &str, rest: &[&str]) -> Res {
+    let lifetime = if rest.contains(&"persistent") {
+        Lifetime::Persistent
+    } else {
+        Lifetime::Transient
+    };
+    let v = Value::builder(name)
+        .dir(dir)
+        .capacity(64)
+        .lifetime(lifetime)
+        .open()?;
+    // SAFETY: this helper is single-threaded here, so the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        // The fork handlers have run: the handle uses the child's own description now.
+        println!("forked");
+        wait_stdin_eof();
+        drop(v);
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(0) }
+    }
+    println!("child={pid} parent={}", std::process::id());
+    if rest.contains(&"kill") {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+    drop(v);
+    Ok(())
+}
+
+/// `orphan ours|zeros`: plays a creator killed between `shmget` and `IPC_RMID`: makes a
+/// private SysV segment of 4096 bytes, writes our header into it (`ours`: layout 2, SysV
+/// storage, its own id) or leaves it zero-filled (`zeros`: one that died before its `shmat`,
+/// or another program's), prints `shmid=N`, and exits without marking it.
+fn orphan(what: &str) -> Res {
+    // SAFETY: plain system call with integer arguments.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if what == "ours" {
+        // SAFETY: attaches at an address the kernel picks; nothing else uses it.
+        let p = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if p as isize == -1 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let mut h = [0u8; 64];
+        h[0..8].copy_from_slice(b"SHMEMSEG");
+        h[8..12].copy_from_slice(&shmem::LAYOUT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&1u32.to_le_bytes()); // raw
+        h[16..20].copy_from_slice(&1u32.to_le_bytes()); // transient
+        h[24..32].copy_from_slice(&4096u64.to_le_bytes());
+        h[40..44].copy_from_slice(&2u32.to_le_bytes()); // SysV storage
+        h[44..48].copy_from_slice(&(id as u32).to_le_bytes());
+        h[48..56].copy_from_slice(&0x1234_5678u64.to_le_bytes());
+        // SAFETY: the segment has 4096 bytes; only this process knows its id yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(h.as_ptr(), p.cast::<u8>(), 64);
+            libc::shmdt(p);
+        }
+    }
+    println!("shmid={id}");
     Ok(())
 }

@@ -53,7 +53,11 @@ fn other_users_are_refused_unless_the_group_mode_lets_them_in() {
     assert!(out.contains("permission denied"), "{out}");
 
     // A group mode: a member of the group can use it (and must ask for a shared mode too).
+    // The name file gets the group from the set-group-id directory when it is created, and the
+    // generation's SysV memory takes the name file's owner, group and mode then.
     let shared = unique_name("shared");
+    std::os::unix::fs::chown(dir.path(), None, Some(4242)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2755)).unwrap();
     let group_seg = Segment::builder(&shared)
         .dir(d)
         .size(64)
@@ -61,7 +65,10 @@ fn other_users_are_refused_unless_the_group_mode_lets_them_in() {
         .open()
         .unwrap();
     group_seg.write(0, b"for the group").unwrap();
-    std::os::unix::fs::chown(group_seg.path(), None, Some(4242)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(group_seg.path()).unwrap()),
+        4242
+    );
     let (ok, out) = helper_as_nobody("4242", &["read", d, &shared, "13"]);
     assert!(
         !ok,
@@ -248,4 +255,55 @@ fn one_handle_used_from_many_threads() {
         stop.store(true, Ordering::Relaxed);
         println!("threads: {reads} verified reads while 3 threads wrote");
     });
+}
+
+#[test]
+fn a_last_detacher_that_does_not_own_the_name_still_frees_the_segment() {
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run this test: it needs root and setpriv");
+        }
+        println!("skipped: needs root and setpriv to switch users");
+        return;
+    }
+    // A sticky, world-writable directory like /dev/shm: only a file's owner may unlink it.
+    let dir = TestDir::new("crossuser");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let name = unique_name("cross");
+    let mut owner = Proc::spawn_cmd(
+        Command::new("setpriv")
+            .args([
+                "--reuid", NOBODY, "--regid", NOBODY, "--groups", NOBODY, "--",
+            ])
+            .arg(helper_path())
+            .args(["hold", d, &name, "64", "mode", "666", "write", "6f6c64"]),
+    );
+    let line = owner.expect("ready", T);
+    assert!(line.contains("created=true"), "{line}");
+    let joined = Segment::builder(&name).dir(d).mode(0o666).open().unwrap();
+    assert!(!joined.created());
+    let shmid = joined.header().shmid;
+    // The owner leaves first; root, who does not own the name file, is the last user.
+    assert!(owner.finish().success());
+    drop(joined);
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(&shmid.to_string())),
+        "the memory outlived its last user"
+    );
+    // The name file (not root's to remove in a sticky directory) may stay, but the next user
+    // starts a new generation in it.
+    let next = Segment::builder(&name)
+        .dir(d)
+        .size(64)
+        .mode(0o666)
+        .open()
+        .unwrap();
+    assert!(next.created(), "joined the old generation");
+    let mut buf = [0xffu8; 3];
+    next.read(0, &mut buf).unwrap();
+    assert_eq!(buf, [0, 0, 0], "the old data is still there");
 }

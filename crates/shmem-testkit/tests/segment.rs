@@ -187,7 +187,7 @@ fn persistent_segments_stay_until_removed() {
     ));
     drop(again);
     assert_eq!(
-        admin::collect(dir.path(), false, false).unwrap(),
+        admin::collect(dir.path(), false, false).unwrap().removed,
         Vec::<String>::new()
     );
     admin::remove(dir.path(), &name, false).unwrap();
@@ -347,9 +347,11 @@ fn a_truncated_or_corrupted_live_segment_is_an_error() {
     let e = Segment::builder(&name).dir(dir.path()).open().unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("100"), "{e}");
+    // Shorter than a header: nothing proves it is ours any more, so it is foreign (and never
+    // touched).
     f.set_len(30).unwrap();
     let e = Segment::builder(&name).dir(dir.path()).open().unwrap_err();
-    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(matches!(e, Error::Foreign { .. }), "{e}");
     drop(holder);
 }
 
@@ -416,9 +418,13 @@ struct TinyTmpfs {
 
 impl TinyTmpfs {
     fn mount() -> Option<TinyTmpfs> {
+        TinyTmpfs::mount_with("size=256k")
+    }
+
+    fn mount_with(options: &str) -> Option<TinyTmpfs> {
         let dir = TestDir::new("tiny");
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir.path())
             .status()
             .is_ok_and(|s| s.success());
@@ -440,16 +446,20 @@ fn a_segment_that_does_not_fit_a_tiny_tmpfs_fails_cleanly_at_open() {
         println!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
+    // File storage (persistent) lives in the tmpfs; transient segments keep their memory in
+    // SysV segments, which the tmpfs's size does not limit.
     let d = tiny.dir.path();
     let small = Segment::builder("small")
         .dir(d)
         .size(64 * 1024)
+        .lifetime(Lifetime::Persistent)
         .open()
         .unwrap();
     small.write(0, b"still here").unwrap();
     let e = Segment::builder("big")
         .dir(d)
         .size(1 << 20)
+        .lifetime(Lifetime::Persistent)
         .open()
         .unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "{e}");
@@ -461,7 +471,15 @@ fn a_segment_that_does_not_fit_a_tiny_tmpfs_fails_cleanly_at_open() {
     let mut got = [0u8; 10];
     small.read(0, &mut got).unwrap();
     assert_eq!(&got, b"still here");
+    let transient = Segment::builder("transient")
+        .dir(d)
+        .size(1 << 20)
+        .open()
+        .unwrap();
+    assert_eq!(transient.storage(), shmem::Storage::SysV);
+    drop(transient);
     drop(small);
+    admin::remove(d, "small", false).unwrap();
     assert!(tiny.dir.files().is_empty());
 }
 
@@ -484,12 +502,12 @@ fn inspect_shows_who_is_attached() {
     let info = admin::inspect(dir.path(), &name).unwrap();
     assert_eq!((info.state, info.attached), (admin::State::Stale, 0));
     assert_eq!(
-        admin::collect(dir.path(), false, true).unwrap(),
+        admin::collect(dir.path(), false, true).unwrap().removed,
         vec![name.clone()]
     );
     assert_eq!(dir.files().len(), 1, "dry run removed something");
     assert_eq!(
-        admin::collect(dir.path(), false, false).unwrap(),
+        admin::collect(dir.path(), false, false).unwrap().removed,
         vec![name]
     );
     assert!(dir.files().is_empty());
@@ -537,4 +555,586 @@ fn a_child_forked_without_a_description_of_its_own_does_not_free_the_parents_seg
     assert!(status.success(), "{out:?}");
     assert_eq!(out, ["child-status=0 created=false value=parent"]);
     assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+// ---- Every way out frees the segment; admin never destroys what is not its own ----------
+
+/// Whether SysV segment `shmid` still exists (`/proc/sysvipc/shm`).
+fn sysv_exists(shmid: &str) -> bool {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    text.lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(shmid))
+}
+
+/// After every user left without the detach step: the memory is gone at once (the kernel
+/// freed it), and what remains of the name, if anything, is a stale 64-byte header that the
+/// next opener replaces with a new, zero-filled generation.
+fn assert_freed_and_fresh(dir: &TestDir, name: &str, shmid: &str) {
+    assert!(
+        !sysv_exists(shmid),
+        "SysV segment {shmid} outlived its users"
+    );
+    for f in dir.files() {
+        let len = std::fs::metadata(dir.path().join(&f)).unwrap().len();
+        assert_eq!(len, 64, "{f}: only the name file's header may remain");
+        let info = admin::inspect(dir.path(), name).unwrap();
+        assert_eq!(info.state, admin::State::Stale, "{info:?}");
+    }
+    let again = shmem::Value::builder(name)
+        .dir(dir.path())
+        .capacity(64)
+        .open()
+        .unwrap();
+    assert!(again.created(), "joined a dead generation");
+    assert_eq!(again.get_vec().unwrap(), (Vec::new(), 0));
+    drop(again);
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn a_normal_exit_without_close_leaves_nothing() {
+    for how in ["exit", "return"] {
+        let dir = TestDir::new("exit");
+        let name = unique_name("exit");
+        let d = dir.path().to_str().unwrap();
+        let mut p = Proc::spawn(["exit-attached", d, &name, how]);
+        let line = p.expect("ready", T);
+        assert_eq!(field(&line, "storage"), "sysv", "{line}");
+        let shmid = field(&line, "shmid").to_owned();
+        assert!(sysv_exists(&shmid));
+        assert!(p.finish().success());
+        assert!(!sysv_exists(&shmid), "{how}: memory kept");
+        assert!(dir.files().is_empty(), "{how}: left {:?}", dir.files());
+    }
+}
+
+#[test]
+fn exec_while_attached_frees_the_memory_and_the_name_opens_fresh() {
+    let dir = TestDir::new("exec");
+    let name = unique_name("exec");
+    let d = dir.path().to_str().unwrap();
+    let mut p = Proc::spawn(["exit-attached", d, &name, "exec"]);
+    let line = p.expect("ready", T);
+    let shmid = field(&line, "shmid").to_owned();
+    assert!(p.finish().success());
+    assert_freed_and_fresh(&dir, &name, &shmid);
+}
+
+#[test]
+fn a_forked_child_that_exits_or_execs_after_the_parent_closed_leaves_nothing() {
+    for how in ["exit", "_exit", "exec"] {
+        let dir = TestDir::new("fork");
+        let name = unique_name("forkleave");
+        let d = dir.path().to_str().unwrap();
+        let (status, out) = Proc::spawn(["fork-leave", d, &name, how]).wait_output(T);
+        assert!(status.success(), "{how}: {out:?}");
+        assert!(out.contains(&"child-status=0".to_owned()), "{how}: {out:?}");
+        let shmid = field(&out[0], "shmid").to_owned();
+        if how == "exit" {
+            assert!(!sysv_exists(&shmid), "exit: memory kept");
+            assert!(dir.files().is_empty(), "exit: left {:?}", dir.files());
+        } else {
+            assert_freed_and_fresh(&dir, &name, &shmid);
+        }
+    }
+}
+
+/// Shmem in /proc/meminfo, in bytes.
+fn meminfo_shmem() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text.lines().find(|l| l.starts_with("Shmem:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn a_256_mib_segment_whose_only_user_is_killed_gives_its_memory_back() {
+    const SIZE: u64 = 256 << 20;
+    let dir = TestDir::new("mem");
+    let name = unique_name("mem");
+    let d = dir.path().to_str().unwrap();
+    let before = meminfo_shmem();
+    let mut p = Proc::spawn(["fill", d, &name, &SIZE.to_string()]);
+    let line = p.expect("ready", Duration::from_secs(60));
+    let shmid = field(&line, "shmid").to_owned();
+    let filled = meminfo_shmem();
+    assert!(
+        filled >= before + SIZE * 3 / 4,
+        "the filled segment is not counted in Shmem: {before} -> {filled}"
+    );
+    p.kill9();
+    // No process of ours runs now; poll for the kernel's doing (deadline, no fixed sleep).
+    let back = shmem_testkit::wait_for(Duration::from_secs(5), || {
+        meminfo_shmem() + SIZE * 3 / 4 <= filled
+    });
+    assert!(
+        back,
+        "Shmem still {} bytes after the kill (was {filled} filled)",
+        meminfo_shmem()
+    );
+    assert!(!sysv_exists(&shmid));
+    let sut = Segment::builder(&name)
+        .dir(dir.path())
+        .size(SIZE as usize)
+        .open()
+        .unwrap();
+    assert!(sut.created(), "a killed generation must not be reused");
+    let mut buf = vec![0xffu8; 1 << 20];
+    for off in (0..SIZE as usize).step_by(1 << 20) {
+        sut.read(off, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0), "not zeroed at {off}");
+    }
+    drop(sut);
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn a_child_made_without_fork_handlers_never_gets_the_segment_freed_under_it() {
+    let dir = TestDir::new("clone");
+    let name = unique_name("clone");
+    let d = dir.path().to_str().unwrap();
+    let mut p = Proc::spawn(["raw-clone", d, &name]);
+    p.expect("parent-dropped", T);
+    p.expect("child-wrote", T);
+    // The parent let go; the child (sharing its description, without a lock of its own) is
+    // still attached: a new opener must join its generation, not start another.
+    let sut = shmem::Value::builder(&name)
+        .dir(dir.path())
+        .open_existing()
+        .unwrap();
+    assert!(!sut.created());
+    assert_eq!(sut.get_string().unwrap().0, "from the raw child");
+    sut.set(b"seen by the child's generation").unwrap();
+    p.send("bye");
+    p.close_stdin();
+    let (status, out) = p.wait_output(T);
+    assert!(status.success(), "{out:?}");
+    drop(sut);
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn a_foreign_file_whose_first_bytes_are_zero_is_never_collected_or_overwritten() {
+    let dir = TestDir::new("foreign0");
+    let name = unique_name("cache");
+    let path = dir.file(&name);
+    std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+    // Another program keeps it mapped (in use).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let info = admin::inspect(dir.path(), &name).unwrap();
+    assert!(matches!(info.state, admin::State::Foreign(_)), "{info:?}");
+    let done = admin::collect(dir.path(), true, false).unwrap();
+    assert!(done.removed.is_empty(), "{done:?}");
+    let e = Segment::builder(&name)
+        .dir(dir.path())
+        .size(64)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Foreign { .. }), "{e}");
+    let e = shmem::Value::builder(&name)
+        .dir(dir.path())
+        .capacity(64)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Foreign { .. }), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; 1 << 20], "changed");
+    drop(f);
+}
+
+#[test]
+fn a_damaged_persistent_segment_is_an_error_for_every_command_until_a_forced_removal() {
+    let dir = TestDir::new("damaged");
+    let name = unique_name("damaged");
+    let b = Segment::builder(&name)
+        .dir(dir.path())
+        .size(4096)
+        .lifetime(Lifetime::Persistent);
+    let sut = b.open().unwrap();
+    sut.write(0, b"precious").unwrap();
+    drop(sut);
+    let path = dir.file(&name);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    for e in [
+        b.open().unwrap_err(),
+        b.open_existing().unwrap_err(),
+        b.create_new().unwrap_err(),
+        shmem::Value::builder(&name)
+            .dir(dir.path())
+            .open_existing()
+            .unwrap_err(),
+        admin::remove(dir.path(), &name, false).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains(&name), "{e}");
+    }
+    let info = admin::inspect(dir.path(), &name).unwrap();
+    assert!(matches!(info.state, admin::State::Corrupt(_)), "{info:?}");
+    let done = admin::collect(dir.path(), true, false).unwrap();
+    assert!(done.removed.is_empty());
+    assert_eq!(done.skipped.len(), 1, "{done:?}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the damaged file changed"
+    );
+    admin::remove(dir.path(), &name, true).unwrap();
+    assert!(dir.files().is_empty());
+}
+
+#[test]
+fn listing_thousands_of_segments_held_by_one_process_shows_every_one_live() {
+    const N: usize = 2000;
+    let dir = TestDir::new("many");
+    let d = dir.path().to_str().unwrap();
+    let mut p = Proc::spawn(["hold-many", d, "many", &N.to_string()]);
+    p.expect("ready", Duration::from_secs(120));
+    let start = std::time::Instant::now();
+    let listed = admin::list(dir.path()).unwrap();
+    let took = start.elapsed();
+    println!("listed {} segments in {took:?}", listed.len());
+    assert_eq!(listed.len(), N);
+    let wrong: Vec<_> = listed
+        .iter()
+        .filter(|i| i.state != admin::State::Live || i.attached != 1 || i.pids != [p.pid()])
+        .map(|i| (&i.name, &i.state, i.attached, &i.pids))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong, first {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(p.finish().success());
+    assert!(dir.files().is_empty(), "left {}", dir.files().len());
+}
+
+#[test]
+fn an_entry_that_changes_under_the_listing_is_reported_and_the_rest_listed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TestDir::new("race");
+    let live = unique_name("live");
+    let seg = Segment::builder(&live)
+        .dir(dir.path())
+        .size(64)
+        .open()
+        .unwrap();
+    let racing = dir.file("x");
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"t").unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Another user's `shmem.x` turns from a file into a symlink and back, atomically.
+            let file = dir.path().join("tmp-file");
+            let link = dir.path().join("tmp-link");
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&file, b"a regular file").unwrap();
+                std::fs::rename(&file, &racing).unwrap();
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&target, &link).unwrap();
+                std::fs::rename(&link, &racing).unwrap();
+            }
+        });
+        // Failures are collected, not panicked on, so that the swapping thread always stops.
+        let mut failures = Vec::new();
+        for round in 0..2000 {
+            match admin::list(dir.path()) {
+                Ok(listed) => match listed.iter().find(|i| i.name == live) {
+                    Some(i) if i.state == admin::State::Live => {}
+                    other => {
+                        failures.push(format!("round {round}: live segment shown as {other:?}"))
+                    }
+                },
+                Err(e) => failures.push(format!("round {round}: listing failed: {e}")),
+            }
+            if let Err(e) = admin::collect(dir.path(), false, true) {
+                failures.push(format!("round {round}: gc failed: {e}"));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "{} failures, first: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+    });
+    drop(seg);
+}
+
+#[test]
+fn a_parent_that_detached_or_died_is_not_listed_while_its_forked_child_holds_on() {
+    for (storage, extra) in [("sysv", None), ("file", Some("persistent"))] {
+        for how in ["exit", "kill"] {
+            let dir = TestDir::new("forkls");
+            let name = unique_name("forkls");
+            let d = dir.path().to_str().unwrap();
+            let mut args = vec!["fork-hold", d, &name];
+            args.extend(extra);
+            if how == "kill" {
+                args.push("kill");
+            }
+            let mut p = Proc::spawn(args);
+            let lines = [p.line(T), p.line(T)];
+            let line = lines
+                .iter()
+                .find(|l| l.starts_with("child="))
+                .expect("the parent's line")
+                .clone();
+            assert!(lines.contains(&"forked".to_owned()), "{lines:?}");
+            let child: u32 = field(&line, "child").parse().unwrap();
+            let parent: u32 = field(&line, "parent").parse().unwrap();
+            // The parent is gone once it is no longer in /proc (reaped or a zombie).
+            assert!(shmem_testkit::wait_for(T, || {
+                std::fs::read_to_string(format!("/proc/{parent}/stat"))
+                    .map_or(true, |s| s.contains(") Z "))
+            }));
+            let info = admin::inspect(dir.path(), &name).unwrap();
+            assert_eq!(
+                (info.attached, info.pids.clone()),
+                (1, vec![child]),
+                "{storage}/{how}: {info:?}"
+            );
+            p.close_stdin();
+            assert!(
+                shmem_testkit::wait_for(T, || {
+                    match admin::inspect(dir.path(), &name) {
+                        Ok(i) => i.attached == 0,
+                        Err(e) => matches!(e, Error::NotFound { .. }),
+                    }
+                }),
+                "{storage}/{how}: {:?}",
+                admin::inspect(dir.path(), &name)
+            );
+            if extra.is_some() {
+                admin::remove(dir.path(), &name, false).unwrap();
+            }
+            assert!(
+                shmem_testkit::wait_for(T, || dir.files().is_empty()),
+                "{storage}/{how}: left {:?}",
+                dir.files()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_huge_file_with_a_valid_looking_header_is_corrupt_not_stale() {
+    let dir = TestDir::new("huge");
+    let name = unique_name("huge");
+    let sut = Segment::builder(&name)
+        .dir(dir.path())
+        .size(64)
+        .lifetime(Lifetime::Persistent)
+        .open()
+        .unwrap();
+    drop(sut);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.file(&name))
+        .unwrap();
+    let huge: u64 = 2 << 40;
+    f.set_len(huge).unwrap();
+    f.write_at(&huge.to_le_bytes(), 24).unwrap();
+    let info = admin::inspect(dir.path(), &name).unwrap();
+    assert!(
+        matches!(&info.state, admin::State::Corrupt(r) if r.contains("more than")),
+        "{info:?}"
+    );
+    admin::remove(dir.path(), &name, true).unwrap();
+}
+
+/// A hugetlbfs mount for the test (needs root), with one more huge page in the pool if the
+/// kernel can find one; restores the pool and unmounts on drop.
+struct Hugetlbfs {
+    dir: TestDir,
+    pages_before: u64,
+    grown: bool,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+fn hugepages_free() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("HugePages_Free:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn nr_hugepages() -> Option<u64> {
+    std::fs::read_to_string(NR_HUGEPAGES)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Hugetlbfs {
+    fn mount() -> Option<Hugetlbfs> {
+        let pages_before = nr_hugepages()?;
+        let dir = TestDir::new("huge");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "none"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        // Growing the pool needs a free, contiguous 2 MiB of memory: not always there.
+        let _ = std::fs::write(NR_HUGEPAGES, (pages_before + 1).to_string());
+        let grown = nr_hugepages() == Some(pages_before + 1);
+        Some(Hugetlbfs {
+            dir,
+            pages_before,
+            grown,
+        })
+    }
+}
+
+impl Drop for Hugetlbfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+        let _ = std::fs::write(NR_HUGEPAGES, self.pages_before.to_string());
+    }
+}
+
+#[test]
+fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
+    let Some(huge) = Hugetlbfs::mount() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run this test: it needs root to mount hugetlbfs");
+        }
+        println!("skipped: cannot mount hugetlbfs here (needs root)");
+        return;
+    };
+    let d = huge.dir.path();
+    let free = hugepages_free();
+    // More than the pool holds: a clear error naming the page size, nothing left behind.
+    let e = Segment::builder("big")
+        .dir(d)
+        .size(((free as usize) + 4) << 21)
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+    assert!(e.to_string().contains("2097152"), "{e}");
+    assert!(
+        !huge.dir.file("big").exists(),
+        "a failed create left its file"
+    );
+    assert_eq!(hugepages_free(), free, "a failed create kept huge pages");
+    if !huge.grown || free == 0 {
+        println!(
+            "only the failure path was tested: the kernel had no huge page to add to the pool"
+        );
+        return;
+    }
+    let sut = Segment::builder("odd").dir(d).size(512).open().unwrap();
+    assert!(sut.created());
+    assert_eq!(sut.storage(), shmem::Storage::File);
+    assert_eq!(sut.header().size, 2 << 20, "rounded up to the huge page");
+    assert_eq!(sut.data_len(), (2 << 20) - 64);
+    sut.write(0, b"huge").unwrap();
+    let other = Segment::builder("odd").dir(d).open_existing().unwrap();
+    let mut got = [0u8; 4];
+    other.read(0, &mut got).unwrap();
+    assert_eq!(&got, b"huge");
+    drop(other);
+    drop(sut);
+    assert!(huge.dir.files().is_empty(), "left {:?}", huge.dir.files());
+    assert!(
+        shmem_testkit::wait_for(T, || hugepages_free() == free),
+        "huge pages leaked: {} free, {free} before",
+        hugepages_free()
+    );
+}
+
+#[test]
+fn running_out_of_inodes_is_a_clear_error() {
+    let Some(tiny) = TinyTmpfs::mount_with("size=256k,nr_inodes=3") else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run this test: it needs root to mount a tmpfs");
+        }
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let d = tiny.dir.path();
+    let mut held = Vec::new();
+    let e = loop {
+        match Segment::builder(&format!("c{}", held.len()))
+            .dir(d)
+            .size(64)
+            .open()
+        {
+            Ok(seg) => held.push(seg),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 10, "the inode limit was never reached");
+    };
+    assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("inode"), "{text}");
+    assert!(text.contains("of 128 bytes"), "{text}");
+    drop(held);
+    assert!(tiny.dir.files().is_empty());
+}
+
+#[test]
+fn gc_frees_a_sysv_orphan_it_can_prove_ours_and_dead_and_nothing_else() {
+    let dir = TestDir::new("orphan");
+    let make = |what: &str| {
+        let (status, out) = Proc::spawn(["orphan", what]).wait_output(T);
+        assert!(status.success(), "{out:?}");
+        field(&out[0], "shmid").to_owned()
+    };
+    let ours = make("ours");
+    let zeros = make("zeros");
+    // Both are marked for removal when the test ends, whatever happens (nobody is attached,
+    // so that frees them).
+    let _cleanup = [
+        RemoveAtEnd(ours.parse().unwrap()),
+        RemoveAtEnd(zeros.parse().unwrap()),
+    ];
+    assert!(sysv_exists(&ours) && sysv_exists(&zeros));
+    let dry = admin::collect(dir.path(), false, true).unwrap();
+    assert!(dry.orphans.contains(&ours.parse().unwrap()), "{dry:?}");
+    assert!(sysv_exists(&ours), "a dry run freed it");
+    let done = admin::collect(dir.path(), false, false).unwrap();
+    assert!(done.orphans.contains(&ours.parse().unwrap()), "{done:?}");
+    assert!(!done.orphans.contains(&zeros.parse().unwrap()), "{done:?}");
+    assert!(!sysv_exists(&ours), "the orphan is still there");
+    assert!(
+        sysv_exists(&zeros),
+        "a segment we cannot prove ours was freed"
+    );
+}
+
+/// Marks SysV segment `.0` for removal on drop.
+struct RemoveAtEnd(i32);
+
+impl Drop for RemoveAtEnd {
+    fn drop(&mut self) {
+        // SAFETY: IPC_RMID ignores the buffer argument; an id already gone just fails.
+        unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
 }

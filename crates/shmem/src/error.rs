@@ -51,15 +51,17 @@ pub enum Error {
         /// The mode, owner or operation that was refused.
         reason: String,
     },
-    /// The directory (a tmpfs) has no room for the segment's pages.
-    #[error("no space left in {} for segment '{name}' of {size} bytes", dir.display())]
+    /// No room for the segment: memory, the SysV limits, the directory's pages or inodes.
+    #[error("no space left for segment '{name}' of {size} bytes (directory {}): {reason}", dir.display())]
     NoSpace {
         /// The segment.
         name: String,
-        /// The directory that is full.
+        /// The directory of its name.
         dir: PathBuf,
         /// The bytes that were asked for.
         size: u64,
+        /// Which limit was reached.
+        reason: String,
     },
     /// The file under our name is not a shmem segment (a foreign object, a symlink, a FIFO).
     #[error("'{name}' is not a shmem segment: {reason}")]
@@ -112,6 +114,17 @@ pub enum Error {
         needed: usize,
         /// The length of the buffer.
         capacity: usize,
+    },
+    /// Attaching kept finding a dead or vanishing generation (removed, or its initialiser
+    /// dying) and gave up after a bounded number of attempts.
+    #[error("could not attach segment '{name}' after {attempts} attempts: {reason}")]
+    AttachRetries {
+        /// The segment.
+        name: String,
+        /// How many attempts were made.
+        attempts: usize,
+        /// What the last attempt found.
+        reason: &'static str,
     },
     /// A wait or a lock did not finish before its deadline.
     #[error("timed out after {timeout:?} waiting for {what} on segment '{name}'")]
@@ -180,6 +193,7 @@ impl Error {
                 name,
                 dir: dir.to_owned(),
                 size: 0,
+                reason: format!("{op}: {}", io::Error::from(e)),
             },
             Errno::LOOP => Error::Foreign {
                 name,

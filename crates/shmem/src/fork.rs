@@ -43,10 +43,26 @@
 //!
 //! The child handler also bumps the fork generation, which writers compare with the one their
 //! cached token was claimed under.
+//!
+//! # At exit
+//!
+//! The same registry is what a normal process exit walks: [`install`] also registers an
+//! `atexit` handler which, for every live handle, lets go of its attach lock (see
+//! [`Entry::exit`] for when that is allowed) and runs the last-detacher step of
+//! `segment.rs` ([`crate::segment::release_at_exit`]). It neither unmaps nor closes: other
+//! threads may still be running and using the memory until the process is gone, and a handle
+//! dropped later (a library destructor) finds its entry marked released and only unmaps and
+//! closes. An exit that runs no handler (`_exit`, `exec`, a signal) leaves this to the kernel:
+//! the SysV memory goes with its last attachment, and the 64-byte name file that remains is
+//! swept by the next open or by `gc`. In a shared library (`libshmem.so`, a Python extension)
+//! `atexit` registers the handler with that library's `__dso_handle` (`__cxa_atexit`), so it
+//! also runs at `dlclose`, before the library's code is unmapped.
 
 use std::cell::UnsafeCell;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Once;
 
 /// Bumped in every child after `fork`.
@@ -58,8 +74,32 @@ static REGISTER: Once = Once::new();
 /// work but a forked child shares their descriptions with its parent (as without this module).
 const MAX_FDS: usize = 4096;
 
+/// What the exit handler does for a handle (fixed at attach).
+#[derive(Debug)]
+pub(crate) struct AtExit {
+    /// The name file, for the last-detacher step; `None` when this handle never unlinks (a
+    /// persistent segment, or a name file owned by another user).
+    pub(crate) path: Option<Arc<Path>>,
+    /// The SysV segment of the generation (SysV storage only). Such a handle may always let go
+    /// of its lock explicitly: whoever then wins the write lock also checks the segment's
+    /// attach count, so a process that shares the description without our fork handlers (and
+    /// so without a lock of its own) still keeps the generation alive (`segment.rs`).
+    pub(crate) shmid: Option<i32>,
+}
+
+/// How a handle's registry entry ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unregistered {
+    /// Its description is ours alone (as far as the fork handlers know).
+    Own,
+    /// A fork happened without a spare (or the registry was full): the description may be
+    /// shared with another process.
+    Shared,
+    /// The exit handler already let go of it: only unmapping and closing are left.
+    ReleasedAtExit,
+}
+
 /// One live segment descriptor.
-#[derive(Clone, Copy)]
 struct Entry {
     fd: RawFd,
     dev: u64,
@@ -73,6 +113,10 @@ struct Entry {
     witness: RawFd,
     /// The token whose byte `witness` locks; 0 when none is claimed (also after a fork).
     token: u32,
+    /// What to do at exit; taken (left `None`) once the exit handler has done it.
+    exit: Option<Arc<AtExit>>,
+    /// The exit handler has released this handle.
+    released: bool,
 }
 
 const EMPTY: Entry = Entry {
@@ -83,6 +127,8 @@ const EMPTY: Entry = Entry {
     shared: false,
     witness: -1,
     token: 0,
+    exit: None,
+    released: false,
 };
 
 struct Registry {
@@ -142,7 +188,7 @@ impl Registry {
     }
 }
 
-/// Installs the fork handlers (once per process).
+/// Installs the fork handlers and the exit handler (once per process).
 pub(crate) fn install() {
     REGISTER.call_once(|| {
         // SAFETY: the handlers touch the registry only while `prepare` holds its lock, and the
@@ -151,19 +197,24 @@ pub(crate) fn install() {
         unsafe {
             libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
         }
+        // Without it a normal exit still frees SysV memory (the kernel does), but leaves the
+        // name file, and file-storage segments, behind until the next open or `gc`.
+        let _ = crate::sys::at_exit(at_exit);
     });
 }
 
 /// Records a segment's descriptor (of inode `dev`/`ino`), so a forked child gets its own
-/// description.
-pub(crate) fn register(fd: RawFd, dev: u64, ino: u64) {
+/// description and a normal exit releases it.
+pub(crate) fn register(fd: RawFd, dev: u64, ino: u64, exit: AtExit) {
     install();
+    let exit = Some(Arc::new(exit));
     REGISTRY.locked(|entries, len| {
         if *len < MAX_FDS {
             entries[*len] = Entry {
                 fd,
                 dev,
                 ino,
+                exit,
                 ..EMPTY
             };
             *len += 1;
@@ -171,28 +222,27 @@ pub(crate) fn register(fd: RawFd, dev: u64, ino: u64) {
     });
 }
 
-/// What [`unregister`] found out about a handle's descriptor.
-#[derive(Debug)]
-pub(crate) struct Unregistered {
-    /// Its description may be shared with another process (a fork without a spare, or a
-    /// registry that was full): the caller must not release the lock explicitly.
-    pub(crate) shared: bool,
-    /// The handle's writer witness, now the caller's to close.
-    pub(crate) witness: Option<std::os::fd::OwnedFd>,
-}
-
-/// Forgets a descriptor (before it is closed).
-pub(crate) fn unregister(fd: RawFd) -> Unregistered {
-    let (shared, witness) =
+/// Forgets a descriptor (before it is closed), and says how its entry ended; also hands over
+/// the handle's writer witness, now the caller's to close.
+pub(crate) fn unregister(fd: RawFd) -> (Unregistered, Option<std::os::fd::OwnedFd>) {
+    let (how, witness) =
         REGISTRY.locked(
             |entries, len| match entries[..*len].iter().position(|e| e.fd == fd) {
                 Some(i) => {
-                    let e = entries[i];
-                    entries[i] = entries[*len - 1];
+                    let how = if entries[i].released {
+                        Unregistered::ReleasedAtExit
+                    } else if entries[i].shared {
+                        Unregistered::Shared
+                    } else {
+                        Unregistered::Own
+                    };
+                    let witness = entries[i].witness;
+                    entries.swap(i, *len - 1);
+                    entries[*len - 1] = EMPTY;
                     *len -= 1;
-                    (e.shared, e.witness)
+                    (how, witness)
                 }
-                None => (true, -1),
+                None => (Unregistered::Shared, -1),
             },
         );
     let witness = (witness >= 0).then(|| {
@@ -201,7 +251,7 @@ pub(crate) fn unregister(fd: RawFd) -> Unregistered {
         // forgotten it, so ownership passes to the caller exactly once.
         unsafe { std::os::fd::OwnedFd::from_raw_fd(witness) }
     });
-    Unregistered { shared, witness }
+    (how, witness)
 }
 
 /// The first byte offset of the writers' liveness witnesses: token `t` is alive while some
@@ -277,6 +327,42 @@ pub(crate) fn writer_token(fd: RawFd, claims: &crate::sync::AtomicU32) -> Result
 /// Bumped in every child after fork; writers compare it with the one they claimed under.
 pub(crate) fn generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// The exit handler: lets go of every live handle's lock where that is safe, then runs the
+/// last-detacher step for each (see the module documentation).
+extern "C" fn at_exit() {
+    let mut todo: Vec<(Arc<AtExit>, u64, u64, u64)> = Vec::new();
+    REGISTRY.locked(|entries, len| {
+        let live = &mut entries[..*len];
+        for i in 0..live.len() {
+            if live[i].released {
+                continue;
+            }
+            let Some(exit) = live[i].exit.clone() else {
+                continue;
+            };
+            live[i].released = true;
+            if exit.shmid.is_some() || !live[i].shared {
+                // SAFETY: the descriptor is registered, so it is open until its handle
+                // unregisters it, which waits for the registry lock we hold.
+                let fd = unsafe { BorrowedFd::borrow_raw(live[i].fd) };
+                let _ = crate::sys::ofd_lock(fd, crate::sys::LockKind::Unlock);
+            }
+            // Our own attachments of this SysV segment, which stay until the process is gone.
+            let mine = exit.shmid.map_or(0, |id| {
+                live.iter()
+                    .filter(|e| e.exit.as_ref().and_then(|x| x.shmid) == Some(id))
+                    .count() as u64
+            });
+            todo.push((exit, live[i].dev, live[i].ino, mine));
+        }
+    });
+    for (exit, dev, ino, mine) in todo {
+        if let Some(path) = &exit.path {
+            crate::segment::release_at_exit(path, dev, ino, exit.shmid, mine);
+        }
+    }
 }
 
 extern "C" fn prepare() {

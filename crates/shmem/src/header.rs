@@ -1,21 +1,36 @@
-//! The segment header: the first 64 bytes of every segment file.
+//! The segment header: the first 64 bytes of every name file, and of every segment's memory.
 //!
 //! ```text
 //! offset  size  field
-//!      0     8  magic        "SHMEMSEG" (written last by the initialiser, Release)
-//!      8     4  layout       layout version, 1
+//!      0     8  magic        "SHMEMSEG" (written last by the initialiser)
+//!      8     4  layout       layout version, 2
 //!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs)
 //!     16     4  lifetime     1 = transient, 2 = persistent
 //!     20     4  creator_pid  pid of the process that initialised this generation
-//!     24     8  size         total file size in bytes, header included
+//!     24     8  size         bytes of the segment's memory, this header included
 //!     32     8  created_ns   creation time, nanoseconds since the Unix epoch
-//!     40    24  reserved     zero
+//!     40     4  storage      1 = file (the data follows in the name file), 2 = SysV
+//!     44     4  shmid        the SysV segment's id (storage 2), else 0
+//!     48     8  token        random, new for every generation
+//!     56     8  reserved     zero
 //! ```
+//!
+//! With file storage the name file *is* the segment: `size` is its length. With SysV storage
+//! the name file is exactly this header (64 bytes) and the memory is SysV segment `shmid`,
+//! whose own first 64 bytes carry the same header, so a joiner that attaches by id checks the
+//! magic and `token` (ids are reused) before trusting it, and data still starts at
+//! [`HEADER_LEN`] in both storages.
 //!
 //! The header is written once, by the initialiser, while it holds the exclusive lock (see
 //! `segment.rs`), and only read afterwards. A peer may still scribble on it, so every read goes
-//! through [`parse`], which checks every field against what this process knows (the file size
+//! through [`parse`], which checks every field against what this process knows (the file length
 //! from `fstat`); a bad field is an error, never trusted.
+//!
+//! **Unfinished headers.** An initialiser writes everything but the magic first, then the
+//! magic. So a file whose magic is 0 is "an initialiser died (or is at work)" only when the
+//! rest is a consistent header of ours whose length fits (64 bytes for SysV storage, `size` for
+//! file storage), or when the file is empty; any other file whose first 8 bytes are 0 is
+//! foreign, and admin never touches it.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,7 +44,7 @@ pub const HEADER_LEN: usize = 64;
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMEMSEG");
 
 /// The layout version this library reads and writes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// How long a segment lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -101,6 +116,43 @@ impl Kind {
     }
 }
 
+/// Where a segment's memory lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    /// In the name file itself (persistent segments, hugetlbfs directories): the file's pages
+    /// live until the file is unlinked and unmapped.
+    File,
+    /// In a SysV shared-memory segment marked for removal at creation (transient segments on
+    /// tmpfs): the kernel frees it when its last attachment goes, whatever way the process
+    /// ends; the name file holds only the header.
+    SysV,
+}
+
+impl Storage {
+    fn to_raw(self) -> u32 {
+        match self {
+            Storage::File => 1,
+            Storage::SysV => 2,
+        }
+    }
+
+    fn from_raw(v: u32) -> Option<Storage> {
+        match v {
+            1 => Some(Storage::File),
+            2 => Some(Storage::SysV),
+            _ => None,
+        }
+    }
+
+    /// `"file"` or `"sysv"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::File => "file",
+            Storage::SysV => "sysv",
+        }
+    }
+}
+
 /// The header's fields, validated and copied out of shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -110,10 +162,26 @@ pub struct Header {
     pub lifetime: Lifetime,
     /// The pid that initialised this generation.
     pub creator_pid: u32,
-    /// Total file size, header included.
+    /// Bytes of the segment's memory, header included.
     pub size: u64,
     /// When this generation was initialised.
     pub created: SystemTime,
+    /// Where the memory lives.
+    pub storage: Storage,
+    /// The SysV segment's id (SysV storage only; 0 otherwise).
+    pub shmid: i32,
+    /// Random, new for every generation: what a joiner compares after attaching by id.
+    pub token: u64,
+}
+
+/// What a name file's first bytes say, when they are ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// A complete header.
+    Ready(Header),
+    /// An initialiser died or is at work: an empty file, or a consistent header without its
+    /// magic in a file of the length that header implies.
+    Unfinished,
 }
 
 /// The header as it lies in shared memory.
@@ -126,44 +194,61 @@ pub(crate) struct RawHeader {
     creator_pid: AtomicU32,
     size: AtomicU64,
     created_ns: AtomicU64,
-    reserved: [AtomicU64; 3],
+    storage: AtomicU32,
+    shmid: AtomicU32,
+    token: AtomicU64,
+    reserved: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<RawHeader>() == HEADER_LEN);
 const _: () = assert!(std::mem::align_of::<RawHeader>() == 8);
 
-/// Reads a header from raw bytes (a `pread` of an unmapped file, or a copy out of a mapping).
+/// Reads a name file's header from raw bytes (a `pread` of `file_len` bytes' first 64).
 ///
-/// Returns `Ok(None)` when the magic is zero: an initialiser created the file but died (or is
-/// still working) before it finished.
-pub(crate) fn parse(name: &str, bytes: &[u8], file_len: u64) -> Result<Option<Header>> {
+/// Every field is checked; the magic 0 case is [`Parsed::Unfinished`] only as the module
+/// documentation says.
+pub(crate) fn parse(name: &str, bytes: &[u8], file_len: u64) -> Result<Parsed> {
+    let foreign = |reason: String| Error::Foreign {
+        name: name.to_owned(),
+        reason,
+    };
+    if file_len == 0 && bytes.is_empty() {
+        return Ok(Parsed::Unfinished);
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(foreign(format!(
+            "the file has {file_len} bytes, less than a header"
+        )));
+    }
+    let magic = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+    if magic == 0 {
+        let mut whole = [0u8; HEADER_LEN];
+        whole.copy_from_slice(&bytes[..HEADER_LEN]);
+        whole[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+        return match fields(name, &whole, file_len) {
+            Ok(_) => Ok(Parsed::Unfinished),
+            Err(_) => Err(foreign(format!(
+                "its first 8 bytes are 0 but the rest is not an unfinished shmem header for a \
+                 file of {file_len} bytes"
+            ))),
+        };
+    }
+    if magic != MAGIC {
+        return Err(foreign(
+            "the file does not start with the shmem magic number".into(),
+        ));
+    }
+    fields(name, bytes, file_len).map(Parsed::Ready)
+}
+
+/// Checks every field of a header that starts with our magic.
+fn fields(name: &str, bytes: &[u8], file_len: u64) -> Result<Header> {
     let corrupt = |reason: String| Error::Corrupt {
         name: name.to_owned(),
         reason,
     };
-    if bytes.len() < HEADER_LEN {
-        // An initialiser that died before `fallocate` leaves an empty (or zero) file; anything
-        // else this short is not ours.
-        if bytes.iter().all(|&b| b == 0) {
-            return Ok(None);
-        }
-        return Err(Error::Foreign {
-            name: name.to_owned(),
-            reason: format!("the file has {} bytes, less than a header", bytes.len()),
-        });
-    }
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
-    let magic = u64_at(0);
-    if magic == 0 {
-        return Ok(None);
-    }
-    if magic != MAGIC {
-        return Err(Error::Foreign {
-            name: name.to_owned(),
-            reason: "the file does not start with the shmem magic number".into(),
-        });
-    }
     let layout = u32_at(8);
     if layout != LAYOUT_VERSION {
         return Err(Error::Incompatible {
@@ -175,40 +260,136 @@ pub(crate) fn parse(name: &str, bytes: &[u8], file_len: u64) -> Result<Option<He
         .ok_or_else(|| corrupt(format!("unknown kind {}", u32_at(12))))?;
     let lifetime = Lifetime::from_raw(u32_at(16))
         .ok_or_else(|| corrupt(format!("unknown lifetime {}", u32_at(16))))?;
+    let storage = Storage::from_raw(u32_at(40))
+        .ok_or_else(|| corrupt(format!("unknown storage {}", u32_at(40))))?;
     let size = u64_at(24);
-    if size != file_len {
-        return Err(corrupt(format!(
-            "the header records {size} bytes but the file has {file_len}"
-        )));
-    }
     if size < HEADER_LEN as u64 {
         return Err(corrupt(format!("size {size} is smaller than the header")));
     }
-    Ok(Some(Header {
+    if size > crate::MAX_SEGMENT_SIZE {
+        return Err(corrupt(format!(
+            "size {size} is more than any segment ({} bytes)",
+            crate::MAX_SEGMENT_SIZE
+        )));
+    }
+    let shmid = u32_at(44) as i32;
+    match storage {
+        Storage::File if size != file_len => {
+            return Err(corrupt(format!(
+                "the header records {size} bytes but the file has {file_len}"
+            )))
+        }
+        Storage::SysV if file_len != HEADER_LEN as u64 => {
+            return Err(corrupt(format!(
+                "a SysV segment's name file has {file_len} bytes, not {HEADER_LEN}"
+            )))
+        }
+        Storage::SysV if shmid < 0 => {
+            return Err(corrupt(format!("negative SysV id {shmid}")));
+        }
+        Storage::SysV if lifetime == Lifetime::Persistent => {
+            return Err(corrupt("a persistent segment in SysV storage".into()));
+        }
+        _ => {}
+    }
+    Ok(Header {
         kind,
         lifetime,
         creator_pid: u32_at(20),
         size,
         created: UNIX_EPOCH + Duration::from_nanos(u64_at(32)),
-    }))
+        storage,
+        shmid,
+        token: u64_at(48),
+    })
+}
+
+/// Whether the header copied out of a SysV segment's memory is the one its name file
+/// announced: our magic, the same token, size and kind. A mismatch means the id was reused by
+/// another segment after ours was freed.
+pub(crate) fn same_generation(bytes: &[u8; HEADER_LEN], expected: &Header) -> bool {
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    u64_at(0) == MAGIC
+        && u32_at(8) == LAYOUT_VERSION
+        && u64_at(48) == expected.token
+        && u64_at(24) == expected.size
+        && Kind::from_raw(u32_at(12)) == Some(expected.kind)
+}
+
+impl Header {
+    /// A header for a new generation created now by this process.
+    pub(crate) fn new(
+        kind: Kind,
+        lifetime: Lifetime,
+        size: u64,
+        storage: Storage,
+        shmid: i32,
+    ) -> Header {
+        Header {
+            kind,
+            lifetime,
+            creator_pid: std::process::id(),
+            size,
+            created: SystemTime::now(),
+            storage,
+            shmid,
+            token: random_token(),
+        }
+    }
+
+    /// The 64 bytes of this header as they lie in a file, magic included.
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        let created = self
+            .created
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+        b[8..12].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.kind.to_raw().to_le_bytes());
+        b[16..20].copy_from_slice(&self.lifetime.to_raw().to_le_bytes());
+        b[20..24].copy_from_slice(&self.creator_pid.to_le_bytes());
+        b[24..32].copy_from_slice(&self.size.to_le_bytes());
+        b[32..40].copy_from_slice(&created.to_le_bytes());
+        b[40..44].copy_from_slice(&self.storage.to_raw().to_le_bytes());
+        b[44..48].copy_from_slice(&(self.shmid as u32).to_le_bytes());
+        b[48..56].copy_from_slice(&self.token.to_le_bytes());
+        b
+    }
+}
+
+/// 64 random bits from the kernel (`getrandom`), or, if that fails, from the clock and pid.
+fn random_token() -> u64 {
+    let mut b = [0u8; 8];
+    match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_le_bytes(b),
+        _ => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            now.rotate_left(17) ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        }
+    }
 }
 
 impl RawHeader {
-    /// Writes a fresh header; the magic goes last so that a crash part-way leaves magic 0.
-    pub(crate) fn init(&self, kind: Kind, lifetime: Lifetime, size: u64) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        self.layout.store(LAYOUT_VERSION, Ordering::Relaxed);
-        self.kind.store(kind.to_raw(), Ordering::Relaxed);
-        self.lifetime.store(lifetime.to_raw(), Ordering::Relaxed);
-        self.creator_pid
-            .store(std::process::id(), Ordering::Relaxed);
-        self.size.store(size, Ordering::Relaxed);
-        self.created_ns.store(now, Ordering::Relaxed);
-        for r in &self.reserved {
-            r.store(0, Ordering::Relaxed);
-        }
+    /// Writes `h` into shared memory; the magic goes last (Release) so that a crash part-way
+    /// leaves magic 0.
+    pub(crate) fn init(&self, h: &Header) {
+        let b = h.encode();
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        self.layout.store(u32_at(8), Ordering::Relaxed);
+        self.kind.store(u32_at(12), Ordering::Relaxed);
+        self.lifetime.store(u32_at(16), Ordering::Relaxed);
+        self.creator_pid.store(u32_at(20), Ordering::Relaxed);
+        self.size.store(u64_at(24), Ordering::Relaxed);
+        self.created_ns.store(u64_at(32), Ordering::Relaxed);
+        self.storage.store(u32_at(40), Ordering::Relaxed);
+        self.shmid.store(u32_at(44), Ordering::Relaxed);
+        self.token.store(u64_at(48), Ordering::Relaxed);
+        self.reserved.store(0, Ordering::Relaxed);
         self.magic.store(MAGIC, Ordering::Release);
     }
 }
@@ -217,57 +398,94 @@ impl RawHeader {
 mod tests {
     use super::*;
 
-    fn bytes(kind: u32, lifetime: u32, size: u64) -> Vec<u8> {
+    fn bytes(kind: u32, lifetime: u32, size: u64, storage: u32) -> Vec<u8> {
         let mut b = vec![0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
         b[8..12].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
         b[12..16].copy_from_slice(&kind.to_le_bytes());
         b[16..20].copy_from_slice(&lifetime.to_le_bytes());
         b[24..32].copy_from_slice(&size.to_le_bytes());
+        b[40..44].copy_from_slice(&storage.to_le_bytes());
         b
     }
 
+    fn ready(p: Result<Parsed>) -> Header {
+        match p {
+            Ok(Parsed::Ready(h)) => h,
+            other => panic!("not a ready header: {other:?}"),
+        }
+    }
+
     #[test]
-    fn parses_a_good_header() {
-        let h = parse("t", &bytes(2, 1, 4096), 4096).unwrap().unwrap();
+    fn parses_good_headers_of_both_storages() {
+        let h = ready(parse("t", &bytes(2, 1, 4096, 1), 4096));
         assert_eq!(
-            (h.kind, h.lifetime, h.size),
-            (Kind::Value, Lifetime::Transient, 4096)
+            (h.kind, h.lifetime, h.size, h.storage),
+            (Kind::Value, Lifetime::Transient, 4096, Storage::File)
         );
+        let h = ready(parse("t", &bytes(1, 1, 1 << 20, 2), 64));
+        assert_eq!((h.size, h.storage), (1 << 20, Storage::SysV));
+        let made = Header::new(Kind::Raw, Lifetime::Transient, 128, Storage::SysV, 7);
+        let back = ready(parse("t", &made.encode(), 64));
+        assert_eq!((back.shmid, back.token), (7, made.token));
+        assert!(same_generation(&made.encode(), &made));
+        let other = Header::new(Kind::Raw, Lifetime::Transient, 128, Storage::SysV, 7);
+        assert!(!same_generation(&other.encode(), &made), "tokens differ");
+    }
+
+    #[test]
+    fn magic_zero_is_unfinished_only_when_the_length_says_so() {
+        assert_eq!(parse("t", &[], 0).unwrap(), Parsed::Unfinished);
+        let mut b = bytes(1, 1, 128, 2);
+        b[0..8].fill(0);
+        assert_eq!(parse("t", &b, 64).unwrap(), Parsed::Unfinished);
+        let mut b = bytes(1, 1, 4096, 1);
+        b[0..8].fill(0);
+        assert_eq!(parse("t", &b, 4096).unwrap(), Parsed::Unfinished);
+        // A program's own file whose first bytes are 0: foreign, whatever its length.
+        assert!(matches!(
+            parse("t", &[0u8; 64], 64),
+            Err(Error::Foreign { .. })
+        ));
+        assert!(matches!(
+            parse("t", &[0u8; 64], 1 << 20),
+            Err(Error::Foreign { .. })
+        ));
+        // A file-storage header without magic in a file of another length.
+        assert!(matches!(parse("t", &b, 8192), Err(Error::Foreign { .. })));
+        assert!(matches!(
+            parse("t", &[0u8; 10], 10),
+            Err(Error::Foreign { .. })
+        ));
     }
 
     #[test]
     fn refuses_each_bad_field() {
-        assert!(parse("t", &[0u8; 64], 64).unwrap().is_none());
-        assert!(parse("t", &[0u8; 10], 10).unwrap().is_none());
         assert!(matches!(
             parse("t", b"garbage", 7),
             Err(Error::Foreign { .. })
         ));
-        let mut b = bytes(1, 1, 128);
+        let mut b = bytes(1, 1, 128, 1);
         b[0] ^= 1;
         assert!(matches!(parse("t", &b, 128), Err(Error::Foreign { .. })));
-        let mut b = bytes(1, 1, 128);
+        let mut b = bytes(1, 1, 128, 1);
         b[8] = 9;
         assert!(matches!(
             parse("t", &b, 128),
             Err(Error::Incompatible { .. })
         ));
-        assert!(matches!(
-            parse("t", &bytes(7, 1, 128), 128),
-            Err(Error::Corrupt { .. })
-        ));
-        assert!(matches!(
-            parse("t", &bytes(1, 0, 128), 128),
-            Err(Error::Corrupt { .. })
-        ));
-        assert!(matches!(
-            parse("t", &bytes(1, 1, 128), 64),
-            Err(Error::Corrupt { .. })
-        ));
-        assert!(matches!(
-            parse("t", &bytes(1, 1, 8), 8),
-            Err(Error::Corrupt { .. })
-        ));
+        let corrupt = |b: &[u8], len: u64| matches!(parse("t", b, len), Err(Error::Corrupt { .. }));
+        assert!(corrupt(&bytes(7, 1, 128, 1), 128));
+        assert!(corrupt(&bytes(1, 0, 128, 1), 128));
+        assert!(corrupt(&bytes(1, 1, 128, 9), 128));
+        assert!(corrupt(&bytes(1, 1, 128, 1), 64));
+        assert!(corrupt(&bytes(1, 1, 8, 1), 8));
+        assert!(
+            corrupt(&bytes(1, 1, 128, 2), 128),
+            "SysV name file longer than a header"
+        );
+        assert!(corrupt(&bytes(1, 2, 128, 2), 64), "persistent SysV");
+        let huge = 2u64 << 40;
+        assert!(corrupt(&bytes(1, 1, huge, 1), huge), "2 TiB");
     }
 }

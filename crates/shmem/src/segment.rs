@@ -1,76 +1,148 @@
 //! Named segments with the lifetime of a Windows named file mapping.
 //!
+//! # Design: the kernel frees the memory, not the last user's code
+//!
+//! A segment `NAME` has a *name file* `<dir>/shmem.NAME` (on a tmpfs or hugetlbfs) and a
+//! *memory*. Where the memory lives is the segment's [`Storage`]:
+//!
+//! - **SysV** (transient segments on tmpfs, the default). The memory is a SysV shared-memory
+//!   segment made with `shmget(IPC_PRIVATE)` and marked `IPC_RMID` by its creator right after
+//!   its own `shmat`. The kernel frees a marked segment when its attach count reaches 0, and an
+//!   attachment goes with `shmdt`, `exit`, `exec` and any crash, so *every* way out of the
+//!   last user frees the memory with no code of ours running; a forked child adds an
+//!   attachment of its own. Linux still lets a process `shmat` a marked segment by id, which is
+//!   how joiners reach it. The name file holds only the 64-byte header (`header.rs`), which
+//!   announces the generation: its `shmid` and a random `token`. The segment's own first 64
+//!   bytes carry the same header, so data starts at `HEADER_LEN` in both storages (value.rs
+//!   does not know which) and a joiner checks magic and token after `shmat` (ids are reused).
+//!   A crash leaves at most the 64-byte name file, whose generation is provably gone; the next
+//!   open starts a new generation in it and `gc` sweeps it.
+//! - **File** (persistent segments, hugetlbfs directories). The name file *is* the memory, as a
+//!   file must be for what SysV cannot do: outlive every process (persistent), or use huge
+//!   pages from a hugetlbfs mount. Its pages live until the file is unlinked and unmapped, so
+//!   a transient file-storage segment relies on the detach step (or the exit handler) to be
+//!   unlinked; a crash leaves the file and its pages until the next open or `gc`.
+//!
+//! Measured against the alternative of an unlinked tmpfs file reached through a live holder:
+//! that needs a process to pass the descriptor on (`SCM_RIGHTS`) or `/proc/PID/fd`, i.e. a
+//! judgement of who is alive, which the kernel's attach count gives us for free. The SysV
+//! choice trades away: one IPC namespace per sharing group (containers sharing a segment need
+//! `--ipc=host` or `--ipc=container:`; a pod shares one), the system-wide `kernel.shmmni` limit
+//! (4096 segments by default; the next `open` fails with a `NoSpace` naming it), and the
+//! segment is visible to `ipcs -m` (key 0, `dest` once marked).
+//!
 //! # The lifetime protocol
 //!
-//! A segment is a file `<dir>/shmem.NAME` on a tmpfs. Every attached handle holds its own open
-//! file description of it, and on that description an OFD read lock on byte 0 (`F_OFD_SETLK`,
-//! see `sys.rs`). OFD locks belong to the description: two handles in one process conflict like
-//! two processes do, a forked child shares its parent's description (and so its lock), and the
-//! kernel drops the lock when the last descriptor of the description closes, which includes a
-//! crash. "Somebody is attached" is therefore exactly "somebody holds a read lock", and a
-//! process that wins the *write* lock (non-blocking) has proved that nobody else is attached.
-//! Only a process holding the write lock initialises, truncates or unlinks the file.
+//! Every attached handle holds its own open file description of the name file, and on it an
+//! OFD read lock on byte 0 (`F_OFD_SETLK`, see `sys.rs`). OFD locks belong to the description:
+//! two handles in one process conflict like two processes do, and the kernel drops the lock
+//! when the last descriptor of the description closes (a crash included). A process that wins
+//! the *write* lock (non-blocking) has proved that no handle with a lock of its own is
+//! attached. Only a process holding the write lock initialises or unlinks a name file.
 //!
-//! **Attach** (loop, bounded):
+//! With SysV storage a second witness comes with it: the generation's attach count. A process
+//! may hold the memory without a lock of its own: a child made without our fork handlers
+//! (`_Fork()`, raw `clone`) shares its parent's description, so when one of them lets go of the
+//! lock explicitly (below), the other holds none. So whoever wins the write lock also asks the
+//! kernel (`IPC_STAT`) how many attachments the announced generation has, and treats any it
+//! cannot account for as a live user. An attachment is always made while holding a lock and
+//! given up before the lock is, so under the write lock every attachment counted belongs to a
+//! process that really holds the memory.
+//!
+//! **Attach** (loop, at most 100 attempts, then [`Error::AttachRetries`]):
 //! 1. `open(O_RDWR | O_CREAT? | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)`; `fstat` must show a
 //!    regular file (a symlink, FIFO or directory under our name is refused, never followed or
 //!    blocked on).
-//! 2. Try the write lock without blocking.
-//!    - **Won: we are alone.** If `st_nlink == 0` the file was unlinked after our `open` by the
-//!      last detacher of an older generation: close and retry. Otherwise, for a transient
-//!      segment (or a file whose magic is 0: an initialiser that died), this is a new generation:
-//!      truncate to 0, `fallocate` the full size (zero pages, reserved now so that a full tmpfs
-//!      is an error here and not a SIGBUS later), write the header with the magic last, and
-//!      report `created = true`. A valid persistent segment is kept as it is. Then convert the
-//!      write lock to a read lock; POSIX-style lock conversion is atomic in Linux (the lock is
-//!      replaced in place), so there is no instant at which a second attacher could also win.
-//!    - **Lost: someone else holds a lock.** Wait for the read lock (polling `F_OFD_SETLK`
-//!      with a growing pause up to a deadline, since `F_OFD_SETLKW` cannot time out), which
-//!      waits out an initialiser or a detacher holding the write lock. Then if `st_nlink == 0`
-//!      (a detacher unlinked it meanwhile) or the magic is 0 (the initialiser died), close and
-//!      retry; otherwise validate the header and report `created = false`.
-//! 3. `mmap` exactly the `fstat` size, after checking it against the header.
+//! 2. Try the write lock without blocking. Outcomes are named: [`Claim`] `Created`, `Joined` or
+//!    `Retry`.
+//!    - **Won: no lock holder.** `st_nlink == 0` (a detacher unlinked it after our `open`):
+//!      retry. Otherwise read the header ([`header::parse`]): a foreign, incompatible or
+//!      damaged header is an error and the file is not touched. A persistent segment is
+//!      joined. A SysV generation that is still attached elsewhere (we attach it, check the
+//!      token, and `IPC_STAT` shows another attachment besides ours) is joined. Anything else
+//!      (an empty or unfinished file, a SysV generation that is gone, a transient file
+//!      segment nobody holds) is dead: start a new generation, `created = true`.
+//!      - SysV: `shmget` (mode bits from the builder) → `shmat` → write the header into the
+//!        segment (magic last) → `IPC_RMID` → give the segment the name file's owner, group
+//!        and mode → reserve every page (`MADV_POPULATE_WRITE`; `ENOMEM` is [`Error::NoSpace`]
+//!        now, not a SIGBUS or an OOM kill later) → name file: truncate, the header without
+//!        its magic, then the magic.
+//!      - File: truncate, the header without its magic (tmpfs), `fallocate` the size (rounded
+//!        up to the huge page on hugetlbfs), map, the header with the magic last.
 //!
-//! **Detach** (transient segments): unmap, close our descriptor (a mapping holds a reference to
-//! the description too, so both must go before our read lock does; a forked child that shares
-//! the description keeps it, and the lock, alive), then open the name again *without* `O_CREAT`,
-//! and if that is still our inode (same `st_dev`/`st_ino`), try the write lock without blocking.
-//! Winning it proves nobody is attached; then, *under the lock*, check again that our inode is
-//! still linked and still the one the name refers to (another detacher may have unlinked it,
-//! and a new generation taken the name, between our `open` and our lock), and unlink.
-//! Every unlink in the crate follows this rule: hold the inode's write lock, then check that the
-//! name refers to it. Since every unlinker holds the write lock of what it unlinks, the name
-//! cannot move between that check and the `unlink`.
+//!      Then convert the write lock to a read lock; POSIX-style lock conversion is atomic in
+//!      Linux, so no second attacher can win in between.
+//!    - **Lost: someone holds a lock.** Wait for the read lock (polling `F_OFD_SETLK` with a
+//!      growing pause up to `attach_timeout`, since `F_OFD_SETLKW` cannot time out), which
+//!      waits out an initialiser or a detacher holding the write lock. Then read the header:
+//!      unlinked or unfinished → retry; SysV → `shmat` the announced id and check the token
+//!      (`EINVAL`/`EIDRM`/mismatch: that generation is gone, retry); file → map it. `Joined`.
+//!
+//! **Detach** (drop): unmap or `shmdt` first (an attachment must never outlive our lock), then
+//! release the read lock explicitly (`F_UNLCK`: a child being spawned by another thread holds a
+//! copy of the descriptor until its `exec`, which must not keep the name), close, and run the
+//! last-detacher step for a transient segment whose name file we own: open the name again
+//! without `O_CREAT`; if it is still our inode, try the write lock; if won, read the header
+//! under the lock and, unless its SysV generation still has attachments, check once more that
+//! the name refers to our still-linked inode, and unlink. With file storage the explicit unlock
+//! is skipped on a description that `fork.rs` marked shared (no spare could be made for a
+//! child), as the attach count that makes it safe for SysV does not exist there.
+//!
+//! **Exit** (`fork.rs`): an `atexit` handler, installed with the first handle, releases every
+//! live handle's lock and runs the last-detacher step, counting the process's own remaining
+//! attachments (it unmaps nothing: other threads may still run until the process is gone). So
+//! a normal exit without closing (`exit`, a return from `main`, the end of a Python script)
+//! leaves nothing, in either storage. `_exit`, `exec` and signals run no code: the kernel frees
+//! SysV memory and the 64-byte name file stays until the next open or `gc`.
+//!
+//! Every unlink in the crate holds the write lock of the inode it removes, then checks that the
+//! name still refers to that inode; since every unlinker does so, the name cannot move between
+//! that check and the `unlink`.
 //!
 //! # Why every race comes out right
 //!
-//! - **Two attachers.** At most one can hold the write lock; the other blocks for its read lock
-//!   until the first has initialised and converted atomically to a read lock, then validates a
-//!   complete header. One initialisation per generation.
-//! - **Two detachers.** Each first closes its own description, then competes for the write lock
-//!   on a fresh one. Whoever wins unlinks; the other either loses the lock (and leaves), or wins
-//!   after the unlink, in which case its `open` found no file or a different inode, or its
-//!   check under the lock finds the inode unlinked, so it never unlinks a newer generation.
-//! - **A failed attach.** Once the read lock is held, a failure (`Exists`, wrong kind, too
-//!   small) drops a complete `Segment`, which detaches like any other handle, so a segment whose
-//!   last other user left meanwhile is still freed.
-//! - **Attacher against detacher.** The detacher unlinks only while it holds the write lock, and
-//!   nobody else holds any lock then. An attacher that opened the old inode before the unlink
-//!   either waited on its read lock (and then sees `st_nlink == 0` and retries on the new name),
-//!   or won the write lock after the detacher released it (and sees `st_nlink == 0`, retries).
-//!   An attacher that takes its read lock before the detacher's try makes that try fail, so the
-//!   file stays. No process ends up attached to an unlinked orphan, and none is freed under one.
-//! - **Fork.** A fork handler gives the child a description of its own with its own read lock
-//!   (`fork.rs`), so each process releases only its own lock when it detaches (explicitly, with
-//!   `F_UNLCK`, before closing), and the other's lock makes the first detacher's write-lock try
-//!   fail. The last one unlinks. A child that `posix_spawn` is starting holds a copy of the
-//!   descriptor until its `exec`, but no lock: it cannot keep the segment alive.
-//! - **One process, two handles.** Two `open`s give two descriptions with two read locks; they
-//!   conflict with each other's write-lock tries exactly as two processes would.
-//! - **Crash.** The kernel closes the crashed process's descriptors, dropping its locks. If it
-//!   was the last user, the file stays (nobody ran the detach step), but the next attacher wins
-//!   the write lock and starts a new, zero-filled generation (`created = true`); `gc` removes
-//!   such leftovers for tools that list the directory.
+//! - **Two attachers.** At most one holds the write lock; the other waits for its read lock
+//!   until the first has initialised and converted atomically, then validates a complete header
+//!   (magic written last in both the name file and the segment). One initialisation per
+//!   generation.
+//! - **Two detachers.** Each gives up its attachment and lock, then competes for the write lock
+//!   on a fresh description. Whoever wins unlinks; the other loses the lock, or wins after the
+//!   unlink and finds no file or another inode, or its check under the lock finds the inode
+//!   unlinked. Neither unlinks a newer generation.
+//! - **Attacher against detacher.** The detacher unlinks only under the write lock. An attacher
+//!   that opened the old inode before the unlink waits for its lock and then sees
+//!   `st_nlink == 0` (retry on the new name); one that took its read lock first makes the
+//!   detacher's try fail. An attacher that reads a SysV header whose generation was freed
+//!   meanwhile (its last user detached without unlinking, say while a spawned child held a
+//!   descriptor copy) gets `EINVAL`/`EIDRM` or a token mismatch from the reused id, and
+//!   retries; nobody is ever attached to memory a new opener cannot reach.
+//! - **A failed attach.** Its lock is released explicitly before the descriptor closes
+//!   (`Attaching`); once a handle exists, a failure (`Exists`, wrong kind, too small) drops it,
+//!   which detaches like any other handle.
+//! - **Fork.** A fork handler gives the child its own description and lock (`fork.rs`), and
+//!   the child inherits the SysV attachment; either one's detach leaves the other's lock. File
+//!   storage is mapped through a description that holds no lock, so a child's inherited mapping
+//!   never keeps its parent's lock (or pid marker) alive after the parent left.
+//! - **A child without fork handlers** shares the parent's description. When one of them lets
+//!   go explicitly (detach or exit), the shared lock goes, but the other still has its
+//!   attachment: the last-detacher step sees it and leaves the name, and an opener that wins
+//!   the write lock joins that generation instead of starting another. No split brain. (File
+//!   storage has no attach count; there the old rule stays: a description marked shared is
+//!   never unlocked explicitly, and one made shared behind fork.rs's back, by `_Fork`, is a
+//!   known limit, docs/RELIABILITY.md.)
+//! - **Crash, `exec`, `_exit`.** The kernel closes descriptors (dropping locks) and detaches
+//!   SysV memory, freeing it with the last attachment. The name file stays; the next attacher
+//!   wins the write lock, finds the announced generation gone, and starts a new, zero-filled
+//!   one (`created = true`).
+//! - **A creator that dies between `shmget` and `IPC_RMID`** leaves an unmarked segment. After
+//!   writing the in-segment header it is provably ours and dead (our header, not marked, no
+//!   attachment: the creator holds one until `IPC_RMID`), and `gc` frees it. Before its
+//!   `shmat` (one system call) it is an empty, page-less segment we cannot tell from another
+//!   program's, and is left alone.
+//! - **A non-owner last detacher.** It may not unlink another user's file in a sticky
+//!   directory, and does not try; SysV memory is freed by the kernel anyway, and the next
+//!   opener finds the generation gone and starts a new one in the same name file (`created =
+//!   true`, zeroed), owner or not.
 //!
 //! Besides the OFD lock, each handle takes a `flock(LOCK_SH)` on its description, which the
 //! protocol never tests: `/proc/locks` shows the pid of `flock` holders (it shows `-1` for OFD
@@ -78,14 +150,16 @@
 //!
 //! # Trust
 //!
-//! A segment file owned by another user is not trusted for lifetime decisions: it is never
-//! re-initialised or unlinked by this process, and it is opened at all only when the caller
-//! asked for a mode that shares with group or others (so a planted file cannot capture the data
-//! of a program that asked for the owner-only default).
+//! A name file owned by another user is opened at all only when the caller asked for a mode
+//! that shares with group or others (so a planted file cannot capture the data of a program
+//! that asked for the owner-only default), and is never unlinked by this process. Its header is
+//! validated like any other; a new generation in it is created by whoever finds the old one
+//! dead, and its SysV memory takes the name file's owner, group and mode.
 
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
@@ -93,14 +167,15 @@ use rustix::io::Errno;
 
 use crate::copy;
 use crate::error::{Error, Result};
-use crate::header::{self, Header, Kind, Lifetime, RawHeader, HEADER_LEN};
+use crate::fork::Unregistered;
+use crate::header::{self, Header, Kind, Lifetime, Parsed, RawHeader, Storage, HEADER_LEN};
 use crate::name;
 use crate::sys::{self, LockKind, Mapping};
 
-/// How many times attach retries after finding an orphan or a dead initialiser.
+/// How many times attach retries after finding a dead generation or a dead initialiser.
 const MAX_ATTEMPTS: usize = 100;
 
-/// The largest segment we create: 1 TiB, far above any tmpfs here, small enough for `usize`.
+/// The largest segment we create: 1 TiB, far above any memory here, small enough for `usize`.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
 
 /// `TMPFS_MAGIC` and `HUGETLBFS_MAGIC` from `<linux/magic.h>`.
@@ -236,21 +311,29 @@ impl Builder {
         name::validate_name(&self.name)?;
         let total = self.total_size(mode)?;
         let path = self.path();
-        for _ in 0..MAX_ATTEMPTS {
-            if let Some(seg) = self.attach_once(&path, kind, mode, total)? {
-                return Ok(seg);
+        let mut why = "";
+        let mut pause = Duration::from_micros(50);
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.attach_once(&path, kind, mode, total)? {
+                Attempt::Attached(seg) => return Ok(seg),
+                Attempt::Retry(reason) => why = reason,
+            }
+            // A vanishing generation is normally gone at the next attempt; one that keeps
+            // vanishing (a child being spawned holds a copy of the lock until its `exec`) is
+            // given a little time.
+            if attempt >= 8 {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
             }
         }
-        Err(Error::Corrupt {
+        Err(Error::AttachRetries {
             name: self.name.clone(),
-            reason: format!(
-                "could not attach after {MAX_ATTEMPTS} attempts: the file keeps being removed, \
-                 or its initialiser keeps dying"
-            ),
+            attempts: MAX_ATTEMPTS,
+            reason: why,
         })
     }
 
-    /// The total file size to create with, or 0 when only opening.
+    /// The total size to create with (header included), or 0 when only opening.
     fn total_size(&self, mode: OpenMode) -> Result<u64> {
         let invalid = |reason: String| Error::InvalidSize {
             name: self.name.clone(),
@@ -272,14 +355,8 @@ impl Builder {
         Ok(total)
     }
 
-    /// One attempt of the attach protocol. `Ok(None)` means "retry from the start".
-    fn attach_once(
-        &self,
-        path: &Path,
-        kind: Kind,
-        mode: OpenMode,
-        total: u64,
-    ) -> Result<Option<Segment>> {
+    /// One attempt of the attach protocol.
+    fn attach_once(&self, path: &Path, kind: Kind, mode: OpenMode, total: u64) -> Result<Attempt> {
         let base = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let flags = match mode {
             OpenMode::OpenOrCreate | OpenMode::CreateNew => base | OFlags::CREATE,
@@ -300,6 +377,17 @@ impl Builder {
             Err(Errno::ACCESS) => return Err(self.permission(path)),
             Err(Errno::ISDIR) | Err(Errno::NXIO) => {
                 return Err(self.foreign("it is not a regular file".into()))
+            }
+            Err(Errno::NOSPC) | Err(Errno::DQUOT) => {
+                return Err(Error::NoSpace {
+                    name: self.name.clone(),
+                    dir: self.dir.clone(),
+                    size: total,
+                    reason: format!(
+                        "{} has no inode or directory entry left for the name file",
+                        self.dir.display()
+                    ),
+                })
             }
             Err(e) => return Err(self.err("open", e)),
         };
@@ -324,27 +412,44 @@ impl Builder {
 
         let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive)
             .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-        let (created, locked_st) = if alone && trusted {
-            match self.claim_alone(&fd, kind, mode, total)? {
-                Some(created) => (created, None),
-                None => return Ok(None),
-            }
+        let claim = if alone {
+            self.claim_alone(&fd, kind, mode, total, trusted)?
         } else {
-            if !alone {
-                self.wait_shared_lock(&fd)?;
-            } else {
-                // Alone but not the owner: attach as an ordinary user, decide nothing.
-                sys::ofd_lock(fd.as_fd(), LockKind::Shared)
-                    .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-            }
-            let st = rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?;
-            if st.st_nlink == 0 {
-                return Ok(None); // unlinked by the last detacher while we waited
-            }
-            (false, Some(st))
+            self.wait_shared_lock(&fd)?;
+            self.join(&fd)?
         };
-        let Some(seg) = self.map_and_validate(fd, path, created, trusted, locked_st)? else {
-            return Ok(None);
+        let (map, header, created) = match claim {
+            Claim::Created(map, h) => (map, h, true),
+            Claim::Joined(map, h) => (map, h, false),
+            Claim::Retry(why) => return Ok(Attempt::Retry(why)),
+        };
+        // Only tells tools our pid (see the module docs); the protocol never depends on it, so
+        // a failure (someone holding an exclusive flock) is not an error.
+        let _ = rfs::flock(&*fd, rfs::FlockOperation::NonBlockingLockShared);
+        let fd = fd.into_inner();
+        let path: Arc<Path> = Arc::from(path);
+        let shmid = (header.storage == Storage::SysV).then_some(header.shmid);
+        let unlinks = header.lifetime == Lifetime::Transient && trusted;
+        crate::fork::register(
+            fd.as_raw_fd(),
+            st.st_dev,
+            st.st_ino,
+            crate::fork::AtExit {
+                path: unlinks.then(|| path.clone()),
+                shmid,
+            },
+        );
+        let seg = Segment {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            path,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            created,
+            header,
+            trusted,
+            map: ManuallyDrop::new(map),
+            fd: Some(fd),
         };
         // From here on, failing drops `seg`, which detaches like any handle (and frees the
         // segment if its last other user left meanwhile).
@@ -364,7 +469,7 @@ impl Builder {
                 ),
             });
         }
-        if self.check_size && !created && seg.data_len() < self.data_len as usize {
+        if self.check_size && !created && (seg.data_len() as u64) < self.data_len {
             return Err(Error::InvalidSize {
                 name: self.name.clone(),
                 reason: format!(
@@ -374,7 +479,7 @@ impl Builder {
                 ),
             });
         }
-        Ok(Some(seg))
+        Ok(Attempt::Attached(seg))
     }
 
     /// Takes the read lock while someone else holds the write lock (an initialiser or a
@@ -406,73 +511,175 @@ impl Builder {
         unreachable!("the loop returns")
     }
 
-    /// We hold the write lock and own the file: decide whether this is a new generation,
-    /// initialise it if so, and convert to the read lock. `Ok(None)` means retry.
+    /// Reads and checks the name file's header (`fd` holds a lock, so nobody writes it now).
+    fn read_header(&self, fd: &OwnedFd) -> Result<(Option<Parsed>, rfs::Stat)> {
+        let st = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
+        if st.st_nlink == 0 {
+            return Ok((None, st)); // unlinked by a detacher after our `open`
+        }
+        let file_len = st.st_size as u64;
+        let mut head = [0u8; HEADER_LEN];
+        let n = pread_full(fd, &mut head).map_err(|e| self.err("pread", e))?;
+        let parsed = header::parse(&self.name, &head[..n], file_len)?;
+        Ok((Some(parsed), st))
+    }
+
+    /// We hold the read lock: join the generation the name file announces.
+    fn join(&self, fd: &OwnedFd) -> Result<Claim> {
+        let (parsed, st) = self.read_header(fd)?;
+        match parsed {
+            None => Ok(Claim::Retry("the name file was removed while attaching")),
+            Some(Parsed::Unfinished) => Ok(Claim::Retry("its initialiser died")),
+            Some(Parsed::Ready(h)) => match self.map_generation(fd, &h, &st)? {
+                Some(map) => Ok(Claim::Joined(map, h)),
+                None => Ok(Claim::Retry(
+                    "the generation the name file announces is gone (all its users left)",
+                )),
+            },
+        }
+    }
+
+    /// Maps the memory of generation `h`: the file itself, or SysV segment `h.shmid` after
+    /// checking that it is still the one `h` describes. `None`: that generation is gone.
+    fn map_generation(&self, fd: &OwnedFd, h: &Header, st: &rfs::Stat) -> Result<Option<Mapping>> {
+        let len = usize::try_from(h.size).map_err(|_| Error::Corrupt {
+            name: self.name.clone(),
+            reason: format!("size {} does not fit this address space", h.size),
+        })?;
+        match h.storage {
+            Storage::File => {
+                // `parse` checked `size == st_size`, and nobody resizes while we hold a lock.
+                debug_assert_eq!(h.size, st.st_size as u64);
+                map_file(fd, len).map(Some).map_err(|e| self.err("mmap", e))
+            }
+            Storage::SysV => {
+                let gone = |e: Errno| matches!(e, Errno::INVAL | Errno::IDRM);
+                let stat = match sys::shm_stat(h.shmid) {
+                    Ok(s) => s,
+                    Err(e) if gone(e) => return Ok(None),
+                    Err(Errno::ACCESS | Errno::PERM) => return Err(self.memory_denied(h)),
+                    Err(e) => return Err(self.err("shmctl(IPC_STAT)", e)),
+                };
+                if stat.size < h.size {
+                    return Ok(None); // the id now names a smaller, unrelated segment
+                }
+                let map = match Mapping::attach_shm(h.shmid, len) {
+                    Ok(m) => m,
+                    Err(e) if gone(e) => return Ok(None),
+                    Err(Errno::ACCESS | Errno::PERM) => return Err(self.memory_denied(h)),
+                    Err(e) => return Err(self.err("shmat", e)),
+                };
+                let mut inside = [0u8; HEADER_LEN];
+                map.copy_out(&mut inside); // the mapping has `h.size >= HEADER_LEN` bytes
+                Ok(header::same_generation(&inside, h).then_some(map))
+            }
+        }
+    }
+
+    /// We hold the write lock: nobody else holds a lock on the name. Decide between joining a
+    /// generation that is still in use (a SysV segment with attachments), keeping a persistent
+    /// segment, and starting a new generation; then convert to the read lock.
     fn claim_alone(
         &self,
         fd: &OwnedFd,
         kind: Kind,
         mode: OpenMode,
         total: u64,
-    ) -> Result<Option<bool>> {
-        let st = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
-        if st.st_nlink == 0 {
-            return Ok(None);
-        }
-        let file_len = st.st_size as u64;
-        let mut head = [0u8; HEADER_LEN];
-        let n = rustix::io::pread(fd, &mut head, 0).map_err(|e| self.err("pread", e))?;
-        let existing = match header::parse(&self.name, &head[..n], file_len) {
-            Ok(h) => h,
-            // Our magic but a broken header in a file nobody holds: a dead generation that was
-            // damaged. Foreign and incompatible files are never touched.
-            Err(Error::Corrupt { .. }) if file_len >= HEADER_LEN as u64 => None,
-            Err(e) => return Err(e),
+        trusted: bool,
+    ) -> Result<Claim> {
+        let (parsed, st) = self.read_header(fd)?;
+        let Some(parsed) = parsed else {
+            return Ok(Claim::Retry("the name file was removed while attaching"));
         };
-        let keep = matches!(existing, Some(h) if h.lifetime == Lifetime::Persistent);
-        if keep {
-            if mode == OpenMode::CreateNew {
-                return Err(Error::Exists {
-                    name: self.name.clone(),
-                    dir: self.dir.clone(),
-                });
-            }
-        } else {
-            // Nobody holds it: whatever is here is a dead generation (or a fresh empty file).
-            if mode == OpenMode::OpenExisting || self.data_len == 0 {
-                unlink_if_ours(fd, &self.path());
-                if mode == OpenMode::OpenExisting {
-                    return Err(Error::NotFound {
+        let claim = match parsed {
+            Parsed::Ready(h) if h.lifetime == Lifetime::Persistent => {
+                if mode == OpenMode::CreateNew {
+                    return Err(Error::Exists {
                         name: self.name.clone(),
                         dir: self.dir.clone(),
                     });
                 }
-                return Err(Error::InvalidSize {
-                    name: self.name.clone(),
-                    reason: "the segment does not exist and a size of 0 bytes cannot be created"
-                        .into(),
-                });
+                match self.map_generation(fd, &h, &st)? {
+                    Some(map) => Claim::Joined(map, h),
+                    // `parse` allows persistent segments only in file storage, which maps.
+                    None => return Ok(Claim::Retry("the persistent segment could not be mapped")),
+                }
             }
-            self.initialise(fd, kind, total)?;
-        }
-        sys::ofd_lock(fd.as_fd(), LockKind::Shared)
-            .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-        Ok(Some(!keep))
+            Parsed::Ready(h) if h.storage == Storage::SysV => {
+                // Nobody holds a lock, but a process that shares a description without our
+                // fork handlers may still have the memory attached: then it is alive.
+                match self.map_generation(fd, &h, &st)? {
+                    Some(map) if sys::shm_stat(h.shmid).is_ok_and(|s| s.nattch >= 2) => {
+                        Claim::Joined(map, h)
+                    }
+                    _ => return self.new_generation(fd, kind, mode, total, trusted),
+                }
+            }
+            // A transient file-storage segment nobody holds, or an unfinished one.
+            Parsed::Ready(_) | Parsed::Unfinished => {
+                return self.new_generation(fd, kind, mode, total, trusted)
+            }
+        };
+        self.downgrade(fd)?;
+        Ok(claim)
     }
 
-    /// Makes `fd` a fresh, zero-filled segment of `total` bytes with a valid header.
-    /// On failure the file is unlinked (we hold the write lock, so nobody else uses it).
-    fn initialise(&self, fd: &OwnedFd, kind: Kind, total: u64) -> Result<()> {
-        let fail = |e: Error| {
+    fn downgrade(&self, fd: &OwnedFd) -> Result<()> {
+        sys::ofd_lock(fd.as_fd(), LockKind::Shared)
+            .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
+        Ok(())
+    }
+
+    /// Whatever the name file held is dead (or it is new): start a generation, if asked to.
+    fn new_generation(
+        &self,
+        fd: &OwnedFd,
+        kind: Kind,
+        mode: OpenMode,
+        total: u64,
+        trusted: bool,
+    ) -> Result<Claim> {
+        if mode == OpenMode::OpenExisting || self.data_len == 0 {
+            if trusted {
+                unlink_if_ours(fd, &self.path());
+            }
+            if mode == OpenMode::OpenExisting {
+                return Err(Error::NotFound {
+                    name: self.name.clone(),
+                    dir: self.dir.clone(),
+                });
+            }
+            return Err(Error::InvalidSize {
+                name: self.name.clone(),
+                reason: "the segment does not exist and a size of 0 bytes cannot be created".into(),
+            });
+        }
+        let created = self.initialise(fd, kind, total, trusted);
+        if created.is_err() && trusted {
             unlink_if_ours(fd, &self.path());
-            Err(e)
-        };
-        match rfs::fstatfs(fd) {
+        }
+        let (map, h) = created?;
+        self.downgrade(fd)?;
+        Ok(Claim::Created(map, h))
+    }
+
+    /// Makes a new generation: a zero-filled memory of `total` bytes (rounded up to the huge
+    /// page on hugetlbfs) and the name file's header announcing it, magic last.
+    fn initialise(
+        &self,
+        fd: &OwnedFd,
+        kind: Kind,
+        total: u64,
+        trusted: bool,
+    ) -> Result<(Mapping, Header)> {
+        let fs = match rfs::fstatfs(fd) {
             // `f_type` is i64 here but another integer type on other architectures.
             #[allow(clippy::unnecessary_cast)]
-            Ok(s) if s.f_type as i64 == TMPFS_MAGIC || s.f_type as i64 == HUGETLBFS_MAGIC => {}
+            Ok(s) if s.f_type as i64 == TMPFS_MAGIC => Fs::Tmpfs,
+            #[allow(clippy::unnecessary_cast)]
+            Ok(s) if s.f_type as i64 == HUGETLBFS_MAGIC => Fs::Hugetlbfs(s.f_bsize as u64),
             Ok(_) => {
-                return fail(Error::Io {
+                return Err(Error::Io {
                     name: self.name.clone(),
                     op: "open",
                     source: std::io::Error::other(format!(
@@ -481,98 +688,181 @@ impl Builder {
                     )),
                 })
             }
-            Err(e) => return fail(self.err("fstatfs", e)),
+            Err(e) => return Err(self.err("fstatfs", e)),
+        };
+        if trusted {
+            rfs::fchmod(fd, Mode::from_raw_mode(self.mode)).map_err(|e| self.err("fchmod", e))?;
         }
-        if let Err(e) = rfs::ftruncate(fd, 0) {
-            return fail(self.err("ftruncate", e));
+        match fs {
+            Fs::Tmpfs if self.lifetime == Lifetime::Transient => {
+                self.initialise_sysv(fd, kind, total)
+            }
+            _ => self.initialise_file(fd, kind, total, fs),
+        }
+    }
+
+    /// SysV storage: `shmget` → `shmat` → header inside → `IPC_RMID` → reserve the pages →
+    /// the name file's header, magic last.
+    fn initialise_sysv(&self, fd: &OwnedFd, kind: Kind, total: u64) -> Result<(Mapping, Header)> {
+        let len = total as usize; // total <= MAX_SEGMENT_SIZE, which fits usize
+        let no_space = |e: Errno, op: &str| {
+            let limit = match e {
+                Errno::NOSPC => {
+                    "the system-wide number of SysV segments (kernel.shmmni) or \
+                                 their total pages (kernel.shmall) is reached"
+                }
+                Errno::INVAL => "it is larger than the largest SysV segment (kernel.shmmax)",
+                _ => "memory is short (the machine's, or the memory cgroup's)",
+            };
+            Error::NoSpace {
+                name: self.name.clone(),
+                dir: self.dir.clone(),
+                size: total,
+                reason: format!(
+                    "{op}: {}: {limit}; transient segments are SysV shared memory, limited by \
+                     memory, kernel.shmmax/shmall/shmmni and the memory cgroup, not by the size \
+                     of {}",
+                    std::io::Error::from(e),
+                    self.dir.display()
+                ),
+            }
+        };
+        let file = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
+        let shmid = match sys::shm_create(len, self.mode) {
+            Ok(id) => id,
+            Err(e @ (Errno::NOSPC | Errno::NOMEM | Errno::INVAL)) => {
+                return Err(no_space(e, "shmget"))
+            }
+            Err(e) => return Err(self.err("shmget", e)),
+        };
+        // Until `IPC_RMID` below the segment would outlive a crash: keep that window small.
+        let attached = Mapping::attach_shm(shmid, len);
+        let map = match attached {
+            Ok(map) => map,
+            Err(e) => {
+                let _ = sys::shm_mark_removed(shmid);
+                return Err(self.err("shmat", e));
+            }
+        };
+        let h = Header::new(kind, Lifetime::Transient, total, Storage::SysV, shmid);
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned, and `RawHeader` is
+        // made of atomics, so a shared reference to it is sound even while others write there.
+        let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
+        raw.init(&h);
+        let marked = sys::shm_mark_removed(shmid);
+        // Exactly the users who may open the name file may attach the memory (the segment
+        // belongs to whoever created this generation, which may not own the name file).
+        let owner = sys::shm_set_owner(shmid, file.st_uid, file.st_gid, file.st_mode & 0o777);
+        if let Err(e) = marked {
+            return Err(self.err("shmctl(IPC_RMID)", e)); // dropping `map` detaches it
+        }
+        if let Err(e) = owner {
+            return Err(self.err("shmctl(IPC_SET)", e));
+        }
+        if let Err(e) = map.populate() {
+            return Err(match e {
+                Errno::NOMEM | Errno::NOSPC | Errno::FAULT => no_space(e, "reserving the pages"),
+                e => self.err("madvise(MADV_POPULATE_WRITE)", e),
+            });
+        }
+        self.write_name_header(fd, &h)?;
+        Ok((map, h))
+    }
+
+    /// The name file of a SysV generation: emptied, then the header without its magic, then
+    /// the magic, so a crash at any point leaves an empty or an unfinished header.
+    fn write_name_header(&self, fd: &OwnedFd, h: &Header) -> Result<()> {
+        let bytes = h.encode();
+        rfs::ftruncate(fd, 0).map_err(|e| self.err("ftruncate", e))?;
+        pwrite_full(fd, &bytes[8..], 8).map_err(|e| self.err("pwrite", e))?;
+        pwrite_full(fd, &bytes[..8], 0).map_err(|e| self.err("pwrite", e))?;
+        Ok(())
+    }
+
+    /// File storage: the name file holds the memory. Truncated, the header without its magic
+    /// (tmpfs), the pages reserved, then the header through the mapping with the magic last.
+    fn initialise_file(
+        &self,
+        fd: &OwnedFd,
+        kind: Kind,
+        total: u64,
+        fs: Fs,
+    ) -> Result<(Mapping, Header)> {
+        let size = match fs {
+            Fs::Hugetlbfs(page) if page > 0 => total
+                .checked_next_multiple_of(page)
+                .filter(|&s| s <= MAX_SEGMENT_SIZE)
+                .ok_or_else(|| Error::InvalidSize {
+                    name: self.name.clone(),
+                    reason: format!(
+                        "{total} bytes rounded up to the huge page size ({page} bytes) is more \
+                         than the largest segment"
+                    ),
+                })?,
+            _ => total,
+        };
+        let h = Header::new(kind, self.lifetime, size, Storage::File, 0);
+        let no_space = |e: Errno| Error::NoSpace {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            size,
+            reason: match fs {
+                Fs::Hugetlbfs(page) => format!(
+                    "fallocate: {}; huge pages of {page} bytes must be free in the pool \
+                     (vm.nr_hugepages) and within the mount's size",
+                    std::io::Error::from(e)
+                ),
+                Fs::Tmpfs => format!(
+                    "fallocate: {}; the tmpfs mount {} is full",
+                    std::io::Error::from(e),
+                    self.dir.display()
+                ),
+            },
+        };
+        rfs::ftruncate(fd, 0).map_err(|e| self.err("ftruncate", e))?;
+        if fs == Fs::Tmpfs {
+            pwrite_full(fd, &h.encode()[8..], 8).map_err(|e| self.err("pwrite", e))?;
         }
         let reserved = loop {
-            match rfs::fallocate(fd, rfs::FallocateFlags::empty(), 0, total) {
+            match rfs::fallocate(fd, rfs::FallocateFlags::empty(), 0, size) {
                 Err(Errno::INTR) => continue, // a signal arrived while reserving pages
                 r => break r,
             }
         };
         match reserved {
             Ok(()) => {}
-            Err(Errno::NOSPC) | Err(Errno::NOMEM) | Err(Errno::FBIG) => {
-                return fail(Error::NoSpace {
-                    name: self.name.clone(),
-                    dir: self.dir.clone(),
-                    size: total,
-                })
-            }
-            Err(e) => return fail(self.err("fallocate", e)),
+            Err(e @ (Errno::NOSPC | Errno::NOMEM | Errno::FBIG)) => return Err(no_space(e)),
+            Err(e) => return Err(self.err("fallocate", e)),
         }
-        if let Err(e) = rfs::fchmod(fd, Mode::from_raw_mode(self.mode)) {
-            return fail(self.err("fchmod", e));
+        let st = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
+        if st.st_size as u64 != size {
+            return Err(Error::Io {
+                name: self.name.clone(),
+                op: "fallocate",
+                source: std::io::Error::other(format!(
+                    "the file has {} bytes after reserving {size}",
+                    st.st_size
+                )),
+            });
         }
-        let map = match Mapping::map(fd.as_fd(), total as usize) {
-            Ok(m) => m,
-            Err(e) => return fail(self.err("mmap", e)),
-        };
-        // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned (so 8-aligned), and
-        // `RawHeader` is made of atomics, so a shared reference to it is sound even while other
-        // processes write there.
+        let map = map_file(fd, size as usize).map_err(|e| self.err("mmap", e))?;
+        // SAFETY: as in `initialise_sysv`.
         let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
-        raw.init(kind, self.lifetime, total);
-        Ok(())
+        raw.init(&h);
+        Ok((map, h))
     }
 
-    /// Maps the file and validates its header. `Ok(None)` means the initialiser died: retry.
-    /// `st` is the file's status if it was taken under the read lock (nobody can resize the file
-    /// while we hold it); otherwise it is taken here.
-    fn map_and_validate(
-        &self,
-        fd: Attaching,
-        path: &Path,
-        created: bool,
-        trusted: bool,
-        st: Option<rfs::Stat>,
-    ) -> Result<Option<Segment>> {
-        let st = match st {
-            Some(st) => st,
-            None => rfs::fstat(&fd).map_err(|e| self.err("fstat", e))?,
-        };
-        let file_len = st.st_size as u64;
-        if file_len < HEADER_LEN as u64 {
-            if file_len == 0 {
-                return Ok(None);
-            }
-            return Err(Error::Corrupt {
-                name: self.name.clone(),
-                reason: format!("the file has {file_len} bytes, less than a header"),
-            });
-        }
-        if file_len > MAX_SEGMENT_SIZE {
-            return Err(Error::Corrupt {
-                name: self.name.clone(),
-                reason: format!("the file has {file_len} bytes, more than any segment"),
-            });
-        }
-        let map = Mapping::map(fd.as_fd(), file_len as usize).map_err(|e| self.err("mmap", e))?;
-        let mut head = [0u8; HEADER_LEN];
-        // SAFETY: the mapping has at least HEADER_LEN bytes.
-        unsafe { copy::copy_from_shared(&mut head, map.ptr()) };
-        let Some(header) = header::parse(&self.name, &head, file_len)? else {
-            return Ok(None);
-        };
-        // Only tells tools our pid (see the module docs); the protocol never depends on it, so
-        // a failure (someone holding an exclusive flock) is not an error.
-        let _ = rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockShared);
-        let fd = fd.into_inner();
-        crate::fork::register(fd.as_raw_fd(), st.st_dev, st.st_ino);
-        Ok(Some(Segment {
+    /// The name file let us in but the generation's SysV memory does not.
+    fn memory_denied(&self, h: &Header) -> Error {
+        Error::PermissionDenied {
             name: self.name.clone(),
-            dir: self.dir.clone(),
-            path: path.to_owned(),
-            dev: st.st_dev,
-            ino: st.st_ino,
-            created,
-            header,
-            trusted,
-            map: ManuallyDrop::new(map),
-            fd: Some(fd),
-        }))
+            reason: format!(
+                "its memory (SysV segment {}) refuses this process: the segment took the name \
+                 file's owner, group and mode when it was created, so a later chown or chmod \
+                 of the name file applies only to the next generation",
+                h.shmid
+            ),
+        }
     }
 
     fn foreign(&self, reason: String) -> Error {
@@ -599,10 +889,82 @@ impl Builder {
     }
 }
 
+/// The filesystem of the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fs {
+    Tmpfs,
+    /// With its page size.
+    Hugetlbfs(u64),
+}
+
+/// The outcome of one attach attempt.
+enum Attempt {
+    Attached(Segment),
+    /// The generation went away under us: start again (the reason is kept for the error).
+    Retry(&'static str),
+}
+
+/// What a process holding a lock on the name file decided.
+enum Claim {
+    /// It started a new, zero-filled generation.
+    Created(Mapping, Header),
+    /// It joined the live (or persistent) generation.
+    Joined(Mapping, Header),
+    /// That generation is gone: start again.
+    Retry(&'static str),
+}
+
+/// Maps the file of `fd` through a description of its own (`/proc/self/fd/N`), which holds no
+/// lock: a mapping keeps its description alive, and a forked child inherits our mappings, so
+/// mapping the locked description would let a child keep our attach lock (and our pid marker)
+/// after we detached or died. Without `/proc`, maps `fd` itself.
+fn map_file(fd: &OwnedFd, len: usize) -> Result<Mapping, Errno> {
+    let flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    if let Ok(other) = rfs::open(path.as_str(), flags, Mode::empty()) {
+        let same = |a: rfs::Stat, b: rfs::Stat| (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino);
+        if let (Ok(a), Ok(b)) = (rfs::fstat(&other), rfs::fstat(fd)) {
+            if same(a, b) {
+                return Mapping::map(other.as_fd(), len);
+            }
+        }
+    }
+    Mapping::map(fd.as_fd(), len)
+}
+
+/// `pread` until `buf` is full or the file ends; returns the bytes read.
+fn pread_full(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::pread(fd, &mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn pwrite_full(fd: &OwnedFd, mut buf: &[u8], mut at: u64) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match rustix::io::pwrite(fd, buf, at) {
+            Ok(0) => return Err(Errno::NOSPC),
+            Ok(k) => {
+                buf = &buf[k..];
+                at += k as u64;
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A descriptor being attached. If the attach fails or retries, whatever lock it holds is
 /// released explicitly before it closes: a child forked meanwhile by another thread has a copy
 /// of the descriptor (and no spare, since it is not registered yet), which must not keep the
-/// lock alive.
+/// lock alive; that child has no handle for it, so releasing its copy takes nothing from it.
 struct Attaching(Option<OwnedFd>);
 
 impl Attaching {
@@ -645,6 +1007,48 @@ fn unlink_if_ours(fd: &OwnedFd, path: &Path) {
     }
 }
 
+/// The last-detacher step (see the module documentation): if `path` still names inode
+/// `dev`/`ino` and nobody holds a lock on it, and the generation its header announces has no
+/// attachment besides `mine` of ours (SysV `shmid`), unlink it.
+fn release_name(path: &Path, dev: u64, ino: u64, shmid: Option<i32>, mine: u64) {
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(fd) = rfs::open(path, flags, Mode::empty()) else {
+        return; // already unlinked, or not ours to open any more
+    };
+    let Ok(st) = rfs::fstat(&fd) else { return };
+    if st.st_dev != dev || st.st_ino != ino {
+        return; // the name now belongs to another file
+    }
+    if !matches!(sys::ofd_lock(fd.as_fd(), LockKind::Exclusive), Ok(true)) {
+        return; // somebody is attached (or attaching)
+    }
+    // Nobody holds a lock. Under ours, nobody can start a generation or unlink: look at the
+    // generation the name announces now (a newer one may have been made in this same file).
+    let mut head = [0u8; HEADER_LEN];
+    let Ok(n) = pread_full(&fd, &mut head) else {
+        return;
+    };
+    match header::parse("", &head[..n], st.st_size as u64) {
+        Ok(Parsed::Ready(h)) if h.storage == Storage::SysV => {
+            let ours = if Some(h.shmid) == shmid { mine } else { 0 };
+            if sys::shm_stat(h.shmid).is_ok_and(|s| s.nattch > ours) {
+                // Attached by a process that holds no lock of its own (it shares a description
+                // without our fork handlers, and one of them let go): still in use.
+                return;
+            }
+        }
+        Ok(_) => {}
+        Err(_) => return, // not a header of ours any more: not ours to remove
+    }
+    unlink_if_ours(&fd, path);
+}
+
+/// The exit handler's step for one handle (`fork.rs`): its lock is released; the process keeps
+/// `mine` attachments of SysV segment `shmid` until it is gone.
+pub(crate) fn release_at_exit(path: &Path, dev: u64, ino: u64, shmid: Option<i32>, mine: u64) {
+    release_name(path, dev, ino, shmid, mine);
+}
+
 /// An attached named segment. Dropping it detaches; the last detacher of a transient segment
 /// frees it.
 ///
@@ -655,16 +1059,20 @@ fn unlink_if_ours(fd: &OwnedFd, path: &Path) {
 pub struct Segment {
     name: String,
     dir: PathBuf,
-    path: PathBuf,
+    path: Arc<Path>,
+    /// Device and inode of the name file.
     dev: u64,
     ino: u64,
     created: bool,
     header: Header,
+    /// The name file is owned by this user (only then may we unlink it).
     trusted: bool,
-    /// Unmapped first in `drop`: a mapping holds a reference to the open file description,
-    /// so the description (and its attach lock) lives on until the mapping is gone.
+    /// The memory: `mmap` of the file or `shmat` of the SysV segment. Let go of first in
+    /// `drop`: an attachment must never outlive our lock (a detacher that wins the write lock
+    /// counts attachments).
     map: ManuallyDrop<Mapping>,
-    /// `Some` until drop; taken there so it is closed before the last-detacher check.
+    /// The name file, holding the attach lock. `Some` until drop; taken there so it is closed
+    /// before the last-detacher check.
     fd: Option<OwnedFd>,
 }
 
@@ -689,7 +1097,7 @@ impl Segment {
         &self.dir
     }
 
-    /// The file that holds it.
+    /// The name file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -705,7 +1113,13 @@ impl Segment {
         self.header.lifetime
     }
 
-    /// The file's device and inode numbers: the identity of this generation of the segment.
+    /// Where its memory lives: a SysV segment (transient segments on tmpfs) or the file.
+    pub fn storage(&self) -> Storage {
+        self.header.storage
+    }
+
+    /// The name file's device and inode numbers. With SysV storage one name file may announce
+    /// several generations over time; [`Header::token`] tells them apart.
     pub fn file_id(&self) -> (u64, u64) {
         (self.dev, self.ino)
     }
@@ -715,7 +1129,29 @@ impl Segment {
         &self.header
     }
 
-    /// The number of data bytes (the file size less the 64-byte header).
+    /// Whether the name still leads to this handle's generation. `false` once it was removed
+    /// (`shmem rm --force`) or replaced by a newer generation: this handle then holds an
+    /// orphan that no new opener will see.
+    pub fn is_current(&self) -> bool {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rfs::open(&*self.path, flags, Mode::empty()) else {
+            return false;
+        };
+        let Ok(st) = rfs::fstat(&fd) else {
+            return false;
+        };
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino) || st.st_nlink == 0 {
+            return false;
+        }
+        let mut head = [0u8; HEADER_LEN];
+        let Ok(n) = pread_full(&fd, &mut head) else {
+            return false;
+        };
+        matches!(header::parse(&self.name, &head[..n], st.st_size as u64),
+            Ok(Parsed::Ready(h)) if h.token == self.header.token)
+    }
+
+    /// The number of data bytes (the segment's size less the 64-byte header).
     pub fn data_len(&self) -> usize {
         self.map.len() - HEADER_LEN
     }
@@ -766,47 +1202,35 @@ impl Segment {
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.map
     }
-
-    /// The detach step for a transient segment: see the module documentation.
-    fn release_name(&self) {
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(fd) = rfs::open(&self.path, flags, Mode::empty()) else {
-            return; // already unlinked, or not ours to open any more
-        };
-        let Ok(st) = rfs::fstat(&fd) else { return };
-        if st.st_dev != self.dev || st.st_ino != self.ino {
-            return; // the name now belongs to a newer generation
-        }
-        if let Ok(true) = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive) {
-            // Nobody is attached. But another detacher may have unlinked our inode (and a new
-            // generation taken the name) between our `open` and our lock: check again, now
-            // that nobody else can unlink.
-            unlink_if_ours(&fd, &self.path);
-        }
-    }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // Let go of our read lock explicitly: our description is ours alone (fork.rs gives a
-        // forked child its own), but a child being spawned by another thread may hold a copy
-        // of the descriptor until its `exec`, and that copy must not keep the segment alive.
-        // Then unmap and close (a mapping, too, holds a reference to the description).
         let fd = self.fd.take();
-        // A description shared with a forked child (no spare could be made for it) keeps its
-        // lock until the last of them closes it: releasing it here would release theirs.
+        let (how, witness) = fd.as_ref().map_or((Unregistered::Shared, None), |fd| {
+            crate::fork::unregister(fd.as_raw_fd())
+        });
+        drop(witness); // releases this handle's writer token, if it had one
+                       // The memory first: our attachment must be gone before our lock is (see `map`).
+                       // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
+        unsafe { ManuallyDrop::drop(&mut self.map) };
+        if how == Unregistered::ReleasedAtExit {
+            return; // the exit handler did the rest; `fd` closes here
+        }
+        // Let go of our lock explicitly: a child being spawned by another thread holds a copy
+        // of the descriptor until its `exec`, which must not keep the name. With SysV storage
+        // this is always safe, even on a description shared with a process that has no lock
+        // of its own: the last-detacher step counts attachments. With file storage it is done
+        // only on a description that is ours alone (fork.rs).
         if let Some(fd) = &fd {
-            let gone = crate::fork::unregister(fd.as_raw_fd());
-            if !gone.shared {
+            if self.header.storage == Storage::SysV || how == Unregistered::Own {
                 let _ = sys::ofd_lock(fd.as_fd(), LockKind::Unlock);
             }
-            drop(gone.witness); // releases this handle's writer token, if it had one
         }
-        // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
-        unsafe { ManuallyDrop::drop(&mut self.map) };
         drop(fd);
         if self.header.lifetime == Lifetime::Transient && self.trusted {
-            self.release_name();
+            let shmid = (self.header.storage == Storage::SysV).then_some(self.header.shmid);
+            release_name(&self.path, self.dev, self.ino, shmid, 0);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The few system calls that rustix does not wrap the way we need, and the mapping type.
 //!
 //! Everything `unsafe` about the operating system lives here (the shared-memory atomics live in
-//! `copy.rs`, `header.rs` and `value.rs`). Each function states the syscall it makes.
+//! `copy.rs`, `header.rs` and `value.rs`): OFD locks, the mapping type (`mmap` or SysV `shmat`),
+//! the SysV calls and `atexit`. Each function states the syscall it makes.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
@@ -145,11 +146,30 @@ pub(crate) fn futex_wait(
 #[cfg(loom)]
 pub(crate) fn futex_wake(_word: &crate::sync::AtomicU32, _n: u32) {}
 
-/// A shared, read-write mapping of a whole segment file. Unmapped on drop.
+/// Where a mapping came from, which decides how it is let go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// `mmap` of a file: `munmap(ptr, len)`.
+    File,
+    /// `shmat` of a SysV segment: `shmdt(ptr)`.
+    SysV,
+}
+
+/// `fcntl(fd, F_OFD_GETLK, {F_WRLCK, SEEK_SET, 0, 1})`: whether some description holds a lock
+/// on the segment's first byte that a write lock would conflict with (any attach or exclusive
+/// lock), without taking one. Works on a read-only descriptor.
+pub(crate) fn ofd_locked(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    Ok(ofd_probe(fd, 0)? == ByteLock::Held)
+}
+
+/// A shared, read-write mapping of a whole segment: a file (`mmap`) or a SysV shared-memory
+/// segment (`shmat`). The one type both storages use, so the value layer never knows which.
+/// Unmapped (or detached) on drop.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    source: Source,
 }
 
 // SAFETY: the mapping is plain memory shared with other processes; every access to it goes
@@ -181,7 +201,32 @@ impl Mapping {
             )?
         };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::INVAL)?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping {
+            ptr,
+            len,
+            source: Source::File,
+        })
+    }
+
+    /// `shmat(shmid, NULL, 0)`: attaches SysV segment `shmid`, whose size the caller has
+    /// checked (`shm_stat`) to be at least `len`, so every byte of `0..len` is backed.
+    /// Linux lets a segment already marked for removal (`IPC_RMID`) be attached by id.
+    pub(crate) fn attach_shm(shmid: i32, len: usize) -> Result<Mapping, Errno> {
+        if len == 0 {
+            return Err(Errno::INVAL);
+        }
+        // SAFETY: the kernel picks a fresh address (NULL hint), so the new mapping cannot alias
+        // any Rust object; the memory is only accessed through raw pointers and atomics.
+        let p = unsafe { libc::shmat(shmid, std::ptr::null(), 0) };
+        if p as isize == -1 {
+            return Err(last_errno());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or(Errno::INVAL)?;
+        Ok(Mapping {
+            ptr,
+            len,
+            source: Source::SysV,
+        })
     }
 
     /// The first byte of the mapping.
@@ -189,19 +234,171 @@ impl Mapping {
         self.ptr.as_ptr()
     }
 
-    /// The length mapped, in bytes.
+    /// The length mapped (or, for a SysV segment, used), in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Copies the mapping's first `buf.len()` bytes (at most its length) into `buf`, with the
+    /// racy-copy routine: other processes may be writing them.
+    pub(crate) fn copy_out(&self, buf: &mut [u8]) {
+        let n = buf.len().min(self.len);
+        // SAFETY: `n <= len`, so the source range lies inside the mapping.
+        unsafe { crate::copy::copy_from_shared(&mut buf[..n], self.ptr.as_ptr()) };
+    }
+
+    /// `madvise(MADV_POPULATE_WRITE)` over the whole mapping: allocates every page now, so that
+    /// running out of memory is an error here (`ENOMEM`) and not a SIGBUS or an OOM kill at a
+    /// later write. Kernels before 5.14 answer `EINVAL`; the pages are then touched one by one.
+    pub(crate) fn populate(&self) -> Result<(), Errno> {
+        // SAFETY: the range is exactly our mapping; the advice only allocates pages.
+        let r = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        match last_errno() {
+            Errno::INVAL => {
+                let page = rustix::param::page_size();
+                let mut off = 0;
+                while off < self.len {
+                    // SAFETY: `off < len`, inside the mapping; a Relaxed atomic add of 0 to a
+                    // byte writes the page without changing any value a peer may have written.
+                    unsafe {
+                        (*self
+                            .ptr
+                            .as_ptr()
+                            .add(off)
+                            .cast::<std::sync::atomic::AtomicU8>())
+                        .fetch_add(0, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    off += page;
+                }
+                Ok(())
+            }
+            Errno::INTR => self.populate(),
+            e => Err(e),
+        }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what `mmap` returned and nothing borrows the memory
-        // past the life of `self`. A failure of `munmap` (EINVAL only, for bad arguments) cannot
-        // happen with these values and there would be nothing useful to do about it in `drop`.
-        unsafe {
-            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len);
+        match self.source {
+            // SAFETY: `ptr`/`len` are exactly what `mmap` returned and nothing borrows the
+            // memory past the life of `self`. A failure of `munmap` (EINVAL only, for bad
+            // arguments) cannot happen with these values and there would be nothing useful to
+            // do about it in `drop`.
+            Source::File => unsafe {
+                let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len);
+            },
+            // SAFETY: `ptr` is what `shmat` returned; nothing borrows the memory past the life
+            // of `self`. `shmdt` fails only for an address that is not an attachment.
+            Source::SysV => unsafe {
+                libc::shmdt(self.ptr.as_ptr().cast());
+            },
         }
     }
+}
+
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// `SHM_DEST` in `shm_perm.mode`: the segment is marked for removal (`IPC_RMID`) and goes when
+/// its last attachment does.
+const SHM_DEST: u32 = 0o1000;
+
+/// What `shmctl(IPC_STAT)` tells about a SysV segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ShmStat {
+    /// Size in bytes.
+    pub(crate) size: u64,
+    /// Number of attachments, in all processes.
+    pub(crate) nattch: u64,
+    /// Marked for removal: freed by the kernel when `nattch` reaches 0.
+    pub(crate) marked: bool,
+    /// Owner uid.
+    pub(crate) uid: u32,
+    /// Permission bits.
+    pub(crate) mode: u32,
+}
+
+/// `shmget(IPC_PRIVATE, size, IPC_CREAT | IPC_EXCL | mode)`: a new, zero-filled SysV segment
+/// that only its id can reach. `ENOSPC` (kernel.shmmni or kernel.shmall reached), `ENOMEM`
+/// and `EINVAL` (larger than kernel.shmmax) are the caller's to explain.
+pub(crate) fn shm_create(size: usize, mode: u32) -> Result<i32, Errno> {
+    // SAFETY: plain system call with integer arguments.
+    let id = unsafe {
+        libc::shmget(
+            libc::IPC_PRIVATE,
+            size,
+            libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int,
+        )
+    };
+    if id < 0 {
+        return Err(last_errno());
+    }
+    Ok(id)
+}
+
+/// `shmctl(shmid, IPC_STAT)`. `EINVAL`/`EIDRM`: no such segment any more (freed).
+pub(crate) fn shm_stat(shmid: i32) -> Result<ShmStat, Errno> {
+    // SAFETY: `shmid_ds` is plain old data; all-zero is a valid value for the kernel to fill.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid, writable `shmid_ds` that outlives the call.
+    let r = unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) };
+    if r != 0 {
+        return Err(last_errno());
+    }
+    let mode = u32::from(ds.shm_perm.mode);
+    Ok(ShmStat {
+        size: ds.shm_segsz as u64,
+        nattch: ds.shm_nattch as u64,
+        marked: mode & SHM_DEST != 0,
+        uid: ds.shm_perm.uid,
+        mode: mode & 0o777,
+    })
+}
+
+/// `shmctl(shmid, IPC_SET)`: gives the segment the owner, group and mode of its name file, so
+/// that exactly the users who may open the name may attach the memory.
+pub(crate) fn shm_set_owner(shmid: i32, uid: u32, gid: u32, mode: u32) -> Result<(), Errno> {
+    // SAFETY: as in `shm_stat`.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: as in `shm_stat`.
+    if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
+        return Err(last_errno());
+    }
+    ds.shm_perm.uid = uid;
+    ds.shm_perm.gid = gid;
+    ds.shm_perm.mode = (mode & 0o777) as _;
+    // SAFETY: `ds` is a valid `shmid_ds` filled by IPC_STAT, read by the kernel.
+    if unsafe { libc::shmctl(shmid, libc::IPC_SET, &mut ds) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// `shmctl(shmid, IPC_RMID)`: marks the segment for removal. The kernel frees it when its last
+/// attachment goes (detach, exit, exec, crash); until then it can still be attached by id.
+pub(crate) fn shm_mark_removed(shmid: i32) -> Result<(), Errno> {
+    // SAFETY: IPC_RMID ignores the buffer argument.
+    let r = unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// `atexit(f)`: `f` runs at a normal process exit (`exit`, a return from `main`), before the
+/// libraries' destructors. Returns whether it was registered.
+pub(crate) fn at_exit(f: extern "C" fn()) -> bool {
+    // SAFETY: registering a handler has no precondition; `f` is a plain `extern "C" fn()`.
+    unsafe { libc::atexit(f) == 0 }
 }

@@ -1,7 +1,7 @@
 //! `shmem info NAME`: everything about one segment.
 //!
 //! The facts come from `shmem::admin::inspect`, which does not attach (the capacity too, from the
-//! file size). Only the version of a value needs an attach, and it is short and read-only. It is skipped for a
+//! size in the header). Only the version of a value needs an attach, and it is short and read-only. It is skipped for a
 //! transient segment that nobody holds: attaching would start a new, empty generation of it
 //! (and be its last user), which is not what looking should do.
 
@@ -29,14 +29,24 @@ struct Process {
 struct Output {
     name: String,
     path: String,
-    /// `live`, `stale` or `foreign`.
+    /// `live`, `stale`, `removed`, `corrupt`, `foreign` or `unreadable`.
     state: &'static str,
     /// Why a foreign file is not a shmem segment.
     #[serde(skip_serializing_if = "Option::is_none")]
     foreign: Option<String>,
+    /// Why the state is corrupt, foreign or unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     kind: Option<&'static str>,
     lifetime: Option<&'static str>,
-    /// The file size in bytes.
+    /// `sysv` (memory in a SysV segment the kernel frees with its last attachment) or `file`.
+    storage: Option<&'static str>,
+    /// The SysV segment's id and attachments, while it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shmid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachments: Option<u64>,
+    /// The segment's size in bytes, header included.
     size: u64,
     /// The largest value in bytes (needs an attach).
     capacity: Option<usize>,
@@ -65,10 +75,11 @@ struct Output {
 
 pub fn run(dir: &Path, args: &InfoArgs) -> Result {
     let info = admin::inspect(dir, &args.name)?;
-    let (state, foreign) = match &info.state {
-        State::Live => ("live", None),
-        State::Stale => ("stale", None),
-        State::Foreign(reason) => ("foreign", Some(reason.clone())),
+    let state = info.state.as_str();
+    let reason = info.state.reason().map(str::to_owned);
+    let foreign = match &info.state {
+        State::Foreign(r) => Some(r.clone()),
+        _ => None,
     };
     let peeked = peek(dir, &info);
     let output = Output {
@@ -76,8 +87,12 @@ pub fn run(dir: &Path, args: &InfoArgs) -> Result {
         path: info.path.display().to_string(),
         state,
         foreign,
+        reason,
         kind: info.header.map(|h| h.kind.as_str()),
         lifetime: info.header.map(|h| h.lifetime.as_str()),
+        storage: info.header.map(|h| h.storage.as_str()),
+        shmid: info.memory.map(|m| m.shmid),
+        attachments: info.memory.map(|m| m.attachments),
         size: info.size,
         capacity: info.value_capacity(),
         version: peeked.as_ref().ok().copied(),
@@ -121,6 +136,13 @@ fn peek(dir: &Path, info: &admin::Info) -> Result<u64, String> {
     if header.kind != Kind::Value {
         return Err("a raw segment has no version".into());
     }
+    if info.value_capacity().is_none() {
+        return Err(format!(
+            "its size of {} bytes is not a value layout (256 bytes of header and control, then \
+             two equal slots of a multiple of 64 bytes)",
+            header.size
+        ));
+    }
     if info.state == State::Stale && header.lifetime == Lifetime::Transient {
         return Err("nobody holds it, and attaching would start it anew".into());
     }
@@ -138,12 +160,19 @@ fn print(out: &mut impl Write, o: &Output) -> io::Result<()> {
     };
     writeln!(out, "name:       {}", o.name)?;
     writeln!(out, "path:       {}", o.path)?;
-    match &o.foreign {
-        Some(reason) => writeln!(out, "state:      foreign: {reason}")?,
+    match &o.reason {
+        Some(reason) => writeln!(out, "state:      {}: {reason}", o.state)?,
         None => writeln!(out, "state:      {}", o.state)?,
     }
     writeln!(out, "kind:       {}", o.kind.unwrap_or("unknown"))?;
     writeln!(out, "lifetime:   {}", o.lifetime.unwrap_or("unknown"))?;
+    match (o.storage, o.shmid, o.attachments) {
+        (Some(storage), Some(id), Some(n)) => {
+            writeln!(out, "storage:    {storage} (id {id}, {n} attachment(s))")?
+        }
+        (Some(storage), _, _) => writeln!(out, "storage:    {storage}")?,
+        _ => writeln!(out, "storage:    unknown")?,
+    }
     writeln!(out, "size:       {} bytes", o.size)?;
     match o.capacity {
         Some(capacity) => writeln!(out, "capacity:   {capacity} bytes")?,

@@ -13,7 +13,8 @@ use crate::error::Result;
 #[derive(Serialize)]
 struct Row {
     name: String,
-    /// `live`, `stale` or `foreign`.
+    /// `live`, `stale`, `removed` (the name was removed while processes hold it), `corrupt`,
+    /// `unreadable` or (with `--all`) `foreign`.
     state: &'static str,
     size: u64,
     lifetime: Option<&'static str>,
@@ -23,17 +24,20 @@ struct Row {
     /// Why a foreign file is not a shmem segment.
     #[serde(skip_serializing_if = "Option::is_none")]
     foreign: Option<String>,
+    /// Why a segment is corrupt or unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 pub fn run(dir: &Path, args: &LsArgs) -> Result {
     let mut rows = Vec::new();
     for info in admin::list(dir)? {
-        let (state, foreign) = match info.state {
-            State::Live => ("live", None),
-            State::Stale => ("stale", None),
-            State::Foreign(reason) if args.all => ("foreign", Some(reason)),
+        let (foreign, reason) = match &info.state {
+            State::Foreign(reason) if args.all => (Some(reason.clone()), None),
             State::Foreign(_) => continue,
+            s => (None, s.reason().map(str::to_owned)),
         };
+        let state = info.state.as_str();
         rows.push(Row {
             name: info.name,
             state,
@@ -43,6 +47,7 @@ pub fn run(dir: &Path, args: &LsArgs) -> Result {
             attached: info.attached,
             pids: info.pids,
             foreign,
+            reason,
         });
     }
     if args.all {
@@ -57,6 +62,7 @@ pub fn run(dir: &Path, args: &LsArgs) -> Result {
                 attached: 0,
                 pids: Vec::new(),
                 foreign: Some("not a shmem file".into()),
+                reason: None,
             });
         }
     }
@@ -85,13 +91,13 @@ fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
         .max(4);
     writeln!(
         out,
-        "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<7}  PIDS",
+        "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<10}  PIDS",
         "NAME", "SIZE", "LIFETIME", "ATTACHED", "STATE"
     )?;
     for r in rows {
         let pids: Vec<String> = r.pids.iter().map(u32::to_string).collect();
         let line = format!(
-            "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<7}  {}",
+            "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<10}  {}",
             r.name,
             r.size,
             r.lifetime.unwrap_or("-"),
@@ -100,6 +106,9 @@ fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
             pids.join(",")
         );
         writeln!(out, "{}", line.trim_end())?;
+        if let Some(reason) = &r.reason {
+            writeln!(out, "  {}: {reason}", r.name)?;
+        }
     }
     Ok(())
 }
