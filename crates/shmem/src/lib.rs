@@ -35,6 +35,7 @@ mod sync;
 mod sys;
 pub(crate) mod value;
 mod wlock;
+mod writer;
 
 /// The value protocol and the writers' lock, for the loom model checks only
 /// (`tests/loom_value.rs`): the same code the library runs, compiled against loom's atomics.
