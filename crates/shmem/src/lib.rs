@@ -28,6 +28,7 @@ mod copy;
 mod error;
 mod fork;
 mod header;
+mod map;
 mod name;
 mod segment;
 mod seqlock;
@@ -45,10 +46,16 @@ pub mod model {
     pub use crate::seqlock::*;
     pub use crate::sync::{AtomicU32, AtomicU64, Ordering};
     pub use crate::wlock::{lock, Guard, Holder, LockError, Park, Taken, SLEEPERS, TOKEN_MASK};
+
+    /// The map's copy-selection and catch-up protocol (`src/map/protocol.rs`).
+    pub mod map {
+        pub use crate::map::protocol::*;
+    }
 }
 
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};
+pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use value::{SoleWriter, Value, ValueBuilder};
