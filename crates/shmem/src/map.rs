@@ -450,6 +450,7 @@ impl<'a> Table<'a> {
                 if self.write_record(off, key, value, version).is_none() {
                     return Did::Bad;
                 }
+                crash_point(Phase::MidInsert);
                 self.bucket(at)
                     .store(Table::slot_word(tag, off), Ordering::Relaxed);
                 self.meta.count.store(count + 1, Ordering::Relaxed);
@@ -478,6 +479,7 @@ impl<'a> Table<'a> {
             // `w` may fill the hole unless its home lies cyclically in (hole, j].
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
                 self.bucket(hole).store(w, Ordering::Relaxed);
+                crash_point(Phase::MidDelete);
                 hole = j;
             }
         }
@@ -489,13 +491,11 @@ impl<'a> Table<'a> {
         Did::Deleted
     }
 
-    /// Makes this copy a byte copy of `src` (buckets, used heap, bump, count).
+    /// Makes this copy a byte copy of `src` (buckets, the whole heap, bump, count). The whole
+    /// heap, not only `bump` bytes: `bump` is read from the segment, and a copy that differs
+    /// from the published one anywhere a bucket may point would break the invariant.
     fn rebuild_from(&self, src: &Table<'_>) -> Option<()> {
         let bump = src.meta.bump.load(Ordering::Relaxed);
-        let used = usize::try_from(bump)
-            .ok()
-            .filter(|&b| b <= self.layout.heap)
-            .unwrap_or(self.layout.heap);
         let mut buf = vec![0u8; 64 * 1024];
         let mut copy_range = |from: usize, to: usize, len: usize| -> Option<()> {
             let mut done = 0;
@@ -508,8 +508,9 @@ impl<'a> Table<'a> {
             Some(())
         };
         copy_range(src.buckets_off, self.buckets_off, 8 * self.layout.buckets)?;
-        copy_range(src.heap_off, self.heap_off, used)?;
-        self.meta.bump.store(used as u64, Ordering::Relaxed);
+        crash_point(Phase::MidRebuild);
+        copy_range(src.heap_off, self.heap_off, self.layout.heap)?;
+        self.meta.bump.store(bump, Ordering::Relaxed);
         self.meta
             .count
             .store(src.meta.count.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -542,6 +543,9 @@ impl<'a> Table<'a> {
             );
             bump += size;
             count += 1;
+            if count == 2 {
+                crash_point(Phase::MidCompaction);
+            }
         }
         self.meta.bump.store(bump as u64, Ordering::Relaxed);
         self.meta.count.store(count, Ordering::Relaxed);
@@ -1139,6 +1143,7 @@ impl Map {
         let (last_version, last_key) = self.last_op();
         let plan = protocol::plan(ctrl, metas, last_version);
         let t = protocol::begin(ctrl, metas);
+        crash_point(Phase::AfterBegin);
         let dst = Table::new(mem, self.layout, t.copy);
         let src = Table::new(mem, self.layout, t.copy ^ 1);
         let caught_up = match plan {
@@ -1148,6 +1153,7 @@ impl Map {
                 .or_else(|| dst.rebuild_from(&src)),
             CatchUp::Rebuild => dst.rebuild_from(&src),
         };
+        crash_point(Phase::AfterCatchUp);
         let did = match caught_up {
             None => Did::Bad,
             Some(()) => self.apply(&dst, &src, op, t.next),
@@ -1162,6 +1168,7 @@ impl Map {
             return Err(self.corrupt_published()); // the copy stays odd: the next writer rebuilds
         }
         let published = protocol::finish(metas, t, applied);
+        crash_point(Phase::AfterFinish);
         match (did, published) {
             (Did::Set | Did::Deleted, Some(next)) => {
                 let (kind, key) = match op {
@@ -1169,7 +1176,9 @@ impl Map {
                     Op::Delete { key } => (OP_DELETE, key),
                 };
                 self.write_last_op(next, kind, key);
+                crash_point(Phase::AfterLastOp);
                 seqlock::publish(ctrl, next);
+                crash_point(Phase::AfterPublish);
                 Ok(Delete::Removed { version: next })
             }
             (Did::Missing, _) => Ok(Delete::NotFound),
@@ -1259,6 +1268,7 @@ impl Map {
         head[4..8].copy_from_slice(&(key.len() as u32).to_le_bytes());
         let _ = mem.write(LAST_OP_OFFSET + 8, &head);
         let _ = mem.write(LAST_OP_OFFSET + 16, key);
+        crash_point(Phase::MidLastOp);
         word.store(version, Ordering::Relaxed);
     }
 
@@ -1315,6 +1325,41 @@ impl Map {
         ]
     }
 }
+
+/// Points of the writer where the unit tests make it "die" (panic, with the lock released on
+/// unwind, as the kernel hands a dead writer's lock over): what each leaves is what a writer
+/// killed there leaves. Compiled to nothing outside tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Phase {
+    AfterBegin,
+    MidRebuild,
+    AfterCatchUp,
+    MidInsert,
+    MidDelete,
+    MidCompaction,
+    AfterFinish,
+    MidLastOp,
+    AfterLastOp,
+    AfterPublish,
+}
+
+#[cfg(test)]
+thread_local! {
+    static CRASH_AT: std::cell::Cell<Option<Phase>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+fn crash_point(p: Phase) {
+    if CRASH_AT.with(|c| c.get()) == Some(p) {
+        CRASH_AT.with(|c| c.set(None));
+        panic!("injected crash at {p:?}");
+    }
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn crash_point(_: Phase) {}
 
 /// Parses a private copy of a table (buckets then heap) into sorted entries. `None` when it
 /// is inconsistent: a bad record, a key in the wrong bucket, a duplicate, a count that differs.
@@ -1381,6 +1426,153 @@ mod tests {
         assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    /// A private directory on `/dev/shm`, removed on drop.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new() -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::path::PathBuf::from(format!(
+                "/dev/shm/shmem-unit-map-{}-{n}",
+                std::process::id()
+            ));
+            std::fs::create_dir(&p).unwrap();
+            Dir(p)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    type Model = std::collections::BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+
+    fn check(m: &Map, model: &Model, version: u64, when: &str) {
+        let snap = m.snapshot().unwrap();
+        let got: Model = snap
+            .iter()
+            .map(|e| (e.key.clone(), (e.value.clone(), e.version)))
+            .collect();
+        assert_eq!(&got, model, "{when}");
+        assert_eq!(snap.version(), version, "{when}");
+        assert_eq!(m.version(), version, "{when}");
+        assert_eq!(m.len().unwrap(), model.len(), "{when}");
+        for (k, (v, ver)) in model {
+            assert_eq!(m.get(k).unwrap(), Some((v.clone(), *ver)), "{when}");
+        }
+    }
+
+    /// Runs 600 seeded operations (sets of changing sizes over 20 keys, so overwrites in
+    /// place, bump allocations and compactions; deletes that shift probe chains) and arms
+    /// `phases` one after the other: each makes the next writer that reaches it "die" there.
+    /// After every operation the map must equal the model: the dead writer's operation is
+    /// visible exactly when it died after publishing, and the next writers repair the rest.
+    fn die_at(phases: &[Phase]) {
+        let d = Dir::new();
+        let m = Map::builder("crash")
+            .dir(&d.0)
+            .capacity(4096)
+            .open()
+            .unwrap();
+        let mut model = Model::new();
+        let mut version = 0u64;
+        let mut armed = phases.iter();
+        let mut fired = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut current = None;
+        for i in 0..600 {
+            if current.is_none() {
+                current = armed.next().copied();
+                CRASH_AT.with(|c| c.set(current));
+            }
+            let key = format!("key-{}", next(20)).into_bytes();
+            let delete = next(4) == 0;
+            let value = vec![i as u8; next(150) as usize];
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if delete {
+                    m.delete(&key).map(|d| match d {
+                        Delete::Removed { version } => Some(version),
+                        Delete::NotFound => None,
+                    })
+                } else {
+                    m.set(&key, &value).map(Some)
+                }
+            }));
+            let published = match r {
+                Ok(r) => r.unwrap(),
+                Err(_) => {
+                    let p = current.take().unwrap();
+                    fired.push(p);
+                    if p != Phase::AfterPublish {
+                        check(&m, &model, version, &format!("op {i}: died at {p:?}"));
+                        continue;
+                    }
+                    if delete && !model.contains_key(&key) {
+                        None
+                    } else {
+                        Some(version + 1)
+                    }
+                }
+            };
+            if let Some(v) = published {
+                version += 1;
+                assert_eq!(v, version);
+                if delete {
+                    model.remove(&key);
+                } else {
+                    model.insert(key, (value, v));
+                }
+            } else {
+                assert!(delete && !model.contains_key(&key));
+            }
+            check(&m, &model, version, &format!("op {i}"));
+        }
+        CRASH_AT.with(|c| c.set(None));
+        assert_eq!(fired, phases, "every armed phase was reached");
+    }
+
+    #[test]
+    fn a_writer_dying_at_any_phase_never_shows_half_an_operation() {
+        use Phase::*;
+        for p in [
+            AfterBegin,
+            AfterCatchUp,
+            MidInsert,
+            MidDelete,
+            MidCompaction,
+            AfterFinish,
+            MidLastOp,
+            AfterLastOp,
+            AfterPublish,
+        ] {
+            die_at(&[p, p, p]);
+        }
+    }
+
+    #[test]
+    fn a_writer_dying_while_rebuilding_after_another_death_is_repaired_too() {
+        use Phase::*;
+        die_at(&[
+            AfterBegin,
+            MidRebuild,
+            AfterFinish,
+            MidRebuild,
+            MidLastOp,
+            MidRebuild,
+            MidCompaction,
+            AfterCatchUp,
+        ]);
     }
 
     #[test]
