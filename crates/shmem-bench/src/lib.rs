@@ -15,6 +15,7 @@ use std::time::Instant;
 
 pub mod check;
 pub mod limits;
+pub mod map;
 pub mod measure;
 pub mod ours;
 pub mod peer;
@@ -68,6 +69,7 @@ pub fn groups() -> Vec<(&'static str, Group)> {
         }),
         ("get-set", ours::get_set),
         ("contended", ours::contended),
+        ("map", map::map),
         ("reader-tail", |cx, r| {
             if cx.peer_cpu.is_none() {
                 r.skip("reader tail", "needs two CPUs");
