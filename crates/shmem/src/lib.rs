@@ -8,6 +8,9 @@
 //! - [`Value`]: a byte string shared between processes. Readers never see a torn value, never
 //!   block and never write; a writer that crashes never wedges the others; waiting for a change
 //!   sleeps on a futex.
+//! - [`Map`]: many keys in one segment, created at run time, with values of any size that
+//!   fits. Readers never block and never see a torn entry; writers that crash at any point
+//!   leave it consistent; waits on one key or on any key sleep on a futex.
 //! - [`admin`]: list, inspect, remove and collect segments (what the `shmem` tool shows).
 //!
 //! ```

@@ -922,7 +922,8 @@ impl Map {
     pub fn set(&self, key: impl AsRef<[u8]>, value: &[u8]) -> Result<u64> {
         let key = self.check_key(key.as_ref())?;
         let size = record_size(key.len(), value.len()).unwrap_or(usize::MAX);
-        if size > self.layout.heap {
+        // A record's length field is 32 bits.
+        if size > self.layout.heap || u32::try_from(value.len()).is_err() {
             return Err(Error::TooLarge {
                 name: self.name().to_owned(),
                 len: value.len(),

@@ -42,7 +42,9 @@
 //! A writer killed at any instruction leaves the published copy untouched, and the copy it
 //! was in either odd (rebuilt by the next writer) or finished at a state the next writer
 //! classifies by its `state` field: `v + 1` unpublished is neither `v` nor `v - 1`, so it is
-//! rebuilt; a torn last-op record has version 0 (written first) and forces a rebuild too.
+//! rebuilt. A last-op record that does not name `v` (a torn one reads 0: its version is
+//! zeroed before its key is written; or a peer's scribble) forces a rebuild, never a wrong
+//! replay.
 
 use crate::seqlock::Control;
 use crate::sync::{fence, AtomicU64, Ordering};
