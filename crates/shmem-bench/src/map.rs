@@ -1,4 +1,5 @@
-//! `Map`: `get` of a 64-byte value among 10,000 keys and `set` of 64 bytes over them, with a
+//! `Map`: `get` of a 64-byte value among 10,000 keys (cycling through them, and one hot key:
+//! the lookup's own cost with its lines in cache) and `set` of 64 bytes over them, with a
 //! `Value` get of 64 bytes measured in the same group so that the two sit side by side.
 
 use std::hint::black_box;
@@ -49,6 +50,19 @@ pub fn map(cx: &Ctx, r: &mut Results) -> io::Result<()> {
     })?;
     r.push(measurement(
         "map get_into, 10k keys",
+        "shmem",
+        SIZE,
+        "ns",
+        Kind::Op,
+        s,
+        k,
+    ));
+    let (s, k) = cx.plan.per_op(|| {
+        black_box(m.get_into(black_box(&keys[77]), &mut buf).map_err(to_io)?);
+        Ok::<(), io::Error>(())
+    })?;
+    r.push(measurement(
+        "map get_into, one hot key",
         "shmem",
         SIZE,
         "ns",

@@ -110,6 +110,7 @@ const OP_DELETE: u32 = 2;
 /// each folded in with one multiply and a rotation, then murmur3's 64-bit finalizer so that
 /// every output bit depends on every input bit. Not FNV-1a: its one multiply per *byte*, each
 /// waiting for the last, made hashing a 9-byte key cost about as much as a whole `Value::get`.
+#[inline]
 fn hash(key: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = 0xcbf2_9ce4_8422_2325 ^ (key.len() as u64).wrapping_mul(K);
@@ -134,6 +135,7 @@ fn hash(key: &[u8]) -> u64 {
 }
 
 /// The 32-bit tag stored in a key's bucket word: the hash's upper half.
+#[inline]
 fn tag_of(key: &[u8]) -> u32 {
     (hash(key) >> 32) as u32
 }
@@ -141,6 +143,7 @@ fn tag_of(key: &[u8]) -> u32 {
 /// A tag's home bucket among `2^bits`: Fibonacci hashing of the tag (its top bits mix all of
 /// the tag's bits), so that the home is a function of the bucket word alone, which
 /// deletion's backward shift needs.
+#[inline]
 fn home_of(tag: u32, bits: u32) -> usize {
     (u64::from(tag).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
 }
@@ -228,6 +231,7 @@ struct Mem<'a> {
 
 impl<'a> Mem<'a> {
     /// The atomic word at `off`, if it is aligned and inside the mapping.
+    #[inline]
     fn word(&self, off: usize) -> Option<&'a AtomicU64> {
         if off % 8 != 0 || off.checked_add(8)? > self.len {
             return None;
@@ -240,6 +244,7 @@ impl<'a> Mem<'a> {
     }
 
     /// A metadata line at a trusted, 64-aligned offset checked at open.
+    #[inline]
     fn line<T: SharedLine>(&self, off: usize) -> &'a T {
         assert!(
             off % ALIGN == 0 && off + std::mem::size_of::<T>() <= self.len,
@@ -252,6 +257,7 @@ impl<'a> Mem<'a> {
     }
 
     /// Copies `dst.len()` bytes at `off` out, if they lie inside the mapping.
+    #[inline]
     fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
         if off.checked_add(dst.len())? > self.len {
             return None;
@@ -295,6 +301,7 @@ impl Rec {
 
 /// Parses a record header copied out from heap offset `off`, with `room` heap bytes from
 /// there: `None` unless it is complete and its key and value fit the room.
+#[inline]
 fn parse_header(h: &[u8], off: usize, room: usize) -> Option<Rec> {
     let h: &[u8; RECORD_HEADER] = h.try_into().ok()?;
     let key_len = usize::from(u16::from_le_bytes([h[0], h[1]]));
@@ -336,6 +343,7 @@ struct Table<'a> {
 }
 
 impl<'a> Table<'a> {
+    #[inline]
     fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
         let base = layout.copy_offset(copy);
         Table {
@@ -347,14 +355,17 @@ impl<'a> Table<'a> {
         }
     }
 
+    #[inline]
     fn mask(&self) -> usize {
         self.layout.buckets - 1
     }
 
+    #[inline]
     fn home(&self, tag: u32) -> usize {
         home_of(tag, self.layout.buckets.trailing_zeros())
     }
 
+    #[inline]
     fn bucket(&self, i: usize) -> &'a AtomicU64 {
         self.mem
             .word(self.buckets_off + 8 * (i & self.mask()))
@@ -381,6 +392,7 @@ impl<'a> Table<'a> {
         )
     }
 
+    #[inline]
     fn read_value(&self, rec: &Rec, dst: &mut [u8]) -> Option<()> {
         debug_assert_eq!(dst.len(), rec.val_len);
         self.mem
@@ -388,6 +400,7 @@ impl<'a> Table<'a> {
     }
 
     /// Probes for `key`: at most `B` buckets, every record checked.
+    #[inline]
     fn find(&self, key: &[u8], tag: u32) -> Find {
         let mut i = self.home(tag);
         for _ in 0..self.layout.buckets {
@@ -409,6 +422,7 @@ impl<'a> Table<'a> {
 
     /// Whether the record of bucket word `w` holds `key`: `None` if it is inconsistent.
     /// Short keys (header and key within 64 bytes) are read with the header in one copy.
+    #[inline]
     fn matches(&self, w: u64, key: &[u8]) -> Option<Option<Rec>> {
         const SHORT: usize = 64;
         if RECORD_HEADER + key.len() <= SHORT {
@@ -1159,12 +1173,29 @@ impl Map {
 
     /// Reader passes until one succeeds: `look` on the published copy, validated by its
     /// sequence; after a disturbed pass the reader asks writers to hold off (`seqlock.rs`).
+    #[inline]
     fn pass<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
+        let ctrl = self.ctrl();
+        let metas = self.metas();
+        let mem = self.mem();
+        // The common case first: one undisturbed pass, no retry state.
+        if let Pass::Done { found, version } =
+            protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c)))
+        {
+            return Ok((found, version));
+        }
+        self.pass_slow(look)
+    }
+
+    /// [`Map::pass`] after a disturbed first pass: retries with backoff and hold-off requests.
+    #[cold]
+    fn pass_slow<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
         let ctrl = self.ctrl();
         let metas = self.metas();
         let mem = self.mem();
         let mut backoff = Backoff::default();
         let mut asked = 0u32;
+        writer::ask_hold_off(ctrl, &mut asked);
         let r = loop {
             match protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c))) {
                 Pass::Done { found, version } => break Ok((found, version)),
