@@ -356,6 +356,16 @@ fn keys_of_255_bytes_work_across_processes_and_longer_or_empty_ones_are_refused(
         assert!(matches!(sut.get(&bad), Err(Error::InvalidKey { .. })));
         assert!(matches!(sut.delete(&bad), Err(Error::InvalidKey { .. })));
     }
+    // A value under the map's name is not a map.
+    let other = unique_name("kind");
+    let value = shmem::Value::builder(&other)
+        .dir(d)
+        .capacity(64)
+        .open()
+        .unwrap();
+    let err = Map::builder(&other).dir(d).capacity(64).open().unwrap_err();
+    assert!(err.to_string().contains("map"), "{err}");
+    drop(value);
     // Non-UTF-8 keys are bytes like any other.
     sut.set([0xff, 0x00, 0xfe], b"bin").unwrap();
     assert_eq!(sut.get([0xff, 0x00, 0xfe]).unwrap().unwrap().0, b"bin");
