@@ -530,3 +530,51 @@ fn garbage_in_every_byte_of_the_map_area_gives_errors_or_values_never_ub() {
     drop(sut);
     assert!(dir.files().is_empty());
 }
+
+#[test]
+fn a_persistent_map_keeps_its_entries_with_nobody_attached_and_bad_capacities_are_refused() {
+    let dir = TestDir::new("map");
+    let name = unique_name("persist");
+    let d = dir.path().to_str().unwrap();
+    let b = Map::builder(&name)
+        .dir(d)
+        .capacity(4096)
+        .lifetime(shmem::Lifetime::Persistent);
+    let m = b.create_new().unwrap();
+    m.set("k", b"kept").unwrap();
+    assert!(matches!(b.create_new(), Err(Error::Exists { .. })));
+    drop(m);
+    let m = Map::builder(&name).dir(d).open_existing().unwrap();
+    assert!(!m.created());
+    assert_eq!(m.get("k").unwrap(), Some((b"kept".to_vec(), 1)));
+    let entries: Vec<_> = m.iter().unwrap().map(|e| e.key).collect();
+    assert_eq!(entries, vec![b"k".to_vec()]);
+    let err = Map::builder(&name)
+        .dir(d)
+        .capacity(1 << 20)
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidSize { .. }), "{err}");
+    drop(m);
+    shmem::admin::remove(dir.path(), &name, false).unwrap();
+    let missing = unique_name("missing");
+    assert!(matches!(
+        Map::builder(&missing).dir(d).open_existing(),
+        Err(Error::NotFound { .. })
+    ));
+    let err = Map::builder(&missing)
+        .dir(d)
+        .capacity(usize::MAX)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSize { .. }) && err.to_string().contains(&missing),
+        "{err}"
+    );
+    let err = Map::builder(&missing).dir(d).open().unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSize { .. }) && err.to_string().contains("does not exist"),
+        "{err}"
+    );
+    assert!(dir.files().is_empty());
+}

@@ -1057,6 +1057,14 @@ impl Map {
         Ok(Snapshot { version, entries })
     }
 
+    /// The entries at one map version, sorted by key: [`Map::snapshot`]'s.
+    ///
+    /// # Errors
+    /// As [`Map::snapshot`].
+    pub fn iter(&self) -> Result<std::vec::IntoIter<Entry>> {
+        Ok(self.snapshot()?.into_iter())
+    }
+
     /// Sleeps until the version of `key` (of its last `set`; 0 when absent) differs from
     /// `since`, then returns it. Returns at once if it already differs. `None` waits forever;
     /// otherwise [`Error::Timeout`] when `timeout` passes first. Sleeps on the map's futex
