@@ -58,7 +58,7 @@ pub mod model {
 
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};
-pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, MAX_KEY_LEN};
+pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use value::{SoleWriter, Value, ValueBuilder};

@@ -728,6 +728,21 @@ impl IntoIterator for Snapshot {
     }
 }
 
+/// How full a map is: see [`Map::usage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// The map version these figures are for.
+    pub version: u64,
+    /// Live keys.
+    pub keys: usize,
+    /// The most keys the table holds.
+    pub max_keys: usize,
+    /// Heap bytes the live records take (16 + key + value each, rounded up to 8).
+    pub live_bytes: usize,
+    /// Heap bytes in all.
+    pub heap_bytes: usize,
+}
+
 /// Options for opening a map; start with [`Map::builder`].
 #[derive(Clone, Debug)]
 pub struct MapBuilder {
@@ -1055,6 +1070,26 @@ impl Map {
             parse_copy(&raw, layout, count)
         })?;
         Ok(Snapshot { version, entries })
+    }
+
+    /// Keys and heap bytes in use at one map version (from a [`Map::snapshot`]): a `set` of a
+    /// new record fits while `live_bytes` plus its size is at most `heap_bytes` and `keys` is
+    /// below `max_keys`.
+    ///
+    /// # Errors
+    /// As [`Map::snapshot`].
+    pub fn usage(&self) -> Result<Usage> {
+        let snap = self.snapshot()?;
+        Ok(Usage {
+            version: snap.version(),
+            keys: snap.len(),
+            max_keys: self.layout.max_keys(),
+            live_bytes: snap
+                .iter()
+                .map(|e| record_size(e.key.len(), e.value.len()).unwrap_or(usize::MAX))
+                .sum(),
+            heap_bytes: self.layout.heap,
+        })
     }
 
     /// The entries at one map version, sorted by key: [`Map::snapshot`]'s.
