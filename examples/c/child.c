@@ -1,12 +1,12 @@
 /*
  * Child process: the seed's child, ported to Linux. Reads the string from the shared memory
- * that libshmem attached when this program was loaded, and prints it.
+ * that libshmem_compat attached when this program was loaded, and prints it.
  */
 #include <locale.h>
 #include <stdio.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 #define MAX_PATH 260
 

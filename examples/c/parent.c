@@ -1,9 +1,9 @@
 /*
  * Parent process: the seed's parent, ported to Linux.
  *
- * Stores a string in the shared memory that libshmem attached when this program was loaded,
- * starts the child program given as the first argument, and waits for it. Exits with 0 when
- * the child succeeded.
+ * Stores a string in the shared memory that libshmem_compat attached when this program was
+ * loaded, starts the child program given as the first argument, and waits for it. Exits with 0
+ * when the child succeeded.
  *
  *   ./parent ./child
  */
@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 extern char **environ;
 

@@ -1,19 +1,12 @@
 #!/usr/bin/env python3
-"""Child process: the seed's child, in Python with ctypes. Prints the string from libshmem's
-shared memory."""
+"""Child process: the seed's child, with the `shmem` package. Prints the string the parent
+stored in the default shared memory."""
 
-import ctypes
-
-import libshmem
-
-MAX_PATH = 260
+from shmem.compat import GetSharedMem
 
 
 def main() -> None:
-    lib = libshmem.load()
-    buf = ctypes.create_unicode_buffer(MAX_PATH)
-    lib.GetSharedMem(buf, MAX_PATH)
-    print(f"Child process read from shared memory: {buf.value}")
+    print(f"Child process read from shared memory: {GetSharedMem()}")
 
 
 if __name__ == "__main__":

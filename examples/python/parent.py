@@ -1,27 +1,25 @@
 #!/usr/bin/env python3
-"""Parent process: the seed's parent, in Python with ctypes.
+"""Parent process: the seed's parent, with the `shmem` package (pip install ./python).
 
-Stores a string in libshmem's shared memory, starts the child given as the first argument
-(a Python file is run with this interpreter) and waits for it.
+Importing shmem.compat attaches the default shared memory, as loading the seed's DLL did.
+The parent stores a string in it, starts the child given as the first argument (a Python file
+is run with this interpreter) and waits for it; the memory is freed when both have exited.
 
-    SHMEM_LIB=target/debug/libshmem.so python3 examples/python/parent.py examples/python/child.py
+    python3 examples/python/parent.py examples/python/child.py
 """
 
 import subprocess
 import sys
 
-import libshmem
+from shmem.compat import SetSharedMem
 
 
 def main() -> int:
     if len(sys.argv) == 1:
         print("Please specify an input file")
         return 0
-    lib = libshmem.load()
-    libshmem.check_attached(lib)
-
     print("\nProcess is writing to shared memory...\n", flush=True)
-    lib.SetSharedMem("This is a test string")
+    SetSharedMem("This is a test string")
 
     command = sys.argv[1:]
     if command[0].endswith(".py"):

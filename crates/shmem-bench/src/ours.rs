@@ -35,6 +35,20 @@ pub fn get_set(cx: &Ctx, r: &mut Results) -> io::Result<()> {
             Ok::<(), io::Error>(())
         })?;
         r.push(measurement("set", "shmem", size, "ns", Kind::Op, s, k));
+        let mut w = v.sole_writer().map_err(to_io)?;
+        let (s, k) = cx.plan.per_op(|| {
+            black_box(w.set(black_box(&data[..])).map_err(to_io)?);
+            Ok::<(), io::Error>(())
+        })?;
+        r.push(measurement(
+            "set, sole writer",
+            "shmem",
+            size,
+            "ns",
+            Kind::Op,
+            s,
+            k,
+        ));
     }
     Ok(())
 }

@@ -1,23 +1,21 @@
 /*
  * libshmem: named shared memory for Linux with the lifetime of a Windows named file mapping.
  *
- * Link with -lshmem (pkg-config --cflags --libs shmem). Two APIs:
+ * Link with -lshmem (pkg-config --cflags --libs shmem; --static for libshmem.a). The API is
+ * handles: shmem_open, shmem_set, shmem_get, shmem_wait, shmem_wake, shmem_close,
+ * shmem_unlink, with error codes (SHMEM_OK or a negative SHMEM_ERR_*) and out-parameters that
+ * are written only on success. Every pointer argument is checked for NULL; no call aborts the
+ * program. Handles are thread-safe, shmem_close included: a call racing it completes or
+ * returns SHMEM_ERR_CLOSED, and so does every call on a closed handle.
  *
- * - The original DLL's: SetSharedMem and GetSharedMem on a default segment that the library
- *   attaches when it is loaded (at program start or by dlopen) and detaches when it is
- *   unloaded (dlclose or exit), like DllMain. shmem_compat_status tells whether that worked.
- * - Handles: shmem_open, shmem_set, shmem_get, shmem_wait, shmem_close, shmem_unlink, with
- *   error codes (SHMEM_OK or a negative SHMEM_ERR_*) and out-parameters that are written only
- *   on success. Every pointer argument is checked for NULL; no call aborts the program.
- *   Handles are thread-safe.
- *
- * wchar_t is 32-bit on Linux (4 bytes, one UTF-32 code unit per character), not 16-bit as on
- * Windows: port L"..." strings as they are, but not code that assumes 2-byte characters.
+ * Loading libshmem attaches nothing: a program has only the segments it opens. The original
+ * DLL's SetSharedMem and GetSharedMem, on a default segment attached at load time, are in
+ * libshmem_compat (<shmem_compat.h>, pkg-config shmem-compat).
  *
  * Environment:
  *   SHMEM_DIR          directory of the segment files (a tmpfs); default /dev/shm. Segment
  *                      NAME is the file $SHMEM_DIR/shmem.NAME.
- *   SHMEM_COMPAT_NAME  name of the default segment; default "dllmemfilemap".
+ *   SHMEM_COMPAT_NAME  name of libshmem_compat's default segment; default "dllmemfilemap".
  */
 
 #ifndef SHMEM_H
@@ -27,7 +25,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <wchar.h>
 
 /**
  * `shmem_open` flag: create the segment if no live one has the name (its creator sees
@@ -113,60 +110,31 @@ typedef enum {
    * `shmem_wait` was ended by `shmem_wake` on its handle before the value changed.
    */
   SHMEM_ERR_CANCELLED = -12,
+  /**
+   * The handle has been closed by `shmem_close` (in this thread or another, before or during
+   * this call). Nothing was done.
+   */
+  SHMEM_ERR_CLOSED = -13,
 } shmem_result;
 
 /**
  * A value shared between processes: a byte string of up to a fixed capacity, with a version
  * that grows by one at each `shmem_set`. Readers never see a torn value and never block.
  *
- * A handle may be used by several threads at once (`shmem_wake` stops their waits); only
- * `shmem_close` must not run concurrently with any other use of the same handle.
+ * A handle may be used by several threads at once, `shmem_close` included: a call that runs
+ * while another thread closes the handle either completes or returns `SHMEM_ERR_CLOSED`, and
+ * a `shmem_wait` in progress ends with `SHMEM_ERR_CLOSED`. Any call on a handle that has been
+ * closed returns `SHMEM_ERR_CLOSED` (a closed handle's value names no other handle until its
+ * slot in the process's handle table has been reused 2^33 times). The segment is let go when
+ * the close and every call that was in progress have returned.
+ *
+ * The handle is an opaque token, not a pointer to memory: do not dereference it.
  */
 typedef struct shmem_value shmem_value;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-/**
- * 0 (`SHMEM_OK`) when the default segment is attached, else the error code of the failed
- * attach (see `shmem_strerror`), or `SHMEM_ERR_NOT_FOUND` once the library is being unloaded.
- *
- * The default segment is attached when the library is loaded (at program start or by
- * `dlopen`): it is the value segment named by the environment variable `SHMEM_COMPAT_NAME`,
- * or `dllmemfilemap` when that is unset or empty, in the directory `$SHMEM_DIR` (default
- * `/dev/shm`), with a capacity of 4096 bytes, freed when the last process using it unloads the
- * library, exits or crashes. A failed attach does not abort the program and is not retried.
- */
-int shmem_compat_status(void);
-
-/**
- * Stores the NUL-terminated wide string `s` in the default segment; NULL stores the empty
- * string. `wchar_t` is 32-bit on Linux: each character is one 4-byte code unit. A string
- * longer than the segment holds (1023 characters and the NUL, for 4096 bytes) is truncated to
- * that many characters; nothing is ever written past the segment, and `s` is not read past
- * its NUL or that limit. Readers see the old or the new string, never a mix.
- *
- * Nothing is stored if the default segment is not attached (see `shmem_compat_status`), or if
- * another live process has been writing it for 5 seconds.
- *
- * # Safety
- * `s` is NULL or a NUL-terminated wide string that stays unchanged during the call.
- */
-void SetSharedMem(const wchar_t *s);
-
-/**
- * Copies the string stored in the default segment into `buf`: at most `cchSize - 1`
- * characters (4-byte `wchar_t` units on Linux) and a terminating NUL, so `buf` always ends up
- * NUL-terminated. With `cchSize == 0` or a NULL `buf`, writes nothing. The string is read as
- * one consistent snapshot, never half of one `SetSharedMem` and half of another. If the default
- * segment is not attached (see `shmem_compat_status`), stores the empty string.
- *
- * # Safety
- * `buf` is NULL or points to `cchSize` writable `wchar_t`s.
- */
-void GetSharedMem(wchar_t *buf,
-                  uint32_t cchSize);
 
 /**
  * A static, NUL-terminated English description of an error code; never NULL. The string must
@@ -185,8 +153,8 @@ const char *shmem_strerror(int code);
  * `SHMEM_EXCLUSIVE` and/or `SHMEM_PERSISTENT`. A new segment is readable and writable by its
  * owner only.
  *
- * Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged. Close the handle with
- * `shmem_close`.
+ * Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged (`SHMEM_ERR_IO` also when
+ * this thread already has 131,040 handles open). Close the handle with `shmem_close`.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string; `out` is NULL or points to writable memory for a
@@ -199,23 +167,31 @@ int shmem_open(const char *name,
 
 /**
  * Whether this handle created the segment (like Windows' "not `ERROR_ALREADY_EXISTS`"): 1 if
- * it did (the value was then empty, at version 0), 0 if it opened an existing one, or
- * `SHMEM_ERR_INVALID_ARGUMENT` if `v` is NULL.
- *
- * # Safety
- * `v` is NULL or a handle from `shmem_open` that has not been closed.
+ * it did (the value was then empty, at version 0), 0 if it opened an existing one,
+ * `SHMEM_ERR_INVALID_ARGUMENT` if `v` is NULL, or `SHMEM_ERR_CLOSED`.
  */
 int shmem_created(const shmem_value *v);
+
+/**
+ * Stores the value's capacity in bytes (the largest value `shmem_set` accepts) in
+ * `*out_capacity`. Returns `SHMEM_OK`, `SHMEM_ERR_INVALID_ARGUMENT` if a pointer is NULL, or
+ * `SHMEM_ERR_CLOSED`.
+ *
+ * # Safety
+ * `out_capacity` is NULL or points to a writable `size_t`.
+ */
+int shmem_capacity(const shmem_value *v,
+                   size_t *out_capacity);
 
 /**
  * Publishes the `len` bytes at `data` as the new value (`data` may be NULL when `len` is 0).
  * Waits for other writers (5 seconds at most for a live one; a writer that died never blocks).
  *
  * Returns `SHMEM_OK`, `SHMEM_ERR_TOO_LARGE` if `len` exceeds the capacity (nothing is
- * stored), `SHMEM_ERR_TIMEOUT`, or another error code.
+ * stored), `SHMEM_ERR_TIMEOUT`, `SHMEM_ERR_CLOSED`, or another error code.
  *
  * # Safety
- * `v` is NULL or a live handle; `data` is NULL or points to `len` readable bytes.
+ * `data` is NULL or points to `len` readable bytes.
  */
 int shmem_set(shmem_value *v,
               const void *data,
@@ -228,11 +204,11 @@ int shmem_set(shmem_value *v,
  *
  * If the value is longer than `cap`, returns `SHMEM_ERR_BUFFER_TOO_SMALL`, copies nothing and
  * stores the length needed in `*out_len` (so `cap` 0 asks for the length). On other errors
- * nothing is stored.
+ * nothing is stored (`SHMEM_ERR_CLOSED` for a closed handle).
  *
  * # Safety
- * `v` is NULL or a live handle; `buf` is NULL or points to `cap` writable bytes; `out_len` and
- * `out_version` are NULL or point to writable memory of their type.
+ * `buf` is NULL or points to `cap` writable bytes; `out_len` and `out_version` are NULL or
+ * point to writable memory of their type.
  */
 int shmem_get(shmem_value *v,
               void *buf,
@@ -245,9 +221,11 @@ int shmem_get(shmem_value *v,
  * `*out_version` (if not NULL) and returns `SHMEM_OK`; returns at once if it already differs.
  * A negative `timeout_ms` waits forever; otherwise `SHMEM_ERR_TIMEOUT` when it passes first.
  * Sleeps on a futex in the segment: no polling, and no cost to writers when nobody waits.
+ * Ends with `SHMEM_ERR_CANCELLED` when `shmem_wake` is called on the handle, and with
+ * `SHMEM_ERR_CLOSED` when `shmem_close` is.
  *
  * # Safety
- * `v` is NULL or a live handle; `out_version` is NULL or points to a writable `uint64_t`.
+ * `out_version` is NULL or points to a writable `uint64_t`.
  */
 int shmem_wait(shmem_value *v,
                uint64_t since,
@@ -257,22 +235,20 @@ int shmem_wait(shmem_value *v,
 /**
  * Ends every `shmem_wait` in progress on this handle (in any thread of this process) with
  * `SHMEM_ERR_CANCELLED`, even one that waits forever: the way to stop a waiting thread, say
- * before `shmem_close`. Returns `SHMEM_OK`, or `SHMEM_ERR_INVALID_ARGUMENT` if `v` is NULL.
- * Waits that start afterwards are not affected. Other processes' waiters wake up, see no
- * change, and sleep again.
- *
- * # Safety
- * `v` is NULL or a live handle.
+ * without closing the handle (`shmem_close` ends them too). Returns `SHMEM_OK`,
+ * `SHMEM_ERR_INVALID_ARGUMENT` if `v` is NULL, or `SHMEM_ERR_CLOSED`. Waits that start
+ * afterwards are not affected. Other processes' waiters wake up, see no change, and sleep
+ * again.
  */
 int shmem_wake(shmem_value *v);
 
 /**
- * Closes a handle from `shmem_open`; NULL is ignored. When the last handle of a transient
- * segment (in any process) closes, the segment is freed.
- *
- * # Safety
- * `v` is NULL or a live handle, which must not be used again, and which no other thread is
- * using.
+ * Closes a handle from `shmem_open`; NULL and handles already closed are ignored. Other
+ * threads may be using the handle meanwhile: their `shmem_wait`s end with `SHMEM_ERR_CLOSED`,
+ * other calls in progress complete, and every later call on the handle returns
+ * `SHMEM_ERR_CLOSED`. The handle lets go of the segment when this call and those in progress
+ * have returned (at once when none is); when the last handle of a transient segment (in any
+ * process) lets go, the segment is freed.
  */
 void shmem_close(shmem_value *v);
 
@@ -287,6 +263,13 @@ void shmem_close(shmem_value *v);
  * `name` is NULL or a NUL-terminated string.
  */
 int shmem_unlink(const char *name);
+
+/**
+ * This library's name and version, as `"libshmem/MAJOR.MINOR.PATCH"` (say `"libshmem/0.1.0"`):
+ * the version of the library loaded at run time, which may be newer than the header a program
+ * was compiled with. A static, NUL-terminated string; never NULL; must not be freed.
+ */
+const char *shmem_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

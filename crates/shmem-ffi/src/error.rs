@@ -47,12 +47,15 @@ pub enum shmem_result {
     SHMEM_ERR_INTERNAL = -11,
     /// `shmem_wait` was ended by `shmem_wake` on its handle before the value changed.
     SHMEM_ERR_CANCELLED = -12,
+    /// The handle has been closed by `shmem_close` (in this thread or another, before or during
+    /// this call). Nothing was done.
+    SHMEM_ERR_CLOSED = -13,
 }
 
 pub(crate) use shmem_result::*;
 
 /// Every code, for `shmem_strerror`.
-const ALL: [shmem_result; 13] = [
+const ALL: [shmem_result; 14] = [
     SHMEM_OK,
     SHMEM_ERR_INVALID_ARGUMENT,
     SHMEM_ERR_NOT_FOUND,
@@ -66,6 +69,7 @@ const ALL: [shmem_result; 13] = [
     SHMEM_ERR_IO,
     SHMEM_ERR_INTERNAL,
     SHMEM_ERR_CANCELLED,
+    SHMEM_ERR_CLOSED,
 ];
 
 impl From<shmem_result> for c_int {
@@ -118,6 +122,7 @@ fn message(code: c_int) -> &'static CStr {
         SHMEM_ERR_IO => c"system error",
         SHMEM_ERR_INTERNAL => c"internal error in libshmem",
         SHMEM_ERR_CANCELLED => c"wait cancelled by shmem_wake",
+        SHMEM_ERR_CLOSED => c"handle closed by shmem_close",
     }
 }
 
@@ -133,7 +138,7 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), codes.len());
         assert!(!seen.contains(&message(1)));
-        assert_eq!(message(1), message(-13));
+        assert_eq!(message(1), message(-14));
     }
 
     #[test]

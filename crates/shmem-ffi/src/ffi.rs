@@ -16,15 +16,6 @@ pub(crate) fn segment_dir() -> PathBuf {
     }
 }
 
-/// Borrows `p` for the duration of a call; `None` if it is NULL.
-///
-/// # Safety
-/// A non-NULL `p` points to a live, properly aligned `T` that nobody mutates during the call.
-pub(crate) unsafe fn try_ref<'a, T>(p: *const T) -> Option<&'a T> {
-    // SAFETY: the caller guarantees that a non-NULL `p` is valid; `as_ref` handles NULL.
-    unsafe { p.as_ref() }
-}
-
 /// Borrows a NUL-terminated string argument as UTF-8; `None` if NULL or not UTF-8.
 ///
 /// # Safety

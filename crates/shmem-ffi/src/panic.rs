@@ -17,8 +17,8 @@ pub(crate) fn guard<R: Into<c_int>>(f: impl FnOnce() -> R) -> c_int {
 /// Runs `f`, turning a panic into `default`.
 ///
 /// `AssertUnwindSafe` holds because nothing a body shares outlives a panic in a broken state:
-/// the compatibility state sits behind a lock whose poisoning is ignored on purpose (it only
-/// ever holds a complete value), and handles are only read.
+/// handles are only read (their counters are atomics, each change a single operation), and the
+/// handle table's guards release their references when they are dropped by the unwind.
 pub(crate) fn guard_or<T>(default: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
 }

@@ -1,5 +1,6 @@
-//! The C library driven from C: the examples, load-time attach with `dlopen`, the seed's
-//! overflow, the handle API's contract and concurrent use. Each test compiles its programs with
+//! The C libraries driven from C: the examples, libshmem_compat's load-time attach (also with
+//! `dlopen`) and libshmem's lack of one, the seed's overflow, the handle API's contract,
+//! concurrent use, and `shmem_close` racing calls on other threads. Each test compiles its programs with
 //! the system C compiler against `include/shmem.h` and `libshmem`, and runs them in a private
 //! segment directory (`SHMEM_DIR`) with a unique default segment (`SHMEM_COMPAT_NAME`).
 
@@ -8,13 +9,13 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use common::{have, lib_dir, lib_so, run, run_ok, Fixture, Link, CHILD_LINE};
+use common::{compat_so, have, lib_so, run, run_ok, Fixture, Link, CHILD_LINE};
 
 #[test]
 fn the_seeds_parent_and_child_share_the_string() {
     let fx = Fixture::new("seed");
-    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Shared, &[]);
-    let child = fx.compile("child", &["examples/c/child.c"], Link::Shared, &[]);
+    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Compat, &[]);
+    let child = fx.compile("child", &["examples/c/child.c"], Link::Compat, &[]);
     let out = run_ok(fx.command(&parent).arg(&child));
     assert!(
         out.lines().any(|l| l == CHILD_LINE),
@@ -31,7 +32,7 @@ fn the_seeds_parent_and_child_share_the_string() {
 #[test]
 fn the_parent_asks_for_a_child_and_reports_a_missing_one() {
     let fx = Fixture::new("noarg");
-    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Shared, &[]);
+    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Compat, &[]);
     let out = run_ok(&mut fx.command(&parent));
     assert_eq!(out.trim(), "Please specify an input file");
     let output = run(fx.command(&parent).arg(fx.build.join("no-such-program")));
@@ -58,60 +59,6 @@ fn the_handle_api_example_runs() {
 }
 
 #[test]
-fn the_makefile_builds_and_runs_the_examples() {
-    if !have("make") {
-        println!("skipped: make is not installed");
-        return;
-    }
-    let fx = Fixture::new("make");
-    let mut make = fx.command("make");
-    make.arg("-C")
-        .arg(common::root().join("examples/c"))
-        .arg(format!("OUT={}", fx.build.display()))
-        .arg(format!("LIBDIR={}", lib_dir().display()))
-        .arg("run");
-    let out = run_ok(&mut make);
-    assert!(out.lines().any(|l| l == CHILD_LINE), "{out}");
-    assert_eq!(fx.files(), Vec::<String>::new());
-}
-
-#[test]
-fn pkg_config_file_compiles_a_program() {
-    if !have("make") || !have("pkg-config") {
-        println!("skipped: make or pkg-config is not installed");
-        return;
-    }
-    let fx = Fixture::new("pc");
-    let prefix = fx.build.join("prefix");
-    run_ok(
-        fx.command("make")
-            .arg("-C")
-            .arg(common::root().join("examples/c"))
-            .arg(format!("LIBDIR={}", lib_dir().display()))
-            .arg(format!("PREFIX={}", prefix.display()))
-            .arg("install"),
-    );
-    let flags = run_ok(
-        fx.command("pkg-config")
-            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
-            .args(["--cflags", "--libs", "shmem"]),
-    );
-    let child = fx.build.join("child");
-    let libdir = prefix.join("lib");
-    run_ok(
-        fx.command("cc")
-            .arg("-o")
-            .arg(&child)
-            .arg(common::root().join("examples/c/child.c"))
-            .args(flags.split_whitespace())
-            .arg(format!("-Wl,-rpath,{}", libdir.display())),
-    );
-    let out = run_ok(&mut fx.command(&child));
-    assert_eq!(out, "Child process read from shared memory: \n");
-    assert_eq!(fx.files(), Vec::<String>::new());
-}
-
-#[test]
 fn dlopen_attaches_and_the_last_dlclose_frees() {
     let fx = Fixture::new("dlopen");
     let prog = fx.compile(
@@ -122,7 +69,7 @@ fn dlopen_attaches_and_the_last_dlclose_frees() {
     );
     let file = fx.compat_file();
     assert!(!file.exists());
-    let out = run_ok(fx.command(&prog).arg(lib_so()).arg(&file).arg("alone"));
+    let out = run_ok(fx.command(&prog).arg(compat_so()).arg(&file).arg("alone"));
     assert_eq!(out, "ok\n");
     assert!(!file.exists());
 }
@@ -142,7 +89,7 @@ fn dlclose_keeps_a_segment_another_process_holds() {
         .capacity(4096)
         .open()
         .expect("hold the default segment");
-    let out = run_ok(fx.command(&prog).arg(lib_so()).arg(&file).arg("held"));
+    let out = run_ok(fx.command(&prog).arg(compat_so()).arg(&file).arg("held"));
     assert_eq!(out, "ok\n");
     assert!(file.exists());
     let (bytes, _) = holder.get_vec().expect("read the value");
@@ -164,10 +111,10 @@ fn a_crashed_user_lets_go_and_the_next_one_starts_afresh() {
     let crash = fx.compile(
         "crash",
         &["crates/shmem-ffi/tests/c/crash.c"],
-        Link::Shared,
+        Link::Compat,
         &[],
     );
-    let child = fx.compile("child", &["examples/c/child.c"], Link::Shared, &[]);
+    let child = fx.compile("child", &["examples/c/child.c"], Link::Compat, &[]);
     let output = run(&mut fx.command(&crash));
     assert_eq!(output.status.signal(), Some(9), "{output:?}");
     // Nobody detached: the file stays, but nobody holds it.
@@ -185,7 +132,7 @@ fn a_crashed_user_lets_go_and_the_next_one_starts_afresh() {
 fn shared_and_static_programs_attach_before_main() {
     let fx = Fixture::new("start");
     let tests = "crates/shmem-ffi/tests/c/at_start.c";
-    for link in [Link::Shared, Link::Static] {
+    for link in [Link::Compat, Link::StaticCompat] {
         let prog = fx.compile(&format!("at_start_{link:?}"), &[tests], link, &[]);
         let out = run_ok(fx.command(&prog).arg(fx.compat_file()));
         assert_eq!(out, "ok\n", "{link:?}");
@@ -196,8 +143,8 @@ fn shared_and_static_programs_attach_before_main() {
 #[test]
 fn a_failed_attach_is_reported_not_fatal() {
     let fx = Fixture::new("fail");
-    let child = fx.compile("child", &["examples/c/child.c"], Link::Shared, &[]);
-    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Shared, &[]);
+    let child = fx.compile("child", &["examples/c/child.c"], Link::Compat, &[]);
+    let parent = fx.compile("parent", &["examples/c/parent.c"], Link::Compat, &[]);
     // The directory does not exist: the attach at load fails.
     let missing = fx.dir.join("missing");
     let out = run_ok(fx.command(&child).env("SHMEM_DIR", &missing));
@@ -265,7 +212,7 @@ fn a_long_string_is_truncated_and_nothing_past_is_written() {
     let fx = Fixture::new("long");
     let (valgrind, flags) = memory_checker(&fx);
     let src = "crates/shmem-ffi/tests/c/long_string.c";
-    let prog = fx.compile("long_string", &[src], Link::Shared, &flags);
+    let prog = fx.compile("long_string", &[src], Link::Compat, &flags);
     let holder = shmem_core::Value::builder(&fx.name)
         .dir(&fx.dir)
         .capacity(4096)
@@ -295,7 +242,7 @@ fn the_handle_api_checks_every_argument_and_keeps_neighbours_working() {
     let fx = Fixture::new("handles");
     let (valgrind, flags) = memory_checker(&fx);
     let src = "crates/shmem-ffi/tests/c/handles.c";
-    let prog = fx.compile("handles", &[src], Link::Shared, &flags);
+    let prog = fx.compile("handles", &[src], Link::Compat, &flags);
     let out = checked_run(&fx, &prog, &[&fx.name], valgrind);
     assert_eq!(out, "ok\n");
     assert_eq!(fx.files(), Vec::<String>::new());
@@ -326,7 +273,7 @@ fn children_forked_during_calls_still_exit() {
     let prog = fx.compile(
         "fork_exit",
         &["crates/shmem-ffi/tests/c/fork_exit.c"],
-        Link::Shared,
+        Link::Compat,
         &[],
     );
     assert_eq!(run_ok(&mut fx.command(&prog)), "ok\n");
@@ -344,5 +291,52 @@ fn shmem_wake_cancels_a_wait_forever() {
     );
     let out = run_ok(fx.command(&prog).arg(&fx.name));
     assert_eq!(out, "-12 wait cancelled by shmem_wake\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn a_handle_api_program_attaches_nothing_it_did_not_open() {
+    let fx = Fixture::new("noattach");
+    let src = "crates/shmem-ffi/tests/c/no_attach.c";
+    for link in [Link::Shared, Link::Static] {
+        let prog = fx.compile(&format!("no_attach_{link:?}"), &[src], link, &[]);
+        // Without SHMEM_COMPAT_NAME: a load-time attach would make `dllmemfilemap`.
+        let out = run_ok(
+            fx.command(&prog)
+                .env_remove("SHMEM_COMPAT_NAME")
+                .arg(&fx.dir)
+                .arg(&fx.name),
+        );
+        assert_eq!(out, "ok\n", "{link:?}");
+        assert_eq!(fx.files(), Vec::<String>::new(), "{link:?}");
+    }
+    // Loaded with dlopen, libshmem attaches nothing either.
+    let prog = fx.compile(
+        "dlopen_plain",
+        &["crates/shmem-ffi/tests/c/no_attach.c"],
+        Link::None,
+        &["-DLOAD_WITH_DLOPEN"],
+    );
+    let out = run_ok(
+        fx.command(&prog)
+            .env_remove("SHMEM_COMPAT_NAME")
+            .arg(&fx.dir)
+            .arg(&fx.name)
+            .arg(lib_so()),
+    );
+    assert_eq!(out, "ok\n");
+    assert!(!fx.file("dllmemfilemap").exists());
+}
+
+#[test]
+fn closing_a_handle_while_other_threads_use_it_is_safe() {
+    let fx = Fixture::new("closerace");
+    let (valgrind, flags) = memory_checker(&fx);
+    let src = "crates/shmem-ffi/tests/c/close_race.c";
+    let prog = fx.compile("close_race", &[src], Link::Shared, &flags);
+    // Valgrind runs the threads one at a time and slowly: fewer rounds.
+    let rounds = if valgrind { "30" } else { "300" };
+    let out = checked_run(&fx, &prog, &[&fx.name, rounds], valgrind);
+    assert_eq!(out, format!("ok {rounds} rounds\n"));
     assert_eq!(fx.files(), Vec::<String>::new());
 }

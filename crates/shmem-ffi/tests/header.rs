@@ -1,6 +1,10 @@
-//! The committed C header is exactly what the pinned cbindgen generates from the sources.
+//! The committed C header is exactly what the pinned cbindgen generates from the sources, and
+//! each header declares exactly what its library exports (listed from the built library, so
+//! a new export without a declaration, or a declaration of nothing, fails).
 //!
 //! Run with `SHMEM_BLESS=1` to rewrite `include/shmem.h` after changing the exported API.
+
+mod common;
 
 use std::path::Path;
 
@@ -32,24 +36,63 @@ fn committed_header_is_up_to_date() {
     );
 }
 
-#[test]
-fn the_header_documents_every_exported_function() {
-    let header =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/shmem.h"))
-            .expect("read include/shmem.h");
-    for f in [
-        "SetSharedMem",
-        "GetSharedMem",
-        "shmem_compat_status",
-        "shmem_open",
-        "shmem_created",
-        "shmem_set",
-        "shmem_get",
-        "shmem_wait",
-        "shmem_close",
-        "shmem_unlink",
-        "shmem_strerror",
-    ] {
+/// The functions a shared library exports, listed by `nm -D --defined-only`.
+fn exported_functions(lib: &Path) -> Vec<String> {
+    let out = common::run_ok(
+        std::process::Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(lib),
+    );
+    let mut names: Vec<String> = out
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [_, "T", name] => Some(name.to_owned()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The functions `header` declares: the names followed by `(` at the start of a declaration.
+fn declared_functions(header: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for (at, _) in header.match_indices('(') {
+        let before = &header[..at];
+        let name_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let name = &before[name_start..];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = before[line_start..].trim_start();
+        // A declaration: `TYPE name(` on its own line, not inside a comment or a macro.
+        let is_decl = !name.is_empty()
+            && !line.starts_with('*')
+            && !line.starts_with("/*")
+            && !line.starts_with('#')
+            && line.len() > name.len();
+        if is_decl {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Checks that `header` declares exactly what `lib` exports, each with a doc comment.
+fn check_exports_match(header_path: &Path, lib: &Path) {
+    let header = std::fs::read_to_string(header_path).expect("read the header");
+    let exported = exported_functions(lib);
+    assert!(!exported.is_empty(), "{} exports nothing", lib.display());
+    assert_eq!(
+        declared_functions(&header),
+        exported,
+        "{} and the exports of {} differ",
+        header_path.display(),
+        lib.display()
+    );
+    for f in &exported {
         let at = header
             .find(&format!("{f}("))
             .unwrap_or_else(|| panic!("{f} is not declared"));
@@ -57,8 +100,21 @@ fn the_header_documents_every_exported_function() {
         let decl_start = before.rfind('\n').map_or(0, |i| i + 1);
         assert!(
             header[..decl_start].trim_end().ends_with("*/"),
-            "{f} has no doc comment in the header"
+            "{f} has no doc comment in {}",
+            header_path.display()
         );
     }
-    assert!(header.contains("wchar_t is 32-bit on Linux"));
+}
+
+#[test]
+fn each_header_declares_every_exported_function_of_its_library() {
+    if !common::have("nm") {
+        println!("skipped: nm is not installed");
+        return;
+    }
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    check_exports_match(&include.join("shmem.h"), &common::lib_so());
+    check_exports_match(&include.join("shmem_compat.h"), &common::compat_so());
+    let compat = std::fs::read_to_string(include.join("shmem_compat.h")).expect("read");
+    assert!(compat.contains("wchar_t is 32-bit on Linux"));
 }

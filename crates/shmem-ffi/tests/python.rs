@@ -1,8 +1,9 @@
-//! The seed's parent and child in Python, with ctypes against `libshmem.so`.
+//! The seed's parent and child in Python, with ctypes against `libshmem_compat.so`
+//! (examples/python/ctypes).
 
 mod common;
 
-use common::{have, lib_so, run_ok, Fixture, CHILD_LINE};
+use common::{compat_so, have, run_ok, Fixture, CHILD_LINE};
 
 #[test]
 fn the_python_parent_and_child_share_the_string() {
@@ -11,10 +12,10 @@ fn the_python_parent_and_child_share_the_string() {
         return;
     }
     let fx = Fixture::new("py");
-    let dir = common::root().join("examples/python");
+    let dir = common::root().join("examples/python/ctypes");
     let out = run_ok(
         fx.command("python3")
-            .env("SHMEM_LIB", lib_so())
+            .env("SHMEM_LIB", compat_so())
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .arg(dir.join("parent.py"))
             .arg(dir.join("child.py")),

@@ -376,3 +376,8 @@ mod tests {
         }
     }
 }
+
+/// The project README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

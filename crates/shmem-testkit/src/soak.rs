@@ -23,6 +23,9 @@ pub struct Config {
     pub seconds: u64,
     /// Seed of the random choices (printed, so a run can be replayed).
     pub seed: u64,
+    /// Go on past `seconds` until at least this many victims were killed (a slow or busy
+    /// machine then runs longer instead of testing less).
+    pub min_kills: u64,
 }
 
 /// What a soak found.
@@ -126,7 +129,7 @@ pub fn run(cfg: &Config, exe: &Path) -> Report {
 
     let deadline = started + Duration::from_secs(cfg.seconds);
     let mut victim = 0u64;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline || victim < cfg.min_kills {
         victim += 1;
         let writer = victim % 2 == 0;
         let p = if writer {

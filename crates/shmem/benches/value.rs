@@ -1,4 +1,4 @@
-//! Micro-benchmarks (divan): `Value::get`/`set` of 8 B to 1 MiB, attach+drop of an existing
+//! Micro-benchmarks (divan): `Value::get`/`set`/`set_with`/sole-writer `set` of 8 B to 1 MiB, attach+drop of an existing
 //! value, create+drop of a new one. `cargo bench -p shmem`. Side-by-side figures against the
 //! limits and the alternatives come from `shmem-bench` (docs/BENCHMARKS.md).
 //!
@@ -53,6 +53,24 @@ fn set(b: Bencher, size: usize) {
     let data = vec![0x5a; size];
     b.counter(divan::counter::BytesCount::new(size))
         .bench_local(|| v.set(black_box(&data)).unwrap());
+}
+
+/// `set_with`: the value written in place into the next slot (no staging copy).
+#[divan::bench(args = SIZES)]
+fn set_with(b: Bencher, size: usize) {
+    let v = Value::open(&name(&format!("with{size}")), size).unwrap();
+    b.counter(divan::counter::BytesCount::new(size))
+        .bench_local(|| v.set_with(size, |buf| buf.fill(0x5a)).unwrap());
+}
+
+/// `SoleWriter::set`: no lock at all.
+#[divan::bench(args = SIZES)]
+fn set_sole_writer(b: Bencher, size: usize) {
+    let v = Value::open(&name(&format!("sole{size}")), size).unwrap();
+    let mut w = v.sole_writer().unwrap();
+    let data = vec![0x5a; size];
+    b.counter(divan::counter::BytesCount::new(size))
+        .bench_local(|| w.set(black_box(&data)).unwrap());
 }
 
 /// `Value::open` + drop of a value that another handle keeps alive.

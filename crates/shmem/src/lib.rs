@@ -26,7 +26,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "shmem supports Linux only for now (OFD locks, futexes, /proc): the Windows backend is \
+     planned; see the project's README"
+);
+
 pub mod admin;
+#[cfg(feature = "tokio")]
+mod changed;
 mod copy;
 mod error;
 mod fork;
@@ -37,6 +45,7 @@ mod segment;
 mod seqlock;
 mod sync;
 mod sys;
+mod typed;
 pub(crate) mod value;
 mod wlock;
 mod writer;
@@ -48,7 +57,9 @@ mod writer;
 pub mod model {
     pub use crate::seqlock::*;
     pub use crate::sync::{AtomicU32, AtomicU64, Ordering};
-    pub use crate::wlock::{lock, Guard, Holder, LockError, Park, Taken, SLEEPERS, TOKEN_MASK};
+    pub use crate::wlock::{
+        lock, Guard, Holder, LockError, Park, Taken, HANDED_OFF, SLEEPERS, STARVING, TOKEN_MASK,
+    };
 
     /// The map's copy-selection and catch-up protocol (`src/map/protocol.rs`).
     pub mod map {
@@ -61,9 +72,14 @@ pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
+pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};
 
-/// The README's examples, compiled and run as doctests.
+/// Re-exported so that `#[derive(bytemuck::Pod)]` types for [`Typed`] need no extra dependency.
+pub use bytemuck;
+
+/// The crate README's examples, compiled and run as doctests (the project README's are run by
+/// `shmem-testkit`, since a published crate cannot include files outside itself).
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

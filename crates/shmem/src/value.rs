@@ -4,11 +4,13 @@
 //!
 //! ```text
 //!    0  segment header (header.rs), kind = value
-//!   64  control, one cache line, written by writers and waiters:
+//!   64  control, one cache line (seqlock::Control), written by writers and waiters:
 //!         version  u64  the last published version; 0 = nothing set yet
 //!         wake     u32  futex word: a counter bumped at every publish and `wake_waiters`
-//!         sleepers u32  may-sleep flag of `wait_changed` callers
-//!         lock     u32  the writers' lock (wlock.rs); claims u32, hold_off u32
+//!         sleepers u32  set by a waiter about to sleep, cleared by the publisher that wakes
+//!         lock     u32  the writers' futex lock (wlock.rs)
+//!         claims   u32  the counter writer tokens are drawn from
+//!         hold_off u32  readers asking writers to pause
 //!  128  slot 0 meta: seq u64, version u64, len u64 (one cache line)
 //!  192  slot 1 meta
 //!  256  slot 0 data: `slot_cap` bytes (the capacity, a multiple of 64)

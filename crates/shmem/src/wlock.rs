@@ -2,9 +2,9 @@
 //!
 //! # Protocol
 //!
-//! One `u32` word in shared memory. `0` is free; otherwise the low 31 bits are the holder's
-//! *token* and bit 31 (`SLEEPERS`) says that somebody may sleep on the word. All-zero memory is
-//! a free lock.
+//! One `u32` word in shared memory. `0` is free; otherwise the low 30 bits are the holder's
+//! *token*, bit 31 (`SLEEPERS`) says that somebody may sleep on the word, and bit 30
+//! (`STARVING`) that a sleeper asks for a hand-off. All-zero memory is a free lock.
 //!
 //! A token names a writer handle, not a thread or process: a handle that writes first claims
 //! a token `t` by taking an OFD write lock on byte `WITNESS_BASE + t` of the segment's file,
@@ -31,8 +31,16 @@
 //!     within `RECHECK`. A dead holder is always checked before the deadline is, so a zero
 //!     timeout still takes over from a dead holder.
 //! - **Unlock**: `CAS(me -> 0)` (Release); if it fails, the word has `SLEEPERS`: clear the word
-//!   and `FUTEX_WAKE` one sleeper. A word that no longer names us (a peer overwrote it) is left
-//!   alone.
+//!   (or, with `STARVING`, make it `HANDED_OFF`) and `FUTEX_WAKE` one sleeper. A word that no
+//!   longer names us (a peer overwrote it) is left alone.
+//! - **Fairness** (Go's `sync.Mutex` starvation mode): a free lock goes to whoever CASes first,
+//!   and a writer that unlocks and relocks in a loop wins against a sleeper that needs
+//!   microseconds to wake. So a locker that has slept [`SLEEPS_BEFORE_STARVING`] times sets
+//!   `STARVING`; the unlock then leaves `HANDED_OFF` (token 0, both bits) instead of 0, which
+//!   the fast path and every locker that has not slept treat as held, and a woken sleeper takes
+//!   (`CAS(HANDED_OFF -> me | SLEEPERS)`). If the woken sleeper died, the others wake within
+//!   `RECHECK` and take it; a newcomer sleeps once and becomes one of them. So a waiter's wait
+//!   is bounded by a few hand-offs, not by luck.
 //!
 //! Why not `FUTEX_LOCK_PI`: the kernel resolves the thread id in the word in the *caller's*
 //! pid namespace, thread ids are reused, and `exec` from another thread hands the dead
@@ -50,8 +58,17 @@ use crate::sync::{AtomicU32, Ordering};
 
 /// Somebody may sleep on the word: the unlocker must wake one.
 pub const SLEEPERS: u32 = 1 << 31;
+/// A sleeper has lost the race for the lock too often: the unlocker hands the lock to a
+/// sleeper instead of freeing it. With token 0, the word is *handed off*: free for a locker
+/// that has slept, not for a newcomer.
+pub const STARVING: u32 = 1 << 30;
 /// The bits of the word that hold the holder's token.
-pub const TOKEN_MASK: u32 = !SLEEPERS;
+pub const TOKEN_MASK: u32 = !(SLEEPERS | STARVING);
+/// The word of a lock handed off to the sleepers.
+pub const HANDED_OFF: u32 = SLEEPERS | STARVING;
+
+/// How many times a locker sleeps before it asks for a hand-off.
+const SLEEPS_BEFORE_STARVING: u32 = 2;
 
 /// The longest a sleeper waits before it checks the holder's liveness again.
 pub const RECHECK: Duration = Duration::from_millis(2);
@@ -130,7 +147,7 @@ pub fn lock<'a, P: Park>(
     spin: u32,
     park: P,
 ) -> Result<Guard<'a, P>, LockError> {
-    debug_assert!(me != 0 && me & SLEEPERS == 0);
+    debug_assert!(me != 0 && me & !TOKEN_MASK == 0);
     if word
         .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         .is_ok()
@@ -163,12 +180,14 @@ pub fn lock<'a, P: Park>(
         crate::sync::spin_hint();
     }
     let deadline = Instant::now().checked_add(timeout);
-    let mut slept = false;
+    let mut sleeps = 0u32;
     loop {
         let w = word.load(Ordering::Relaxed);
         let holder = w & TOKEN_MASK;
-        if holder == 0 {
-            let keep = if slept { SLEEPERS } else { w & SLEEPERS };
+        if holder == 0 && (w != HANDED_OFF || sleeps > 0) {
+            // Free (maybe with stale bits), or handed off and we are a sleeper. A locker that
+            // has slept keeps `SLEEPERS`, so its unlock wakes the next sleeper.
+            let keep = if sleeps > 0 { SLEEPERS } else { w & SLEEPERS };
             if word
                 .compare_exchange(w, me | keep, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
@@ -177,9 +196,10 @@ pub fn lock<'a, P: Park>(
             }
             continue;
         }
-        if holder != me && park.holder(holder) == Holder::Gone {
+        if holder != 0 && holder != me && park.holder(holder) == Holder::Gone {
+            let keep = w & (SLEEPERS | STARVING);
             if word
-                .compare_exchange(w, me | (w & SLEEPERS), Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(w, me | keep, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
                 return Ok(guard(Taken::FromDead, park));
@@ -190,18 +210,45 @@ pub fn lock<'a, P: Park>(
             None => RECHECK,
             Some(d) => match d.checked_duration_since(Instant::now()) {
                 Some(r) if !r.is_zero() => r.min(RECHECK),
-                _ => return Err(LockError::Timeout),
+                _ if w == HANDED_OFF => {
+                    // Out of time and the lock is free, only reserved for sleepers: take it
+                    // rather than time out on a free lock (the CAS keeps it exclusive).
+                    if word
+                        .compare_exchange(w, me | SLEEPERS, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Ok(guard(Taken::Free, park));
+                    }
+                    continue;
+                }
+                _ => {
+                    // Giving up: withdraw a hand-off request (ours, or one another sleeper
+                    // will make again after its next sleep), so nobody hands off to no one.
+                    if w & STARVING != 0 && holder != 0 {
+                        let _ = word.compare_exchange(
+                            w,
+                            w & !STARVING,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    return Err(LockError::Timeout);
+                }
             },
         };
-        if w & SLEEPERS == 0
+        let mut want = w | SLEEPERS;
+        if sleeps >= SLEEPS_BEFORE_STARVING && holder != 0 {
+            want |= STARVING;
+        }
+        if want != w
             && word
-                .compare_exchange(w, w | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(w, want, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
             continue;
         }
-        park.sleep(word, w | SLEEPERS, remaining);
-        slept = true;
+        park.sleep(word, want, remaining);
+        sleeps = sleeps.saturating_add(1);
     }
 }
 
@@ -216,9 +263,10 @@ impl<P: Park> Drop for Guard<'_, P> {
         }
         let mut w = self.word.load(Ordering::Relaxed);
         while w & TOKEN_MASK == self.me {
+            let next = if w & STARVING != 0 { HANDED_OFF } else { 0 };
             match self
                 .word
-                .compare_exchange(w, 0, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange(w, next, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => {
                     if w & SLEEPERS != 0 {
@@ -243,6 +291,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         live: Mutex<HashSet<u32>>,
+        sleeps: AtomicU32,
     }
 
     impl Park for Fake {
@@ -254,6 +303,7 @@ mod tests {
             }
         }
         fn sleep(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+            self.sleeps.fetch_add(1, Ordering::Relaxed);
             if word.load(Ordering::Relaxed) == expected {
                 std::thread::sleep(timeout.min(Duration::from_micros(100)));
             }
@@ -284,13 +334,56 @@ mod tests {
     fn garbage_and_stale_sleeper_bits_are_taken_over_and_cleared() {
         let park = Fake::default();
         park.live.lock().unwrap().insert(7);
-        for stale in [2, 0x1234_5678, SLEEPERS | 9, SLEEPERS] {
+        for stale in [
+            2,
+            0x1234_5678,
+            SLEEPERS | 9,
+            SLEEPERS,
+            STARVING,
+            STARVING | 11,
+        ] {
             let word = AtomicU32::new(stale);
             let g = lock(&word, 7, Duration::ZERO, 0, &park).unwrap();
             assert_eq!(word.load(Ordering::Relaxed) & TOKEN_MASK, 7);
             drop(g);
+            // A stale hand-off request is honoured once: the word is free, or handed off to
+            // sleepers, which any locker becomes after one sleep.
+            let after = word.load(Ordering::Relaxed);
+            assert!(
+                after == 0 || after == HANDED_OFF,
+                "from {stale:#x}: {after:#x}"
+            );
+            drop(lock(&word, 7, Duration::from_secs(5), 0, &park).unwrap());
             assert_eq!(word.load(Ordering::Relaxed), 0, "from {stale:#x}");
         }
+    }
+
+    #[test]
+    fn a_starving_sleeper_gets_the_lock_handed_off_and_newcomers_wait() {
+        let park = Fake::default();
+        park.live.lock().unwrap().extend([1, 2, 3]);
+        let word = AtomicU32::new(1 | SLEEPERS | STARVING); // 1 holds; a sleeper starves
+        drop(Guard {
+            word: &word,
+            me: 1,
+            park: &park,
+            taken: Taken::Free,
+        });
+        assert_eq!(word.load(Ordering::Relaxed), HANDED_OFF);
+        // A newcomer that has not slept does not take a handed-off lock: it sleeps first, and
+        // then takes it as a sleeper.
+        drop(lock(&word, 2, Duration::from_secs(5), 10, &park).unwrap());
+        assert_eq!(park.sleeps.load(Ordering::Relaxed), 1);
+        // One whose deadline has passed takes it rather than time out on a free lock.
+        word.store(HANDED_OFF, Ordering::Relaxed);
+        drop(lock(&word, 2, Duration::ZERO, 10, &park).unwrap());
+        assert_eq!(park.sleeps.load(Ordering::Relaxed), 1);
+        word.store(HANDED_OFF, Ordering::Relaxed);
+        // After one sleep it is one of the sleepers and may.
+        let g = lock(&word, 3, Duration::from_secs(5), 10, &park).unwrap();
+        assert_eq!(word.load(Ordering::Relaxed), 3 | SLEEPERS);
+        drop(g);
+        assert_eq!(word.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -205,3 +205,29 @@ fn a_dead_holder_is_taken_over_by_exactly_one_rival_at_a_time() {
         assert_eq!(word.load(Ordering::Relaxed), 0);
     });
 }
+
+#[test]
+fn a_lock_handed_off_to_a_sleeper_that_died_is_taken_by_one_rival_at_a_time() {
+    loom::model(|| {
+        // The unlocker handed the lock to the sleepers, and the sleeper it woke died.
+        let word = Arc::new(AtomicU32::new(HANDED_OFF));
+        let park = Arc::new(Witnesses::new());
+        let inside = Arc::new(AtomicU32::new(0));
+        let rivals: Vec<_> = [2u32, 3]
+            .into_iter()
+            .map(|me| {
+                let (word, inside, park) = (word.clone(), inside.clone(), park.clone());
+                thread::spawn(move || {
+                    let g = lock(&word, me, FOREVER, 1, &*park).unwrap();
+                    assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0, "two holders");
+                    inside.fetch_sub(1, Ordering::Relaxed);
+                    drop(g);
+                })
+            })
+            .collect();
+        for r in rivals {
+            r.join().unwrap();
+        }
+        assert_eq!(word.load(Ordering::Relaxed) & TOKEN_MASK, 0);
+    });
+}

@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 #include "check.h"
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 static atomic_int stop;
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 #include "check.h"
 
@@ -133,7 +133,7 @@ static void flags_and_codes(void)
     CHECK_RC(shmem_unlink(b), SHMEM_ERR_NOT_FOUND);
 
     /* Every code has a message; unknown codes too. */
-    for (int code = 1; code >= -12; code--)
+    for (int code = 1; code >= -13; code--)
         CHECK(shmem_strerror(code) != NULL && shmem_strerror(code)[0] != '\0');
     CHECK(strcmp(shmem_strerror(SHMEM_OK), "success") == 0);
     CHECK(strcmp(shmem_strerror(12345), "unknown error code") == 0);

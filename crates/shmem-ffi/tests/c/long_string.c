@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <wchar.h>
 
-#include <shmem.h>
+#include <shmem_compat.h>
 
 #include "check.h"
 

@@ -1,7 +1,8 @@
 //! What the tests that run C and Python programs against libshmem share.
 //!
-//! - [`lib_dir`]: builds `libshmem.so`/`libshmem.a` (Cargo does not build a cdylib-only library
-//!   for integration tests) and returns the directory holding them.
+//! - [`lib_dir`]: builds the C libraries with the root `Makefile` (Cargo does not build a
+//!   cdylib-only library for integration tests, and the Makefile is what users run) and returns
+//!   the directory holding them.
 //! - [`Fixture`]: per test, a unique segment name and a private segment directory under
 //!   `/dev/shm` passed as `SHMEM_DIR`, plus a build directory; both removed on drop, also when
 //!   the test fails, so nothing is ever left in `/dev/shm`.
@@ -40,40 +41,82 @@ pub fn include_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
 }
 
-/// The directory with `libshmem.so` and `libshmem.a`, built first with the profile of this
-/// test (the directory above `deps/` that holds the test executable).
+/// The directory with the C libraries as the root `Makefile` builds them (`make lib`):
+/// `libshmem.so` (and its versioned name and SONAME link), `libshmem.a`, the same for
+/// `libshmem_compat`, and `native-static-libs`. Built first with the profile of this test (the
+/// directory above `deps/` that holds the test executable) in its target directory.
 pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test runs from <target>/<profile>/deps")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("<target>").to_owned();
-        let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(p) => p.to_owned(),
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--lib", "-p", "shmem-ffi", "--profile"])
-            .arg(&profile)
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .current_dir(root())
-            .status()
-            .expect("run cargo build");
+        let (target_dir, profile) = target_and_profile();
         assert!(
-            status.success(),
-            "cargo build -p shmem-ffi failed: {status}"
+            have("make"),
+            "make is needed to build the C libraries (the root Makefile)"
         );
-        for lib in ["libshmem.so", "libshmem.a"] {
-            let path = profile_dir.join(lib);
+        // A cold build of the library may take minutes on a busy machine.
+        let output = run_within(
+            make_command()
+                .arg("lib")
+                .arg(format!("PROFILE={profile}"))
+                .arg(format!("TARGET_DIR={}", target_dir.display())),
+            Duration::from_secs(900),
+        );
+        assert!(
+            output.status.success(),
+            "make lib failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let dir = target_dir.join(profile_dir(&profile)).join("capi");
+        for lib in [
+            "libshmem.so",
+            "libshmem.a",
+            "libshmem_compat.so",
+            "libshmem_compat.a",
+        ] {
+            let path = dir.join(lib);
             assert!(path.is_file(), "{} was not built", path.display());
         }
-        profile_dir
+        dir
     })
+}
+
+/// This test's target directory and cargo profile.
+pub fn target_and_profile() -> (PathBuf, String) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from <target>/<profile>/deps")
+        .to_owned();
+    let target_dir = profile_dir.parent().expect("<target>").to_owned();
+    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(p) => p.to_owned(),
+    };
+    (target_dir, profile)
+}
+
+/// The directory cargo puts a profile's output in.
+pub fn profile_dir(profile: &str) -> &str {
+    match profile {
+        "dev" | "test" => "debug",
+        "bench" => "release",
+        p => p,
+    }
+}
+
+/// `make -C <root>`, without the jobserver of an outer `make` (say `make check`), whose
+/// descriptors the test's children do not have.
+pub fn make_command() -> Command {
+    let mut make = Command::new("make");
+    make.arg("--no-print-directory")
+        .arg("-C")
+        .arg(root())
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL");
+    make
 }
 
 /// The path of `libshmem.so`.
@@ -81,7 +124,26 @@ pub fn lib_so() -> PathBuf {
     lib_dir().join("libshmem.so")
 }
 
-/// Whether `program` can be run (found in `PATH`).
+/// The path of `libshmem_compat.so`.
+pub fn compat_so() -> PathBuf {
+    lib_dir().join("libshmem_compat.so")
+}
+
+/// What a program linked with `libshmem.a` also needs, as `make lib` recorded it from
+/// `rustc --print native-static-libs`.
+pub fn native_static_libs() -> Vec<String> {
+    let path = lib_dir().join("native-static-libs");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let libs: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+    assert!(
+        libs.iter().any(|l| l == "-lc"),
+        "{}: {text}",
+        path.display()
+    );
+    libs
+}
+
 /// Whether `program` is installed. Under CI (`CI` set), a missing tool is a failure, not a
 /// skip: `.ci/run` installs them all, so a skip there would hide a regression.
 pub fn have(program: &str) -> bool {
@@ -102,9 +164,13 @@ pub fn have(program: &str) -> bool {
 pub enum Link {
     /// `-lshmem`: `libshmem.so`, found at run time through the rpath.
     Shared,
+    /// `-lshmem_compat -lshmem`: the compatibility library too, attached at load.
+    Compat,
     /// `libshmem.a`, linked into the program.
     Static,
-    /// Not linked: the program loads it with `dlopen`.
+    /// `libshmem_compat.a` and `libshmem.a`.
+    StaticCompat,
+    /// Not linked: the program loads a library with `dlopen`.
     None,
 }
 
@@ -177,23 +243,27 @@ impl Fixture {
         .arg(&exe)
         .args(sources.iter().map(|s| root().join(s)))
         .args(extra);
+        let shared = |cc: &mut Command| {
+            cc.arg("-L")
+                .arg(lib)
+                .arg(format!("-Wl,-rpath,{}", lib.display()));
+        };
         match link {
             Link::Shared => {
-                cc.arg("-L")
-                    .arg(lib)
-                    .arg(format!("-Wl,-rpath,{}", lib.display()))
-                    .arg("-lshmem");
+                shared(&mut cc);
+                cc.arg("-lshmem");
             }
-            // What `rustc --print native-static-libs` lists for a staticlib on Linux.
+            Link::Compat => {
+                shared(&mut cc);
+                cc.args(["-lshmem_compat", "-lshmem"]);
+            }
             Link::Static => {
-                cc.arg(lib.join("libshmem.a")).args([
-                    "-lgcc_s",
-                    "-lutil",
-                    "-lrt",
-                    "-lpthread",
-                    "-lm",
-                    "-ldl",
-                ]);
+                cc.arg(lib.join("libshmem.a")).args(native_static_libs());
+            }
+            Link::StaticCompat => {
+                cc.arg(lib.join("libshmem_compat.a"))
+                    .arg(lib.join("libshmem.a"))
+                    .args(native_static_libs());
             }
             Link::None => {
                 cc.arg("-ldl");

@@ -1,4 +1,4 @@
-//! `shmem-soak [--seconds N] [--seed S]`: runs the soak (see `shmem_testkit::soak`) and prints
+//! `shmem-soak [--seconds N] [--seed S] [--min-kills K]`: runs the soak (see `shmem_testkit::soak`) and prints
 //! its figures; exits 1 if it found any error.
 //!
 //! `cargo run --release -p shmem-testkit --bin shmem-soak -- --seconds 60`
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let mut cfg = Config {
         seconds: 10,
         seed: std::process::id().into(),
+        min_kills: 0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -22,8 +23,9 @@ fn main() -> ExitCode {
         match (a.as_str(), value) {
             ("--seconds", Some(n)) => cfg.seconds = n,
             ("--seed", Some(n)) => cfg.seed = n,
+            ("--min-kills", Some(n)) => cfg.min_kills = n,
             _ => {
-                eprintln!("usage: shmem-soak [--seconds N] [--seed S]");
+                eprintln!("usage: shmem-soak [--seconds N] [--seed S] [--min-kills K]");
                 return ExitCode::from(2);
             }
         }

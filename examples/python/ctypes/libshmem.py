@@ -1,8 +1,9 @@
-"""Loads libshmem with ctypes and declares the functions the examples use.
+"""Loads libshmem_compat with ctypes and declares the functions the examples use.
 
-The library is $SHMEM_LIB when set, else the debug build of this repository
-(target/debug/libshmem.so). Loading it attaches the default shared memory, as a
-Windows DLL's DllMain did; the segment is detached when the process exits.
+The library is $SHMEM_LIB when set, else the build of this repository that `make`
+leaves in target/release/capi/libshmem_compat.so (it loads libshmem.so.0 from its
+own directory). Loading it attaches the default shared memory, as a Windows DLL's
+DllMain did; the segment is detached when the process exits.
 wchar_t is 32-bit on Linux, which is what ctypes.c_wchar is there.
 """
 
@@ -10,7 +11,9 @@ import ctypes
 import os
 from pathlib import Path
 
-DEFAULT = Path(__file__).resolve().parents[2] / "target" / "debug" / "libshmem.so"
+DEFAULT = (
+    Path(__file__).resolve().parents[3] / "target" / "release" / "capi" / "libshmem_compat.so"
+)
 
 
 def load() -> ctypes.CDLL:

@@ -1,0 +1,9 @@
+//! Gives `libshmem.so` its SONAME, `libshmem.so.MAJOR`, so that programs linked with it record
+//! the major version and the installed `libshmem.so.MAJOR.MINOR.PATCH` (with its symlinks, see
+//! the root `Makefile`) is found by the runtime linker. Only the cdylib gets the flag.
+
+fn main() {
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets the version");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libshmem.so.{major}");
+    println!("cargo:rerun-if-changed=build.rs");
+}
