@@ -181,6 +181,21 @@ mod tests {
                 SHMEM_ERR_CORRUPT,
             ),
             (
+                shmem_core::Error::MapFull {
+                    name: name.clone(),
+                    reason: String::new(),
+                },
+                SHMEM_ERR_NO_SPACE,
+            ),
+            (
+                shmem_core::Error::InvalidKey {
+                    name: name.clone(),
+                    len: 0,
+                    reason: "empty",
+                },
+                SHMEM_ERR_INVALID_ARGUMENT,
+            ),
+            (
                 shmem_core::Error::InvalidName {
                     name,
                     reason: "bad",
