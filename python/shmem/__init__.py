@@ -2,6 +2,9 @@
 
 - ``Value(name, capacity)``: a byte string shared between processes by name. Readers always
   get one complete value, never torn; ``wait``/``watch``/``changed`` sleep until it changes.
+- ``Map(name, capacity)``: many keys in one segment, a mutable mapping (``m[key]``, ``in``,
+  ``del``, ``len``, iteration) whose entries are never torn; ``wait``/``watch``/``changed``
+  sleep until a key, or any key, changes.
 - ``Segment(name, size)``: raw shared bytes, with ``buf`` a writable memoryview (numpy can
   view it without copying).
 - ``unlink(name)``: removes a segment by name.
@@ -16,6 +19,8 @@ import atexit as _atexit
 from ._shmem import (
     CorruptError,
     Error,
+    Map,
+    MapWatch,
     Segment,
     Value,
     Watch,
@@ -24,7 +29,17 @@ from ._shmem import (
     unlink,
 )
 
-__all__ = ["CorruptError", "Error", "Segment", "Value", "Watch", "unlink", "__version__"]
+__all__ = [
+    "CorruptError",
+    "Error",
+    "Map",
+    "MapWatch",
+    "Segment",
+    "Value",
+    "Watch",
+    "unlink",
+    "__version__",
+]
 
 # Objects still alive at interpreter exit are not always freed, and a segment that is never
 # detached would stay in /dev/shm after its last user exits. Closing them here detaches them

@@ -38,6 +38,7 @@ pub(crate) fn to_py(e: shmem::Error) -> PyErr {
     match &e {
         E::InvalidName { .. }
         | E::InvalidSize { .. }
+        | E::InvalidKey { .. }
         | E::TooLarge { .. }
         | E::BufferTooSmall { .. } => PyValueError::new_err(msg),
         E::NotFound { name, dir } => {

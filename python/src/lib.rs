@@ -1,6 +1,6 @@
 //! The native module `shmem._shmem` of the Python package `shmem` (see `shmem/__init__.py`).
 //!
-//! A thin layer over the Rust library's public API: `Value`, `Segment`, `unlink` and the
+//! A thin layer over the Rust library's public API: `Value`, `Map`, `Segment`, `unlink` and the
 //! exceptions. It holds no `unsafe` code: the library keeps the shared memory behind its own
 //! checked operations, and the one raw view Python gets (`Segment.buf`) is made by ctypes in
 //! `shmem/_buffer.py`, whose lifetime argument is in `segment.rs`.
@@ -8,6 +8,7 @@
 mod args;
 mod errors;
 mod handle;
+mod map;
 mod segment;
 mod value;
 
@@ -51,6 +52,8 @@ fn _shmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Error", py.get_type::<errors::Error>())?;
     m.add("CorruptError", py.get_type::<errors::CorruptError>())?;
     m.add_class::<value::Value>()?;
+    m.add_class::<map::Map>()?;
+    m.add_class::<map::MapWatch>()?;
     m.add_class::<value::Watch>()?;
     m.add_class::<value::CancelToken>()?;
     m.add_class::<segment::Segment>()?;

@@ -228,7 +228,7 @@ impl Value {
 }
 
 /// Whether this is the interpreter's main thread, the only one that runs signal handlers.
-fn on_main_thread(py: Python<'_>) -> PyResult<bool> {
+pub(crate) fn on_main_thread(py: Python<'_>) -> PyResult<bool> {
     let threading = py.import("threading")?;
     let main = threading.call_method0("main_thread")?;
     let current = threading.call_method0("current_thread")?;
@@ -438,13 +438,9 @@ impl Value {
     ) -> PyResult<Option<u64>> {
         let timeout = args::timeout(self.slot.name(), timeout)?;
         self.slot.get()?;
-        *token.target.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.slot.clone());
+        token.set_target(Some(self.slot.clone()));
         let r = self.wait_for(py, since, timeout, Some(&token.flag));
-        token
-            .target
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        token.set_target(None);
         match r? {
             Waited::Changed(v) => Ok(Some(v)),
             Waited::Cancelled => Ok(None),
@@ -516,15 +512,41 @@ impl Watch {
     }
 }
 
+/// What a [`CancelToken`] wakes: the slot of a value or a map being waited on.
+pub(crate) trait CancelTarget: Send + Sync + std::fmt::Debug {
+    /// Wakes the waiters of the handle, if it is still open.
+    fn wake(&self);
+}
+
+impl CancelTarget for Slot<Shared> {
+    fn wake(&self) {
+        if let Some(shared) = self.peek() {
+            shared.value.wake_waiters();
+        }
+    }
+}
+
 /// Ends a `_wait_cancellable` from another thread (used by `changed()` when its task is
 /// cancelled).
 #[pyclass(frozen, module = "shmem", name = "_CancelToken")]
 #[derive(Debug, Default)]
 pub(crate) struct CancelToken {
     flag: AtomicBool,
-    /// The value being waited on, while a wait runs: whose waiters to wake. The slot, not the
-    /// handle, so that the token never keeps the value attached.
-    target: Mutex<Option<Arc<Slot<Shared>>>>,
+    /// The value or map being waited on, while a wait runs: whose waiters to wake. The slot,
+    /// not the handle, so that the token never keeps the segment attached.
+    target: Mutex<Option<Arc<dyn CancelTarget>>>,
+}
+
+impl CancelToken {
+    /// Sets (or clears) what `cancel` wakes.
+    pub(crate) fn set_target(&self, target: Option<Arc<dyn CancelTarget>>) {
+        *self.target.lock().unwrap_or_else(PoisonError::into_inner) = target;
+    }
+
+    /// The flag `cancel` sets.
+    pub(crate) fn flag(&self) -> &AtomicBool {
+        &self.flag
+    }
 }
 
 #[pymethods]
@@ -542,8 +564,8 @@ impl CancelToken {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(shared) = target.and_then(|slot| slot.peek()) {
-            shared.value.wake_waiters();
+        if let Some(target) = target {
+            target.wake();
         }
     }
 }

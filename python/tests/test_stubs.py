@@ -34,7 +34,19 @@ def test_stubs_match_the_native_module():
         public = {
             n
             for n, _ in inspect.getmembers(obj)
-            if not n.startswith("__") or n in ("__enter__", "__exit__", "__iter__", "__next__")
+            if not n.startswith("__")
+            or n
+            in (
+                "__enter__",
+                "__exit__",
+                "__iter__",
+                "__next__",
+                "__getitem__",
+                "__setitem__",
+                "__delitem__",
+                "__contains__",
+                "__len__",
+            )
         }
         public.discard("__init__")
         assert members - {"__init__"} == public, cls
@@ -42,6 +54,6 @@ def test_stubs_match_the_native_module():
 
 def test_the_package_is_typed_and_documented():
     assert Path(shmem.__file__).with_name("py.typed").exists()
-    for obj in [shmem.Value, shmem.Segment, shmem.unlink, shmem.Value.wait, shmem.Value.changed,
+    for obj in [shmem.Value, shmem.Map, shmem.Map.wait, shmem.Segment, shmem.unlink, shmem.Value.wait, shmem.Value.changed,
                 shmem.Segment.buf, shmem.Error, shmem.CorruptError]:
         assert obj.__doc__ and len(obj.__doc__) > 20, obj

@@ -23,6 +23,7 @@ pub mod check;
 #[cfg(feature = "iceoryx2")]
 pub mod ice;
 pub mod limits;
+pub mod map;
 pub mod measure;
 pub mod ours;
 pub mod peer;
@@ -106,6 +107,7 @@ pub fn groups() -> Vec<(&'static str, Group)> {
             "redis",
             Together(|cx, r| Ok(peers::RedisPeer::new(cx, r)?.and_then(boxed))),
         ),
+        ("map", Alone(map::map)),
         ("shared-memory", Together(shared_memory_group)),
         ("iceoryx2", Together(iceoryx2_group)),
         ("iceoryx2-own", Alone(iceoryx2_own)),
@@ -181,6 +183,7 @@ set, sole writer|shmem|64 ; set|iceoryx2|64 ; <=1x ; like-for-like: one writer, 
 poll ping-pong, set_with|shmem|4096 ; poll ping-pong, zero-copy|iceoryx2|4096 ; <=1.2x ; both writers fill 4 KiB in place; our reader copies it out (a seqlock must), theirs reads one byte in place
 attach+detach|shmem C API|4096 ; attach+detach|shm_open+mmap|4096 ; <=3x ; shmem_open + shmem_close of a live value against the raw cycle
 get one call, writer flat out|shmem|4096 ; ; p99<=20000 ; single calls while another process publishes flat out
+map get_into, 10k keys|shmem|64 ; get, beside the map|shmem|64 ; <=2x ; one key of 10,000 against a one-value segment, same bytes out
 get|shmem|{S} ; copy|memcpy|{S} ; ; like-for-like: a checked copy of the same bytes
 set|shmem|{S} ; copy|memcpy|{S} ; ; like-for-like: a locked copy of the same bytes
 get|shmem|{S} ; get|shared_memory+raw_sync|{S} ; ; like-for-like (theirs: a pthread mutex)

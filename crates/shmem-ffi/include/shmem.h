@@ -56,13 +56,15 @@ typedef enum {
   SHMEM_OK = 0,
   /**
    * A required pointer was NULL, a name is not valid (1 to 200 bytes of `[A-Za-z0-9._-]`, not
-   * starting with a dot), a string is not UTF-8, flags are unknown or contradictory, or a
-   * capacity is 0 when creating, too large, or larger than an existing segment's.
+   * starting with a dot), a map key is empty or longer than 255 bytes, a string is not
+   * UTF-8, flags are unknown or contradictory, or a capacity is 0 when creating, too large,
+   * or larger than an existing segment's.
    */
   SHMEM_ERR_INVALID_ARGUMENT = -1,
   /**
    * No live segment has this name (opening without `SHMEM_CREATE`, or `shmem_unlink`). Also
-   * what the compatibility functions report once the library has been unloaded.
+   * what the compatibility functions report once the library has been unloaded, and what
+   * `shmem_map_get`/`shmem_map_delete` report for a key that is not in the map.
    */
   SHMEM_ERR_NOT_FOUND = -2,
   /**
@@ -74,7 +76,8 @@ typedef enum {
    */
   SHMEM_ERR_PERMISSION = -4,
   /**
-   * The tmpfs holding the segments has no room for the segment's pages.
+   * The tmpfs holding the segments has no room for the segment's pages, or a map has no room
+   * for the entry (`shmem_map_set`; nothing changed).
    */
   SHMEM_ERR_NO_SPACE = -5,
   /**
@@ -118,6 +121,19 @@ typedef enum {
 } shmem_result;
 
 /**
+ * Many keys and their values in one segment, shared between processes. Every
+ * `shmem_map_set`, and every `shmem_map_delete` that removes a key, gives the map a new
+ * version, larger than any before; each entry keeps the version of its last set. Readers
+ * never see a torn entry and never block; a writer that crashes never damages the map.
+ *
+ * A handle may be used by several threads at once, `shmem_map_close` included, as a
+ * `shmem_value` (a `shmem_map_wait` in progress ends with `SHMEM_ERR_CLOSED`).
+ *
+ * The handle is an opaque token, not a pointer to memory: do not dereference it.
+ */
+typedef struct shmem_map shmem_map;
+
+/**
  * A value shared between processes: a byte string of up to a fixed capacity, with a version
  * that grows by one at each `shmem_set`. Readers never see a torn value and never block.
  *
@@ -132,6 +148,17 @@ typedef enum {
  */
 typedef struct shmem_value shmem_value;
 
+/**
+ * Called by `shmem_map_foreach` for each entry: its key (NUL-terminated), its value (`len`
+ * bytes at `data`, valid only during the call), the version of its last set, and the `ctx`
+ * given to `shmem_map_foreach`. Returning nonzero stops the iteration.
+ */
+typedef int (*shmem_map_visit)(const char *key,
+                               const void *data,
+                               size_t len,
+                               uint64_t version,
+                               void *ctx);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -141,6 +168,141 @@ extern "C" {
  * not be freed or modified. Unknown codes give "unknown error code".
  */
 const char *shmem_strerror(int code);
+
+/**
+ * Opens the map segment `name` in the segment directory (as `shmem_open`) and stores a new
+ * handle in `*out`.
+ *
+ * `capacity` is the heap bytes its records may use (each takes 16 bytes plus its key and
+ * value, rounded up to 8; rounded up to a multiple of 64 in all); it is needed to create, and
+ * an existing map must hold at least that much (0 accepts any). `flags` as for `shmem_open`.
+ *
+ * Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged
+ * (`SHMEM_ERR_CORRUPT` if the segment is not a map). Close the handle with `shmem_map_close`.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string; `out` is NULL or points to writable memory for a
+ * pointer.
+ */
+int shmem_map_open(const char *name,
+                   size_t capacity,
+                   uint32_t flags,
+                   shmem_map **out);
+
+/**
+ * Sets `key` to the `len` bytes at `data` (`data` may be NULL when `len` is 0) and, if
+ * `out_version` is not NULL, stores the new map version (the entry's) in `*out_version`.
+ *
+ * Returns `SHMEM_OK`; `SHMEM_ERR_INVALID_ARGUMENT` for a NULL, empty or over-255-byte key;
+ * `SHMEM_ERR_NO_SPACE` when the map is full (its live records and this one do not fit, or it
+ * holds its most keys): nothing changes; `SHMEM_ERR_TOO_LARGE` for a record larger than the
+ * whole heap; `SHMEM_ERR_TIMEOUT` when another live writer keeps the lock 5 s;
+ * `SHMEM_ERR_CLOSED`; or another error code.
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string; `data` is NULL or points to `len` readable bytes;
+ * `out_version` is NULL or points to a writable `uint64_t`.
+ */
+int shmem_map_set(shmem_map *m,
+                  const char *key,
+                  const void *data,
+                  size_t len,
+                  uint64_t *out_version);
+
+/**
+ * Copies the value of `key` into `buf` (`cap` bytes; `buf` may be NULL when `cap` is 0),
+ * stores its length in `*out_len` and, if `out_version` is not NULL, the version of its last
+ * set in `*out_version`. Never torn, never blocks on writers.
+ *
+ * Returns `SHMEM_OK`; `SHMEM_ERR_NOT_FOUND` if the key is not in the map (nothing stored);
+ * `SHMEM_ERR_BUFFER_TOO_SMALL` if the value is longer than `cap`: nothing is copied and
+ * `*out_len` is the length needed; `SHMEM_ERR_INVALID_ARGUMENT` for a NULL `out_len` or a bad
+ * key; `SHMEM_ERR_CLOSED`; or another error code.
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string; `buf` is NULL or points to `cap` writable bytes;
+ * `out_len` and `out_version` are NULL or point to writable memory of their type.
+ */
+int shmem_map_get(shmem_map *m,
+                  const char *key,
+                  void *buf,
+                  size_t cap,
+                  size_t *out_len,
+                  uint64_t *out_version);
+
+/**
+ * Removes `key` from the map (a new map version). Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`
+ * if it was not there (nothing changes), `SHMEM_ERR_INVALID_ARGUMENT` for a bad key,
+ * `SHMEM_ERR_CLOSED`, or another error code.
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string.
+ */
+int shmem_map_delete(shmem_map *m,
+                     const char *key);
+
+/**
+ * Stores the number of keys in `*out_len`. Returns `SHMEM_OK`, `SHMEM_ERR_INVALID_ARGUMENT`
+ * if a pointer is NULL, `SHMEM_ERR_CLOSED`, or another error code.
+ *
+ * # Safety
+ * `out_len` is NULL or points to a writable `size_t`.
+ */
+int shmem_map_len(shmem_map *m,
+                  size_t *out_len);
+
+/**
+ * Stores the map version (0 before the first change) in `*out_version`. Returns `SHMEM_OK`,
+ * `SHMEM_ERR_INVALID_ARGUMENT` if a pointer is NULL, or `SHMEM_ERR_CLOSED`.
+ *
+ * # Safety
+ * `out_version` is NULL or points to a writable `uint64_t`.
+ */
+int shmem_map_version(shmem_map *m,
+                      uint64_t *out_version);
+
+/**
+ * Sleeps until the version of `key` (of its last set; 0 while it is absent) differs from
+ * `since`, or with `key` NULL until the map version does (any key set or deleted); then
+ * stores that version in `*out_version` (if not NULL) and returns `SHMEM_OK`. Returns at once
+ * if it already differs. A negative `timeout_ms` waits forever; otherwise
+ * `SHMEM_ERR_TIMEOUT` when it passes first. Sleeps on a futex in the segment. Ends with
+ * `SHMEM_ERR_CLOSED` when `shmem_map_close` is called on the handle; an empty key is
+ * `SHMEM_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `key` is NULL or a NUL-terminated string; `out_version` is NULL or points to a writable
+ * `uint64_t`.
+ */
+int shmem_map_wait(shmem_map *m,
+                   const char *key,
+                   uint64_t since,
+                   int64_t timeout_ms,
+                   uint64_t *out_version);
+
+/**
+ * Calls `visit(key, data, len, version, ctx)` for every entry of one consistent version of
+ * the map (a snapshot copied out first, so `visit` may call the map, even change it), in
+ * ascending byte order of the keys, until `visit` returns nonzero. `key` and `data` are valid
+ * only during the call. A key holding a NUL byte (possible only from Rust) is passed up to its
+ * first NUL. Returns `SHMEM_OK` (also when `visit` stopped early),
+ * `SHMEM_ERR_INVALID_ARGUMENT` if `visit` is NULL, `SHMEM_ERR_CLOSED`, or another error code.
+ *
+ * # Safety
+ * `visit` is NULL or a function that may be called with the arguments above; `ctx` is passed
+ * to it as it is.
+ */
+int shmem_map_foreach(shmem_map *m,
+                      shmem_map_visit visit,
+                      void *ctx);
+
+/**
+ * Closes a handle from `shmem_map_open`; NULL and handles already closed are ignored. As
+ * `shmem_close`: waits in progress end with `SHMEM_ERR_CLOSED`, other calls in progress
+ * complete, later calls return `SHMEM_ERR_CLOSED`; the last handle of a transient map (in any
+ * process) to let go frees it.
+ */
+void shmem_map_close(shmem_map *m);
 
 /**
  * Opens the value segment `name` in the segment directory (`$SHMEM_DIR` when set and not

@@ -16,17 +16,20 @@ pub enum shmem_result {
     /// Success.
     SHMEM_OK = 0,
     /// A required pointer was NULL, a name is not valid (1 to 200 bytes of `[A-Za-z0-9._-]`, not
-    /// starting with a dot), a string is not UTF-8, flags are unknown or contradictory, or a
-    /// capacity is 0 when creating, too large, or larger than an existing segment's.
+    /// starting with a dot), a map key is empty or longer than 255 bytes, a string is not
+    /// UTF-8, flags are unknown or contradictory, or a capacity is 0 when creating, too large,
+    /// or larger than an existing segment's.
     SHMEM_ERR_INVALID_ARGUMENT = -1,
     /// No live segment has this name (opening without `SHMEM_CREATE`, or `shmem_unlink`). Also
-    /// what the compatibility functions report once the library has been unloaded.
+    /// what the compatibility functions report once the library has been unloaded, and what
+    /// `shmem_map_get`/`shmem_map_delete` report for a key that is not in the map.
     SHMEM_ERR_NOT_FOUND = -2,
     /// A live segment has this name (`SHMEM_CREATE | SHMEM_EXCLUSIVE`).
     SHMEM_ERR_EXISTS = -3,
     /// The file mode or owner of the segment forbids this process to use it.
     SHMEM_ERR_PERMISSION = -4,
-    /// The tmpfs holding the segments has no room for the segment's pages.
+    /// The tmpfs holding the segments has no room for the segment's pages, or a map has no room
+    /// for the entry (`shmem_map_set`; nothing changed).
     SHMEM_ERR_NO_SPACE = -5,
     /// `shmem_set` was given more bytes than the segment's capacity; nothing was stored.
     SHMEM_ERR_TOO_LARGE = -6,
@@ -82,11 +85,13 @@ impl From<shmem_result> for c_int {
 pub(crate) fn code_of(e: &shmem_core::Error) -> shmem_result {
     use shmem_core::Error as E;
     match e {
-        E::InvalidName { .. } | E::InvalidSize { .. } => SHMEM_ERR_INVALID_ARGUMENT,
+        E::InvalidName { .. } | E::InvalidSize { .. } | E::InvalidKey { .. } => {
+            SHMEM_ERR_INVALID_ARGUMENT
+        }
         E::NotFound { .. } => SHMEM_ERR_NOT_FOUND,
         E::Exists { .. } => SHMEM_ERR_EXISTS,
         E::PermissionDenied { .. } => SHMEM_ERR_PERMISSION,
-        E::NoSpace { .. } => SHMEM_ERR_NO_SPACE,
+        E::NoSpace { .. } | E::MapFull { .. } => SHMEM_ERR_NO_SPACE,
         E::TooLarge { .. } => SHMEM_ERR_TOO_LARGE,
         E::BufferTooSmall { .. } => SHMEM_ERR_BUFFER_TOO_SMALL,
         E::Corrupt { .. } | E::Foreign { .. } | E::Incompatible { .. } => SHMEM_ERR_CORRUPT,
@@ -111,7 +116,7 @@ fn message(code: c_int) -> &'static CStr {
     match code {
         SHMEM_OK => c"success",
         SHMEM_ERR_INVALID_ARGUMENT => c"invalid argument",
-        SHMEM_ERR_NOT_FOUND => c"no such segment",
+        SHMEM_ERR_NOT_FOUND => c"no such segment or map key",
         SHMEM_ERR_EXISTS => c"segment already exists",
         SHMEM_ERR_PERMISSION => c"permission denied",
         SHMEM_ERR_NO_SPACE => c"no space left for the segment",
@@ -174,6 +179,21 @@ mod tests {
                     reason: String::new(),
                 },
                 SHMEM_ERR_CORRUPT,
+            ),
+            (
+                shmem_core::Error::MapFull {
+                    name: name.clone(),
+                    reason: String::new(),
+                },
+                SHMEM_ERR_NO_SPACE,
+            ),
+            (
+                shmem_core::Error::InvalidKey {
+                    name: name.clone(),
+                    len: 0,
+                    reason: "empty",
+                },
+                SHMEM_ERR_INVALID_ARGUMENT,
             ),
             (
                 shmem_core::Error::InvalidName {

@@ -85,7 +85,7 @@ struct Handle {
 /// bits), and the rest of a 64-bit key (33 bits) for the generation, which is what keeps
 /// closed handles from naming new ones.
 #[derive(Debug)]
-struct Keys;
+pub(crate) struct Keys;
 
 impl sharded_slab::Config for Keys {
     const INITIAL_PAGE_SIZE: usize = 32;

@@ -1,6 +1,6 @@
 //! The C libraries driven from C: the examples, libshmem_compat's load-time attach (also with
 //! `dlopen`) and libshmem's lack of one, the seed's overflow, the handle API's contract,
-//! concurrent use, and `shmem_close` racing calls on other threads. Each test compiles its programs with
+//! concurrent use, `shmem_close` racing calls on other threads, and the map API. Each test compiles its programs with
 //! the system C compiler against `include/shmem.h` and `libshmem`, and runs them in a private
 //! segment directory (`SHMEM_DIR`) with a unique default segment (`SHMEM_COMPAT_NAME`).
 
@@ -243,6 +243,17 @@ fn the_handle_api_checks_every_argument_and_keeps_neighbours_working() {
     let (valgrind, flags) = memory_checker(&fx);
     let src = "crates/shmem-ffi/tests/c/handles.c";
     let prog = fx.compile("handles", &[src], Link::Compat, &flags);
+    let out = checked_run(&fx, &prog, &[&fx.name], valgrind);
+    assert_eq!(out, "ok\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
+fn the_map_api_checks_every_argument_and_works_across_processes() {
+    let fx = Fixture::new("map");
+    let (valgrind, flags) = memory_checker(&fx);
+    let src = "crates/shmem-ffi/tests/c/map.c";
+    let prog = fx.compile("map", &[src], Link::Shared, &flags);
     let out = checked_run(&fx, &prog, &[&fx.name], valgrind);
     assert_eq!(out, "ok\n");
     assert_eq!(fx.files(), Vec::<String>::new());

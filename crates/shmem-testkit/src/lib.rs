@@ -299,6 +299,53 @@ pub fn verify_value(v: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// A self-checking map value bound to its key: `[len: u32][seed: u32][bytes...][fnv1a of the
+/// key and all before: u64]`, `min_len(16)..=max_len` bytes. A reader that gets exactly such a
+/// value under `key` knows it is complete, untorn and not another key's.
+pub fn keyed_value(rng: &mut Rng, key: &[u8], max_len: usize) -> Vec<u8> {
+    let len = 16 + rng.below((max_len.max(16) - 16 + 1) as u64) as usize;
+    let seed = rng.next_u64() as u32;
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&(len as u32).to_le_bytes());
+    v.extend_from_slice(&seed.to_le_bytes());
+    let mut r = Rng::new(u64::from(seed) | 1 << 41);
+    while v.len() < len - 8 {
+        v.push(r.next_u64() as u8);
+    }
+    let sum = fnv1a_pair(key, &v);
+    v.extend_from_slice(&sum.to_le_bytes());
+    v
+}
+
+/// Checks a value made by [`keyed_value`] for `key`.
+pub fn verify_keyed(key: &[u8], v: &[u8]) -> Result<(), String> {
+    if v.len() < 16 {
+        return Err(format!("value of {} bytes is shorter than 16", v.len()));
+    }
+    let len = u32::from_le_bytes(v[0..4].try_into().expect("4 bytes")) as usize;
+    if len != v.len() {
+        return Err(format!(
+            "length field {len} but value has {} bytes",
+            v.len()
+        ));
+    }
+    let (body, sum) = v.split_at(len - 8);
+    if fnv1a_pair(key, body).to_le_bytes() != sum {
+        return Err(format!(
+            "checksum of a {len}-byte value does not match key {:?} (torn, or another key's)",
+            String::from_utf8_lossy(key)
+        ));
+    }
+    Ok(())
+}
+
+fn fnv1a_pair(key: &[u8], body: &[u8]) -> u64 {
+    let h = fnv1a(key);
+    body.iter().fold(h ^ 0xff, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -308,6 +355,19 @@ fn fnv1a(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_values_verify_only_under_their_key() {
+        let mut rng = Rng::new(9);
+        for _ in 0..100 {
+            let mut v = keyed_value(&mut rng, b"k1", 300);
+            verify_keyed(b"k1", &v).unwrap();
+            assert!(verify_keyed(b"k2", &v).is_err());
+            let i = rng.below(v.len() as u64) as usize;
+            v[i] ^= 0x40;
+            assert!(verify_keyed(b"k1", &v).is_err());
+        }
+    }
 
     #[test]
     fn checked_values_verify_and_damage_is_caught() {

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{checked_value, hex, verify_value, Rng};
-use shmem::{Lifetime, Segment, Value};
+use crate::{checked_value, hex, keyed_value, verify_value, Rng};
+use shmem::{Delete, Lifetime, Map, Segment, Value};
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
@@ -52,6 +52,23 @@ pub fn run(args: &[String]) -> ! {
         ["fork-hold", dir, name, rest @ ..] => fork_hold(dir, name, rest),
         ["noop"] => Ok(()),
         ["orphan", what] => orphan(what),
+        ["map-serve", dir, name, cap] => map_serve(dir, name, num(cap) as usize),
+        ["map-crash-writer", dir, name, cap, seed] => {
+            map_crash_writer(dir, name, num(cap) as usize, num(seed))
+        }
+        ["map-churn", dir, name, prefix, keys, max_len, iters, seed] => map_churn(
+            dir,
+            name,
+            prefix,
+            num(keys),
+            num(max_len) as usize,
+            num(iters),
+            num(seed),
+        ),
+        ["map-waiter", dir, name, key, since, timeout_ms] => {
+            map_waiter(dir, name, key, num(since), num(timeout_ms))
+        }
+        ["scribble-all", file, seed, iters] => scribble_all(file, num(seed), num(iters)),
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -713,5 +730,148 @@ fn orphan(what: &str) -> Res {
         }
     }
     println!("shmid={id}");
+    Ok(())
+}
+
+fn unhex(h: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    if h == "-" {
+        return Ok(Vec::new());
+    }
+    Ok((0..h.len() / 2)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()?)
+}
+
+/// `map-serve DIR NAME CAP`: opens the map, prints `ready`, then runs one command per stdin
+/// line and answers one line each (keys and values in hex, `-` for empty):
+/// `set K V` -> `ok VERSION` | `err MESSAGE`; `del K` -> `removed VERSION` | `notfound`;
+/// `get K` -> `found VERSION HEX` | `absent`; `len` -> `len N`.
+fn map_serve(dir: &str, name: &str, cap: usize) -> Res {
+    let m = Map::builder(name).dir(dir).capacity(cap).open()?;
+    println!("ready");
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["set", k, v] => match m.set(unhex(k)?, &unhex(v)?) {
+                Ok(version) => println!("ok {version}"),
+                Err(e) => println!("err {e}"),
+            },
+            ["del", k] => match m.delete(unhex(k)?)? {
+                Delete::Removed { version } => println!("removed {version}"),
+                Delete::NotFound => println!("notfound"),
+            },
+            ["get", k] => match m.get(unhex(k)?)? {
+                Some((v, version)) => println!("found {version} {}", hex(&v)),
+                None => println!("absent"),
+            },
+            ["len"] => println!("len {}", m.len()?),
+            _ => return Err(format!("bad command {line:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// The keys `map-crash-writer` writes: 4 hot ones (3 ops in 4) and 200 cold ones.
+pub fn crash_writer_key(rng: &mut Rng) -> String {
+    if rng.below(4) != 0 {
+        format!("hot-{}", rng.below(4))
+    } else {
+        format!("cold-{}", rng.below(200))
+    }
+}
+
+/// `map-crash-writer DIR NAME CAP SEED`: sets self-checking values bound to their keys (and
+/// deletes one op in ten) until killed; prints `ready` after its first op.
+fn map_crash_writer(dir: &str, name: &str, cap: usize, seed: u64) -> Res {
+    let m = Map::builder(name).dir(dir).capacity(cap).open()?;
+    let mut rng = Rng::new(seed);
+    for i in 0u64.. {
+        let key = crash_writer_key(&mut rng);
+        if rng.below(10) == 0 {
+            m.delete(&key)?;
+        } else {
+            let max = if rng.below(8) == 0 { 600 } else { 64 };
+            m.set(&key, &keyed_value(&mut rng, key.as_bytes(), max))?;
+        }
+        if i == 0 {
+            println!("ready");
+        }
+    }
+    Ok(())
+}
+
+/// `map-churn DIR NAME PREFIX KEYS MAX_LEN ITERS SEED`: rewrites KEYS keys named PREFIX-i
+/// ITERS times with values of changing sizes (and some deletes), checking its own keys
+/// against a local model at the end; prints `done sets=N`. Any error (a full map) fails.
+fn map_churn(
+    dir: &str,
+    name: &str,
+    prefix: &str,
+    keys: u64,
+    max_len: usize,
+    iters: u64,
+    seed: u64,
+) -> Res {
+    let m = Map::builder(name).dir(dir).open_existing()?;
+    let mut rng = Rng::new(seed);
+    let mut model = std::collections::HashMap::new();
+    println!("ready");
+    for _ in 0..iters {
+        let key = format!("{prefix}-{}", rng.below(keys));
+        if rng.below(16) == 0 {
+            m.delete(&key)?;
+            model.remove(&key);
+        } else {
+            let v = keyed_value(&mut rng, key.as_bytes(), max_len);
+            m.set(&key, &v)?;
+            model.insert(key, v);
+        }
+    }
+    for i in 0..keys {
+        let key = format!("{prefix}-{i}");
+        let got = m.get(&key)?.map(|(v, _)| v);
+        if got.as_ref() != model.get(&key) {
+            violation(format!("key {key}: map and model differ"));
+        }
+    }
+    println!("done sets={iters}");
+    Ok(())
+}
+
+/// `map-waiter DIR NAME KEY SINCE TIMEOUT_MS`: waits for KEY's version (KEY `-`: the map's)
+/// to move past SINCE; prints `waiting`, then `changed VERSION` or `timeout`.
+fn map_waiter(dir: &str, name: &str, key: &str, since: u64, timeout_ms: u64) -> Res {
+    let m = Map::builder(name).dir(dir).open_existing()?;
+    println!("waiting");
+    let t = Some(Duration::from_millis(timeout_ms));
+    let r = if key == "-" {
+        m.wait_any(since, t)
+    } else {
+        m.wait_changed(key, since, t)
+    };
+    match r {
+        Ok(version) => println!("changed {version}"),
+        Err(shmem::Error::Timeout { .. }) => println!("timeout"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `scribble-all FILE SEED ITERS`: writes 1 to 64 random bytes at uniformly random offsets
+/// past the 64-byte header, without changing the file's size.
+fn scribble_all(file: &str, seed: u64, iters: u64) -> Res {
+    let f = std::fs::OpenOptions::new().write(true).open(file)?;
+    let len = f.metadata()?.len();
+    let mut rng = Rng::new(seed);
+    println!("ready");
+    for _ in 0..iters {
+        let off = 64 + rng.below(len - 64);
+        let n = (1 + rng.below(64)).min(len - off) as usize;
+        let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+        f.write_at(&bytes, off)?;
+    }
+    println!("done");
     Ok(())
 }

@@ -97,6 +97,24 @@ pub enum Error {
         /// The capacity of the segment.
         capacity: usize,
     },
+    /// A map key that is empty or longer than [`crate::MAX_KEY_LEN`] bytes.
+    #[error("invalid key of {len} bytes for map '{name}': {reason}")]
+    InvalidKey {
+        /// The map.
+        name: String,
+        /// The key's length.
+        len: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A map has no room for the operation (keys or heap bytes); nothing was changed.
+    #[error("map '{name}' is full: {reason}")]
+    MapFull {
+        /// The map.
+        name: String,
+        /// Which space ran out, with the sizes.
+        reason: String,
+    },
     /// The segment is in use and the operation would disturb its users.
     #[error("segment '{name}' is busy: {reason}")]
     Busy {

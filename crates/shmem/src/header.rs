@@ -4,7 +4,7 @@
 //! offset  size  field
 //!      0     8  magic        "SHMEMSEG" (written last by the initialiser)
 //!      8     4  layout       layout version, 2
-//!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs)
+//!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs), 3 = a map (map.rs)
 //!     16     4  lifetime     1 = transient, 2 = persistent
 //!     20     4  creator_pid  pid of the process that initialised this generation
 //!     24     8  size         bytes of the segment's memory, this header included
@@ -89,6 +89,8 @@ pub enum Kind {
     Raw,
     /// A consistent shared value ([`crate::Value`]).
     Value,
+    /// A multi-key store ([`crate::Map`]).
+    Map,
 }
 
 impl Kind {
@@ -96,6 +98,7 @@ impl Kind {
         match self {
             Kind::Raw => 1,
             Kind::Value => 2,
+            Kind::Map => 3,
         }
     }
 
@@ -103,15 +106,17 @@ impl Kind {
         match v {
             1 => Some(Kind::Raw),
             2 => Some(Kind::Value),
+            3 => Some(Kind::Map),
             _ => None,
         }
     }
 
-    /// `"raw"` or `"value"`.
+    /// `"raw"`, `"value"` or `"map"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Raw => "raw",
             Kind::Value => "value",
+            Kind::Map => "map",
         }
     }
 }

@@ -8,6 +8,9 @@
 //! - [`Value`]: a byte string shared between processes. Readers never see a torn value, never
 //!   block and never write; a writer that crashes never wedges the others; waiting for a change
 //!   sleeps on a futex.
+//! - [`Map`]: many keys in one segment, created at run time, with values of any size that
+//!   fits. Readers never block and never see a torn entry; writers that crash at any point
+//!   leave it consistent; waits on one key or on any key sleep on a futex.
 //! - [`admin`]: list, inspect, remove and collect segments (what the `shmem` tool shows).
 //!
 //! ```
@@ -36,6 +39,7 @@ mod copy;
 mod error;
 mod fork;
 mod header;
+mod map;
 mod name;
 mod segment;
 mod seqlock;
@@ -44,6 +48,7 @@ mod sys;
 mod typed;
 pub(crate) mod value;
 mod wlock;
+mod writer;
 
 /// The value protocol and the writers' lock, for the loom model checks only
 /// (`tests/loom_value.rs`): the same code the library runs, compiled against loom's atomics.
@@ -55,10 +60,16 @@ pub mod model {
     pub use crate::wlock::{
         lock, Guard, Holder, LockError, Park, Taken, HANDED_OFF, SLEEPERS, STARVING, TOKEN_MASK,
     };
+
+    /// The map's copy-selection and catch-up protocol (`src/map/protocol.rs`).
+    pub mod map {
+        pub use crate::map::protocol::*;
+    }
 }
 
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
+pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;

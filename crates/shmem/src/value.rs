@@ -26,26 +26,20 @@
 //! The seqlock, the waiters' flag and the readers' hold-off request are in `seqlock.rs`, the
 //! writers' lock in `wlock.rs`: every atomic operation of the protocol lives there, free of
 //! system calls, and the loom model checks run that code. This file lays those structures over
-//! the mapping, bounds-checks what it reads, copies the bytes (`copy.rs`) and makes the system
-//! calls: the futex, and the `F_OFD_GETLK` probe that tells a live lock holder from a gone one.
-//!
-//! A writer's identity is a *token* claimed at its handle's first write (`fork::writer_token`):
-//! the OFD lock of one byte far past the data, held on a description that is never mapped, so
-//! the kernel releases it when the handle's process exits, execs or crashes. The token is cached
-//! per handle with the fork generation it was claimed under, so `set` costs no system call.
+//! the mapping, bounds-checks what it reads and copies the bytes (`copy.rs`); the system calls
+//! (the futex, the `F_OFD_GETLK` probe that tells a live lock holder from a gone one) and the
+//! cached writer token are in `writer.rs`, shared with `map.rs`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::copy;
 use crate::error::{Error, Result};
-use crate::fork::{self, ClaimError};
 use crate::header::{Lifetime, HEADER_LEN};
 use crate::segment::{Builder, Segment};
-use crate::seqlock::{self, Control, Pass, Sleep, SlotMeta, Wake};
-use crate::sync::AtomicU32;
-use crate::sys::{self, ByteLock};
-use crate::wlock::{self, Holder, LockError, Park};
+use crate::seqlock::{self, Control, Pass, SlotMeta};
+use crate::wlock;
+use crate::writer::{self, Backoff, Kernel, WaitFor, WriterToken};
 
 const CTRL_OFFSET: usize = HEADER_LEN;
 const META_OFFSET: usize = 128;
@@ -53,29 +47,6 @@ const DATA_OFFSET: usize = 256;
 /// Data bytes of a value segment besides the two slots.
 const OVERHEAD: usize = DATA_OFFSET - HEADER_LEN;
 const SLOT_ALIGN: usize = 64;
-
-/// How long a reader retries before it reports that it found no consistent value.
-const READ_DEADLINE: Duration = Duration::from_secs(2);
-/// How long one inconsistent state may stay unchanged before a reader calls it corrupt.
-const STUCK_LIMIT: Duration = Duration::from_millis(20);
-
-/// A reader's retry state.
-struct Backoff {
-    started: Option<Instant>,
-    seen: Option<(u64, u64)>,
-    stuck_since: Option<Instant>,
-}
-
-/// How long a writer waits for the lock by default.
-const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a wait watches the version before sleeping, by default (see
-/// [`ValueBuilder::wait_spin`]; docs/BENCHMARKS.md has the measurements behind it).
-const DEFAULT_WAIT_SPIN: Duration = Duration::from_micros(20);
-/// How many times a writer re-reads a busy lock word before it sleeps on it.
-const SPIN_LIMIT: u32 = 400;
-/// The shortest pause a writer makes for readers that asked to hold off; it grows with the
-/// capacity (one nanosecond per byte), so that the slowest reader's copy fits.
-const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
 
 const _: () = assert!(CTRL_OFFSET + 64 == META_OFFSET);
 const _: () = assert!(META_OFFSET + 2 * 64 == DATA_OFFSET);
@@ -193,7 +164,7 @@ impl ValueBuilder {
             lock_timeout: self.lock_timeout,
             wait_spin: self.wait_spin,
             seg,
-            writer: AtomicU64::new(0),
+            writer: WriterToken::default(),
         })
     }
 }
@@ -215,9 +186,8 @@ pub struct Value {
     capacity: usize,
     lock_timeout: Duration,
     wait_spin: Duration,
-    /// This handle's writer token with the fork generation it was claimed under
-    /// (`generation << 32 | token`), 0 before the first write.
-    writer: AtomicU64,
+    /// This handle's writer token, claimed at its first write.
+    writer: WriterToken,
 }
 
 impl Value {
@@ -226,8 +196,8 @@ impl Value {
         ValueBuilder {
             seg: Segment::builder(name),
             capacity: 0,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            wait_spin: DEFAULT_WAIT_SPIN,
+            lock_timeout: writer::DEFAULT_LOCK_TIMEOUT,
+            wait_spin: writer::DEFAULT_WAIT_SPIN,
         }
     }
 
@@ -307,7 +277,7 @@ impl Value {
         let guard = self.lock()?;
         let next = self.publish_locked(len, fill);
         drop(guard);
-        self.wake_after_publish();
+        writer::wake_after_publish(self.ctrl());
         Ok(next)
     }
 
@@ -324,38 +294,16 @@ impl Value {
 
     /// Takes the writers' lock under this handle's token.
     fn lock(&self) -> Result<wlock::Guard<'_, Kernel<'_>>> {
-        let token = self.writer_token()?;
-        let park = Kernel {
-            fd: self.seg.lock_fd(),
-        };
-        wlock::lock(
-            &self.ctrl().lock,
-            token,
-            self.lock_timeout,
-            SPIN_LIMIT,
-            park,
-        )
-        .map_err(|e| self.lock_error(e))
+        writer::lock(&self.seg, self.ctrl(), &self.writer, self.lock_timeout)
     }
 
     /// With the lock held: hold off for asking readers, fill the next slot, publish.
     fn publish_locked(&self, len: usize, fill: impl FnOnce(usize)) -> u64 {
         let ctrl = self.ctrl();
-        let pause = HOLD_OFF_BASE + Duration::from_nanos(self.capacity as u64);
-        let mut since = None;
-        seqlock::honour_hold_off(ctrl, || {
-            since.get_or_insert_with(Instant::now).elapsed() > pause
-        });
+        writer::honour_hold_off(ctrl, self.capacity);
         let next = seqlock::write(ctrl, self.metas(), len as u64, fill);
         seqlock::publish(ctrl, next);
         next
-    }
-
-    fn wake_after_publish(&self) {
-        let ctrl = self.ctrl();
-        if seqlock::after_publish(ctrl) == Wake::Sleepers {
-            sys::futex_wake(&ctrl.wake, i32::MAX as u32);
-        }
     }
 
     /// Makes this handle the value's only writer until the returned [`SoleWriter`] is dropped
@@ -373,42 +321,6 @@ impl Value {
         })
     }
 
-    /// This handle's writer token: cached, or claimed on the first write (and the first after
-    /// a fork, whose child must not write under its parent's witness).
-    fn writer_token(&self) -> Result<u32> {
-        let generation = fork::generation() as u32;
-        let cached = self.writer.load(Ordering::Relaxed);
-        if cached != 0 && (cached >> 32) as u32 == generation {
-            return Ok(cached as u32);
-        }
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.seg.lock_fd());
-        let token = fork::writer_token(fd, &self.ctrl().claims).map_err(|e| {
-            let name = self.name().to_owned();
-            match e {
-                ClaimError::Sys(op, errno) => Error::Io {
-                    name,
-                    op,
-                    source: errno.into(),
-                },
-                ClaimError::Unregistered => Error::Io {
-                    name,
-                    op: "claim the writer's liveness witness",
-                    source: std::io::Error::other("this process holds too many segments"),
-                },
-                ClaimError::Exhausted => Error::Corrupt {
-                    name,
-                    reason: "no free writer token: the token counter keeps naming live writers"
-                        .into(),
-                },
-            }
-        })?;
-        self.writer.store(
-            (u64::from(generation) << 32) | u64::from(token),
-            Ordering::Relaxed,
-        );
-        Ok(token)
-    }
-
     /// Copies the current value into `buf`; returns its length and version. If `buf` is too
     /// small, returns [`Error::BufferTooSmall`] with the length needed and copies nothing.
     ///
@@ -420,12 +332,7 @@ impl Value {
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let ctrl = self.ctrl();
-        let mut state = Backoff {
-            started: None,
-            seen: None,
-            stuck_since: None,
-        };
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::default();
         let mut asked = 0u32;
         let r = loop {
             let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
@@ -447,13 +354,8 @@ impl Value {
                     })
                 }
                 Pass::Retry { seen } => {
-                    // Ask once, and again if a writer's pause ran out and reset the request.
-                    if asked < 8 && (asked == 0 || !seqlock::hold_off_standing(ctrl)) {
-                        seqlock::ask_hold_off(ctrl);
-                        asked += 1;
-                    }
-                    attempt += 1;
-                    if let Err(e) = self.backoff(attempt, seen, &mut state) {
+                    writer::ask_hold_off(ctrl, &mut asked);
+                    if let Err(e) = backoff.retry(self.name(), "value", seen) {
                         break Err(e);
                     }
                 }
@@ -525,87 +427,25 @@ impl Value {
         timeout: Option<Duration>,
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<u64>> {
-        let ctrl = self.ctrl();
-        let v = ctrl.version.load(crate::sync::Ordering::Acquire);
+        let v = self.version();
         if v != since {
             return Ok(Some(v)); // already changed: no clock read, no system call
         }
         // A timeout too large to represent waits forever.
-        let now = Instant::now();
-        let deadline = timeout.and_then(|t| now.checked_add(t));
-        if let Some(v) = self.spin_for_change(since, now, deadline, &cancelled) {
-            return Ok(Some(v));
-        }
-        loop {
-            if cancelled() {
-                return Ok(None);
-            }
-            let remaining = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(r) if !r.is_zero() => Some(r),
-                    _ => {
-                        return Err(Error::Timeout {
-                            name: self.name().to_owned(),
-                            what: "a change of value",
-                            timeout: timeout.unwrap_or_default(),
-                        })
-                    }
-                },
-            };
-            let w = match seqlock::prepare_sleep(ctrl, since) {
-                Sleep::Changed(v) => return Ok(Some(v)),
-                Sleep::On(w) => w,
-            };
-            if cancelled() {
-                return Ok(None);
-            }
-            sys::futex_wait(&ctrl.wake, w, remaining).map_err(|e| Error::Io {
-                name: self.name().to_owned(),
-                op: "futex(FUTEX_WAIT)",
-                source: e.into(),
-            })?;
-            let v = ctrl.version.load(crate::sync::Ordering::Acquire);
-            if v != since {
-                return Ok(Some(v));
-            }
-        }
-    }
-
-    /// Watches the version for the spin window (bounded by the deadline), checking the cancel
-    /// flag now and then; returns the new version if it moved.
-    fn spin_for_change(
-        &self,
-        since: u64,
-        start: Instant,
-        deadline: Option<Instant>,
-        cancelled: &impl Fn() -> bool,
-    ) -> Option<u64> {
-        if self.wait_spin.is_zero() {
-            return None;
-        }
-        let end = start + self.wait_spin;
-        let end = deadline.map_or(end, |d| d.min(end));
-        let version = &self.ctrl().version;
-        for i in 1u32.. {
-            let v = version.load(crate::sync::Ordering::Acquire);
-            if v != since {
-                return Some(v);
-            }
-            if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
-                return None;
-            }
-            std::hint::spin_loop();
-        }
-        None
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let w = WaitFor {
+            name: self.name(),
+            what: "a change of value",
+            timeout,
+            spin: self.wait_spin,
+        };
+        writer::wait_version(self.ctrl(), since, deadline, w, &cancelled)
     }
 
     /// Wakes every thread, in every process, that sleeps in a wait on this value. They
     /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
     pub fn wake_waiters(&self) {
-        let ctrl = self.ctrl();
-        seqlock::bump_wake(ctrl);
-        sys::futex_wake(&ctrl.wake, i32::MAX as u32);
+        writer::wake_waiters(self.ctrl());
     }
 
     /// The length of the current value, as a hint (not checked for consistency).
@@ -615,53 +455,6 @@ impl Value {
             .len
             .load(crate::sync::Ordering::Relaxed);
         len.min(self.capacity as u64) as usize
-    }
-
-    /// Spins, then yields; gives up when the same inconsistent state (`seen` = version and
-    /// slot sequence) persists for [`STUCK_LIMIT`], which no live writer can cause (it never
-    /// writes the published slot), or after [`READ_DEADLINE`] in all.
-    fn backoff(&self, attempt: u32, seen: (u64, u64), state: &mut Backoff) -> Result<()> {
-        if attempt < 64 {
-            std::hint::spin_loop();
-            return Ok(());
-        }
-        let now = Instant::now();
-        let t0 = *state.started.get_or_insert(now);
-        if state.seen != Some(seen) {
-            state.seen = Some(seen);
-            state.stuck_since = Some(now);
-        }
-        let stuck = state
-            .stuck_since
-            .is_some_and(|t| now.duration_since(t) > STUCK_LIMIT);
-        if stuck || now.duration_since(t0) > READ_DEADLINE {
-            return Err(Error::Corrupt {
-                name: self.name().to_owned(),
-                reason: format!(
-                    "no consistent value after {attempt} attempts: version {} and its slot's \
-                     sequence {} {}",
-                    seen.0,
-                    seen.1,
-                    if stuck {
-                        "do not form a valid state"
-                    } else {
-                        "keep changing"
-                    }
-                ),
-            });
-        }
-        std::thread::yield_now();
-        Ok(())
-    }
-
-    fn lock_error(&self, e: LockError) -> Error {
-        match e {
-            LockError::Timeout => Error::Timeout {
-                name: self.name().to_owned(),
-                what: "the writers' lock",
-                timeout: self.lock_timeout,
-            },
-        }
     }
 
     fn ctrl(&self) -> &Control {
@@ -716,7 +509,7 @@ impl SoleWriter<'_> {
             // mapping, and this handle holds the writers' lock.
             unsafe { copy::copy_to_shared(v.slot_ptr(slot), data) }
         });
-        v.wake_after_publish();
+        writer::wake_after_publish(v.ctrl());
         Ok(next)
     }
 
@@ -732,37 +525,12 @@ impl SoleWriter<'_> {
             let buf = unsafe { std::slice::from_raw_parts_mut(v.slot_ptr(slot), len) };
             fill(buf);
         });
-        v.wake_after_publish();
+        writer::wake_after_publish(v.ctrl());
         Ok(next)
     }
 
     /// The value it writes.
     pub fn value(&self) -> &Value {
         self.value
-    }
-}
-
-/// The kernel's side of the writers' lock for one segment: liveness from the witness bytes'
-/// OFD locks, sleeping on the futex.
-#[derive(Clone, Copy, Debug)]
-struct Kernel<'a> {
-    fd: std::os::fd::BorrowedFd<'a>,
-}
-
-impl Park for Kernel<'_> {
-    fn holder(&self, token: u32) -> Holder {
-        match sys::ofd_probe(self.fd, fork::WITNESS_BASE + u64::from(token)) {
-            Ok(ByteLock::Free) => Holder::Gone,
-            // A probe that fails tells nothing: never take a lock on a guess.
-            Ok(ByteLock::Held) | Err(_) => Holder::Alive,
-        }
-    }
-
-    fn sleep(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
-        let _ = sys::futex_wait(word, expected, Some(timeout));
-    }
-
-    fn wake_one(&self, word: &AtomicU32) {
-        sys::futex_wake(word, 1);
     }
 }

@@ -1,0 +1,1746 @@
+//! A multi-key store in one segment: keys created at run time, values of any size that fits,
+//! several crash-safe writers, lock-free readers that never see a torn entry, and waits on one
+//! key or on any key.
+//!
+//! # Design: two copies of the whole table ("left-right with seqlock validation")
+//!
+//! The segment holds two complete copies of a hash table. Published map version `v` lives in
+//! copy `v & 1`; the other copy lags one operation behind (state `v - 1`) unless a writer died
+//! in it. A writer (holding the writers' lock of `wlock.rs`, exactly as for a `Value`) brings
+//! the other copy to state `v` (replaying op `v` from the last-op record, or rebuilding it from
+//! the published copy), applies its own operation to it, and publishes `v + 1`. Readers run a
+//! seqlock over the published copy. `protocol.rs` states the protocol and its orderings and is
+//! what the loom model checks run.
+//!
+//! Why this and not the alternatives:
+//! - *Per-entry seqlocks* (one seqlock per record, writers update in place) need a separate
+//!   protocol for the index itself: an insert that moves entries (probing, compaction) or a
+//!   delete races with readers of other keys, and a writer killed mid-compaction leaves an
+//!   index that no reader can use until someone repairs it. Here the index and the data of one
+//!   copy are always published together, so compaction is just another operation.
+//! - *Copy-on-write with a published pointer* needs a free-space allocator that knows when no
+//!   reader still reads an old version (epochs, hazard pointers); across processes that means
+//!   per-reader state in shared memory, which dead readers leak. Two copies give the same
+//!   guarantee with no per-reader state: a reader of `v` is disturbed only by the writer of
+//!   `v + 2`, and then the copy's sequence has moved, so it retries.
+//! - The cost: every operation is done twice (once per copy, the second time by the next
+//!   writer, as a replay), and the segment holds the table twice. Reads touch one copy only.
+//!
+//! # Layout (offsets from the start of the segment file; all derived from the file size)
+//!
+//! ```text
+//!    0  segment header (header.rs), kind = map
+//!   64  control (seqlock::Control): version = map version, wake, sleepers, lock, claims,
+//!       hold_off
+//!  128  last-op record (320 B): version u64 (0 while being written), kind u32 (1 set,
+//!       2 delete), key_len u32, key [255]
+//!  448  copy 0: meta line (protocol::CopyMeta: seq, state, bump, count)
+//!               B buckets of u64 (0 empty, else tag << 32 | (heap offset / 8 + 1))
+//!               heap of H bytes: records (key_len u16, 0 u16, val_len u32, version u64,
+//!               key, value), each 8-aligned
+//!  448 + C  copy 1 (C = 64 + 8 B + H)
+//! ```
+//!
+//! `H` is the capacity asked for, rounded up to 64; `B` the next power of two at least
+//! `max(16, H / 48)`. At most 3/4 of `B` keys live at once. Both are recomputed from the file
+//! size at open (the function from `H` to the file size is strictly increasing, so it has one
+//! inverse), never read from the segment.
+//!
+//! # Index and allocation
+//! Open addressing with linear probing over a fixed, unseeded 64-bit hash (so that every
+//! process agrees; see [`hash`] for why not FNV-1a): the tag is the hash's upper 32 bits and a
+//! key's home bucket is a function of the tag alone (Fibonacci hashing), so that a bucket word
+//! alone tells where its entry belongs. A lookup reads one bucket word, then (for keys up to
+//! 48 bytes) the record header and key in one copy. Deletion shifts
+//! the following entries back (no tombstones), so probe sequences never grow with churn.
+//! Records are bump-allocated; an overwrite reuses the old record's space when the new one
+//! fits it. When the heap is full the writer rebuilds its copy compacted from the published
+//! copy's live entries (the published copy is stable while the lock is held) and retries; if
+//! the record still does not fit, or the table holds 3/4 B keys, the copy is left at the
+//! published state and the writer returns [`Error::MapFull`]: nothing changes. So a map whose
+//! live records fit the heap never runs out, however long it is rewritten.
+//!
+//! # Hostile bytes
+//! Everything read from the segment is untrusted: bucket words, record headers, lengths,
+//! counts, the last-op record. Every access goes through [`Mem`], whose methods check the
+//! offset and length against what this process mapped and return `None` otherwise; offsets
+//! read from the segment are further checked against the copy's heap. A probe visits at most
+//! `B` buckets. Readers treat an inconsistency as a retry and report [`Error::Corrupt`] when it
+//! persists (the caller's deadline, as for `Value`); writers rebuild their copy from the
+//! published one, and report `Corrupt` if that is itself unusable.
+
+pub(crate) mod protocol;
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use crate::copy;
+use crate::error::{Error, Result};
+use crate::header::{Lifetime, HEADER_LEN};
+use crate::segment::{Builder, Segment};
+use crate::seqlock::{self, Control};
+use crate::sync::{AtomicU64, Ordering};
+use crate::writer::{self, Backoff, WaitFor, WriterToken};
+use protocol::{Applied, CatchUp, CopyMeta, Pass};
+
+/// The longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+
+const CTRL_OFFSET: usize = HEADER_LEN;
+const LAST_OP_OFFSET: usize = CTRL_OFFSET + 64;
+const LAST_OP_LEN: usize = 320;
+const COPIES_OFFSET: usize = LAST_OP_OFFSET + LAST_OP_LEN;
+const META_LEN: usize = 64;
+const ALIGN: usize = 64;
+const MIN_BUCKETS: usize = 16;
+/// Heap bytes per bucket: a table sized for records of about 48 bytes on average.
+const BYTES_PER_BUCKET: usize = 48;
+const RECORD_HEADER: usize = 16;
+/// A slot word's offset field is 32 bits of (offset / 8 + 1).
+const MAX_HEAP: usize = (u32::MAX as usize - 1) * 8;
+
+const _: () = assert!(16 + MAX_KEY_LEN <= LAST_OP_LEN);
+const _: () = assert!(COPIES_OFFSET % ALIGN == 0);
+
+const OP_SET: u32 = 1;
+const OP_DELETE: u32 = 2;
+
+/// The key hash: fixed and unseeded, so that every process computes the same buckets. Eight
+/// bytes per step (little-endian words, the last one zero-padded, the length mixed in first),
+/// each folded in with one multiply and a rotation, then murmur3's 64-bit finalizer so that
+/// every output bit depends on every input bit. Not FNV-1a: its one multiply per *byte*, each
+/// waiting for the last, made hashing a 9-byte key cost about as much as a whole `Value::get`.
+#[inline]
+fn hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let w = rest
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The 32-bit tag stored in a key's bucket word: the hash's upper half.
+#[inline]
+fn tag_of(key: &[u8]) -> u32 {
+    (hash(key) >> 32) as u32
+}
+
+/// A tag's home bucket among `2^bits`: Fibonacci hashing of the tag (its top bits mix all of
+/// the tag's bits), so that the home is a function of the bucket word alone, which
+/// deletion's backward shift needs.
+#[inline]
+fn home_of(tag: u32, bits: u32) -> usize {
+    (u64::from(tag).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+}
+
+/// The heap bytes a record of this key and value takes.
+fn record_size(key_len: usize, val_len: usize) -> Option<usize> {
+    RECORD_HEADER
+        .checked_add(key_len)?
+        .checked_add(val_len)?
+        .checked_next_multiple_of(8)
+}
+
+fn buckets_for(heap: usize) -> usize {
+    (heap / BYTES_PER_BUCKET)
+        .max(MIN_BUCKETS)
+        .next_power_of_two()
+}
+
+/// The sizes of a map segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    /// Buckets per copy (a power of two).
+    buckets: usize,
+    /// Heap bytes per copy (a multiple of 64).
+    heap: usize,
+}
+
+impl Layout {
+    fn for_capacity(capacity: usize) -> Option<Layout> {
+        let heap = capacity.checked_next_multiple_of(ALIGN)?.max(ALIGN);
+        if heap > MAX_HEAP {
+            return None;
+        }
+        let l = Layout {
+            buckets: buckets_for(heap),
+            heap,
+        };
+        l.file_size()?;
+        Some(l)
+    }
+
+    fn from_size(size: u64) -> Option<Layout> {
+        let rest = usize::try_from(size).ok()?.checked_sub(COPIES_OFFSET)?;
+        if rest % 2 != 0 {
+            return None;
+        }
+        let copy = rest / 2;
+        let mut buckets = MIN_BUCKETS;
+        while let Some(heap) = copy.checked_sub(META_LEN + 8 * buckets) {
+            if heap > 0 && heap % ALIGN == 0 && heap <= MAX_HEAP && buckets_for(heap) == buckets {
+                return Some(Layout { buckets, heap });
+            }
+            buckets = buckets.checked_mul(2)?;
+        }
+        None
+    }
+
+    fn copy_len(&self) -> usize {
+        META_LEN + 8 * self.buckets + self.heap
+    }
+
+    fn copy_offset(&self, copy: usize) -> usize {
+        COPIES_OFFSET + self.copy_len() * (copy & 1)
+    }
+
+    fn file_size(&self) -> Option<u64> {
+        let total = self.copy_len().checked_mul(2)?.checked_add(COPIES_OFFSET)?;
+        let total = u64::try_from(total).ok()?;
+        (total < crate::MAX_SEGMENT_SIZE).then_some(total)
+    }
+
+    fn max_keys(&self) -> usize {
+        self.buckets / 4 * 3
+    }
+}
+
+/// Checked access to the mapping: every method checks offset and length against what this
+/// process mapped, so no value read from the segment can lead outside it.
+#[derive(Clone, Copy, Debug)]
+struct Mem<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _mapping: PhantomData<&'a ()>,
+}
+
+impl<'a> Mem<'a> {
+    /// The atomic word at `off`, if it is aligned and inside the mapping.
+    #[inline]
+    fn word(&self, off: usize) -> Option<&'a AtomicU64> {
+        if off % 8 != 0 || off.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: `off..off + 8` lies inside the mapping (checked above), which lives for `'a`
+        // and is page aligned, so the word is 8-aligned; shared memory is only ever accessed
+        // through atomics and `copy.rs`, so a shared reference to an atomic is sound while other
+        // processes write it.
+        Some(unsafe { &*self.ptr.add(off).cast::<AtomicU64>() })
+    }
+
+    /// A metadata line at a trusted, 64-aligned offset checked at open.
+    #[inline]
+    fn line<T: SharedLine>(&self, off: usize) -> &'a T {
+        assert!(
+            off % ALIGN == 0 && off + std::mem::size_of::<T>() <= self.len,
+            "map layout checked at open"
+        );
+        // SAFETY: inside the mapping and aligned (asserted); `T` is one of the line types made
+        // of atomics only (`SharedLine` is implemented for nothing else), so a shared reference
+        // is sound while other processes write it.
+        unsafe { &*self.ptr.add(off).cast::<T>() }
+    }
+
+    /// Copies `dst.len()` bytes at `off` out, if they lie inside the mapping.
+    #[inline]
+    fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        if off.checked_add(dst.len())? > self.len {
+            return None;
+        }
+        // SAFETY: `off..off + dst.len()` lies inside the live mapping (checked above).
+        unsafe { copy::copy_from_shared(dst, self.ptr.add(off)) };
+        Some(())
+    }
+
+    /// Copies `src` in at `off`, if it lies inside the mapping.
+    fn write(&self, off: usize, src: &[u8]) -> Option<()> {
+        if off.checked_add(src.len())? > self.len {
+            return None;
+        }
+        // SAFETY: `off..off + src.len()` lies inside the live, writable mapping (checked above).
+        unsafe { copy::copy_to_shared(self.ptr.add(off), src) };
+        Some(())
+    }
+}
+
+/// The shared line types [`Mem::line`] may hand out: made of atomics only.
+trait SharedLine {}
+impl SharedLine for Control {}
+impl SharedLine for CopyMeta {}
+
+/// A record header, parsed and checked against its copy's heap.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    /// Offset in the heap.
+    off: usize,
+    key_len: usize,
+    val_len: usize,
+    version: u64,
+}
+
+impl Rec {
+    fn size(&self) -> usize {
+        record_size(self.key_len, self.val_len).unwrap_or(usize::MAX)
+    }
+}
+
+/// Parses a record header copied out from heap offset `off`, with `room` heap bytes from
+/// there: `None` unless it is complete and its key and value fit the room.
+#[inline]
+fn parse_header(h: &[u8], off: usize, room: usize) -> Option<Rec> {
+    let h: &[u8; RECORD_HEADER] = h.try_into().ok()?;
+    let key_len = usize::from(u16::from_le_bytes([h[0], h[1]]));
+    let val_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let version = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+    if key_len == 0 || key_len > MAX_KEY_LEN || RECORD_HEADER + key_len + val_len > room {
+        return None;
+    }
+    Some(Rec {
+        off,
+        key_len,
+        val_len,
+        version,
+    })
+}
+
+/// What a probe found.
+#[derive(Clone, Copy, Debug)]
+enum Find {
+    Present {
+        at: usize,
+        rec: Rec,
+    },
+    Absent {
+        at: usize,
+    },
+    /// Inconsistent bytes: a bad record, or no empty bucket within `B` probes.
+    Bad,
+}
+
+/// One copy of the table over the mapping.
+#[derive(Clone, Copy, Debug)]
+struct Table<'a> {
+    mem: Mem<'a>,
+    meta: &'a CopyMeta,
+    buckets_off: usize,
+    heap_off: usize,
+    layout: Layout,
+}
+
+impl<'a> Table<'a> {
+    #[inline]
+    fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
+        let base = layout.copy_offset(copy);
+        Table {
+            mem,
+            meta: mem.line(base),
+            buckets_off: base + META_LEN,
+            heap_off: base + META_LEN + 8 * layout.buckets,
+            layout,
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.layout.buckets - 1
+    }
+
+    #[inline]
+    fn home(&self, tag: u32) -> usize {
+        home_of(tag, self.layout.buckets.trailing_zeros())
+    }
+
+    #[inline]
+    fn bucket(&self, i: usize) -> &'a AtomicU64 {
+        self.mem
+            .word(self.buckets_off + 8 * (i & self.mask()))
+            .expect("bucket inside the layout checked at open")
+    }
+
+    /// The record a nonzero bucket word points to, checked against the heap.
+    fn record(&self, word: u64) -> Option<Rec> {
+        let slot = (word & 0xffff_ffff) as usize;
+        let off = slot.checked_sub(1)?.checked_mul(8)?;
+        let room = self.layout.heap.checked_sub(off)?;
+        if room < RECORD_HEADER {
+            return None;
+        }
+        let mut h = [0u8; RECORD_HEADER];
+        self.mem.read(self.heap_off + off, &mut h)?;
+        parse_header(&h, off, room)
+    }
+
+    fn read_key(&self, rec: &Rec, dst: &mut [u8; MAX_KEY_LEN]) -> Option<()> {
+        self.mem.read(
+            self.heap_off + rec.off + RECORD_HEADER,
+            &mut dst[..rec.key_len],
+        )
+    }
+
+    #[inline]
+    fn read_value(&self, rec: &Rec, dst: &mut [u8]) -> Option<()> {
+        debug_assert_eq!(dst.len(), rec.val_len);
+        self.mem
+            .read(self.heap_off + rec.off + RECORD_HEADER + rec.key_len, dst)
+    }
+
+    /// Probes for `key`: at most `B` buckets, every record checked.
+    #[inline]
+    fn find(&self, key: &[u8], tag: u32) -> Find {
+        let mut i = self.home(tag);
+        for _ in 0..self.layout.buckets {
+            let w = self.bucket(i).load(Ordering::Relaxed);
+            if w == 0 {
+                return Find::Absent { at: i };
+            }
+            if (w >> 32) as u32 == tag {
+                match self.matches(w, key) {
+                    Some(Some(rec)) => return Find::Present { at: i, rec },
+                    Some(None) => {}
+                    None => return Find::Bad,
+                }
+            }
+            i = (i + 1) & self.mask();
+        }
+        Find::Bad
+    }
+
+    /// Whether the record of bucket word `w` holds `key`: `None` if it is inconsistent.
+    /// Short keys (header and key within 64 bytes) are read with the header in one copy.
+    #[inline]
+    fn matches(&self, w: u64, key: &[u8]) -> Option<Option<Rec>> {
+        const SHORT: usize = 64;
+        if RECORD_HEADER + key.len() <= SHORT {
+            let slot = (w & 0xffff_ffff) as usize;
+            let off = slot.checked_sub(1)?.checked_mul(8)?;
+            let room = self.layout.heap.checked_sub(off)?;
+            let n = (RECORD_HEADER + key.len()).min(room);
+            let mut b = [0u8; SHORT];
+            self.mem.read(self.heap_off + off, &mut b[..n])?;
+            let rec = parse_header(&b[..RECORD_HEADER.min(n)], off, room)?;
+            return Some((rec.key_len == key.len() && &b[RECORD_HEADER..n] == key).then_some(rec));
+        }
+        let rec = self.record(w)?;
+        if rec.key_len != key.len() {
+            return Some(None);
+        }
+        let mut k = [0u8; MAX_KEY_LEN];
+        self.read_key(&rec, &mut k)?;
+        Some((&k[..rec.key_len] == key).then_some(rec))
+    }
+
+    // ---- writer side: only on the unpublished copy, with the lock held and its seq odd ----
+
+    /// Bump-allocates `size` heap bytes.
+    fn alloc(&self, size: usize) -> Option<usize> {
+        let bump = usize::try_from(self.meta.bump.load(Ordering::Relaxed)).ok()?;
+        if bump % 8 != 0 || bump > self.layout.heap || self.layout.heap - bump < size {
+            return None;
+        }
+        self.meta
+            .bump
+            .store((bump + size) as u64, Ordering::Relaxed);
+        Some(bump)
+    }
+
+    fn write_record(&self, off: usize, key: &[u8], value: &[u8], version: u64) -> Option<()> {
+        let mut h = [0u8; RECORD_HEADER];
+        h[0..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        h[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        h[8..16].copy_from_slice(&version.to_le_bytes());
+        let at = self.heap_off + off;
+        self.mem.write(at, &h)?;
+        self.mem.write(at + RECORD_HEADER, key)?;
+        self.mem.write(at + RECORD_HEADER + key.len(), value)
+    }
+
+    /// Overwrites an existing record's value in place (it fits the old record's space).
+    fn rewrite_value(&self, rec: &Rec, value: &[u8], version: u64) -> Option<()> {
+        let mut h = [0u8; RECORD_HEADER];
+        h[0..2].copy_from_slice(&(rec.key_len as u16).to_le_bytes());
+        h[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        h[8..16].copy_from_slice(&version.to_le_bytes());
+        let at = self.heap_off + rec.off;
+        self.mem.write(at + RECORD_HEADER + rec.key_len, value)?;
+        self.mem.write(at, &h)
+    }
+
+    fn slot_word(tag: u32, off: usize) -> u64 {
+        (u64::from(tag) << 32) | (off / 8 + 1) as u64
+    }
+
+    /// Sets `key` to `value` at `version`; `Full` when it does not fit as things are.
+    fn try_set(&self, key: &[u8], tag: u32, value: &[u8], version: u64) -> Did {
+        let Some(size) = record_size(key.len(), value.len()) else {
+            return Did::Full(Space::Heap);
+        };
+        match self.find(key, tag) {
+            Find::Bad => Did::Bad,
+            Find::Present { at, rec } => {
+                if rec.size() >= size {
+                    return match self.rewrite_value(&rec, value, version) {
+                        Some(()) => Did::Set,
+                        None => Did::Bad,
+                    };
+                }
+                let Some(off) = self.alloc(size) else {
+                    return Did::Full(Space::Heap);
+                };
+                if self.write_record(off, key, value, version).is_none() {
+                    return Did::Bad;
+                }
+                self.bucket(at)
+                    .store(Table::slot_word(tag, off), Ordering::Relaxed);
+                Did::Set
+            }
+            Find::Absent { at } => {
+                let count = self.meta.count.load(Ordering::Relaxed);
+                if count >= self.layout.max_keys() as u64 {
+                    return Did::Full(Space::Keys);
+                }
+                let Some(off) = self.alloc(size) else {
+                    return Did::Full(Space::Heap);
+                };
+                if self.write_record(off, key, value, version).is_none() {
+                    return Did::Bad;
+                }
+                crash_point(Phase::MidInsert);
+                self.bucket(at)
+                    .store(Table::slot_word(tag, off), Ordering::Relaxed);
+                self.meta.count.store(count + 1, Ordering::Relaxed);
+                Did::Set
+            }
+        }
+    }
+
+    /// Deletes `key`, shifting the entries after it back (no tombstones).
+    fn delete(&self, key: &[u8], tag: u32) -> Did {
+        let at = match self.find(key, tag) {
+            Find::Bad => return Did::Bad,
+            Find::Absent { .. } => return Did::Missing,
+            Find::Present { at, .. } => at,
+        };
+        let mask = self.mask();
+        let mut hole = at;
+        let mut j = at;
+        for _ in 0..self.layout.buckets {
+            j = (j + 1) & mask;
+            let w = self.bucket(j).load(Ordering::Relaxed);
+            if w == 0 {
+                break;
+            }
+            let home = self.home((w >> 32) as u32);
+            // `w` may fill the hole unless its home lies cyclically in (hole, j].
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.bucket(hole).store(w, Ordering::Relaxed);
+                crash_point(Phase::MidDelete);
+                hole = j;
+            }
+        }
+        self.bucket(hole).store(0, Ordering::Relaxed);
+        let count = self.meta.count.load(Ordering::Relaxed);
+        self.meta
+            .count
+            .store(count.saturating_sub(1), Ordering::Relaxed);
+        Did::Deleted
+    }
+
+    /// Makes this copy a byte copy of `src` (buckets, the whole heap, bump, count). The whole
+    /// heap, not only `bump` bytes: `bump` is read from the segment, and a copy that differs
+    /// from the published one anywhere a bucket may point would break the invariant.
+    fn rebuild_from(&self, src: &Table<'_>) -> Option<()> {
+        let bump = src.meta.bump.load(Ordering::Relaxed);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut copy_range = |from: usize, to: usize, len: usize| -> Option<()> {
+            let mut done = 0;
+            while done < len {
+                let n = buf.len().min(len - done);
+                self.mem.read(from + done, &mut buf[..n])?;
+                self.mem.write(to + done, &buf[..n])?;
+                done += n;
+            }
+            Some(())
+        };
+        copy_range(src.buckets_off, self.buckets_off, 8 * self.layout.buckets)?;
+        crash_point(Phase::MidRebuild);
+        copy_range(src.heap_off, self.heap_off, self.layout.heap)?;
+        self.meta.bump.store(bump, Ordering::Relaxed);
+        self.meta
+            .count
+            .store(src.meta.count.load(Ordering::Relaxed), Ordering::Relaxed);
+        Some(())
+    }
+
+    /// Makes this copy hold `src`'s live entries, packed at the start of the heap, in the
+    /// same buckets. `None` if `src` is inconsistent.
+    fn compact_from(&self, src: &Table<'_>) -> Option<()> {
+        let mut bump = 0usize;
+        let mut count = 0u64;
+        let mut buf = Vec::new();
+        for i in 0..self.layout.buckets {
+            let w = src.bucket(i).load(Ordering::Relaxed);
+            if w == 0 {
+                self.bucket(i).store(0, Ordering::Relaxed);
+                continue;
+            }
+            let rec = src.record(w)?;
+            let size = rec.size();
+            if self.layout.heap - bump < size {
+                return None; // more live bytes than the heap: not a state a writer makes
+            }
+            buf.resize(size.min(RECORD_HEADER + rec.key_len + rec.val_len), 0);
+            self.mem.read(src.heap_off + rec.off, &mut buf)?;
+            self.mem.write(self.heap_off + bump, &buf)?;
+            self.bucket(i).store(
+                (w & !0xffff_ffff) | (bump / 8 + 1) as u64,
+                Ordering::Relaxed,
+            );
+            bump += size;
+            count += 1;
+            if count == 2 {
+                crash_point(Phase::MidCompaction);
+            }
+        }
+        self.meta.bump.store(bump as u64, Ordering::Relaxed);
+        self.meta.count.store(count, Ordering::Relaxed);
+        Some(())
+    }
+}
+
+/// Which space of a map is exhausted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Space {
+    Keys,
+    Heap,
+}
+
+/// What a table operation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Did {
+    Set,
+    Deleted,
+    Missing,
+    Full(Space),
+    Bad,
+}
+
+/// An operation on the map.
+#[derive(Clone, Copy, Debug)]
+enum Op<'k> {
+    Set { key: &'k [u8], value: &'k [u8] },
+    Delete { key: &'k [u8] },
+}
+
+/// What [`Map::delete`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delete {
+    /// The key was removed; the map is now at this version.
+    Removed {
+        /// The map version of the delete.
+        version: u64,
+    },
+    /// The key was not in the map: nothing changed, no version was used.
+    NotFound,
+}
+
+/// One entry of a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The map version of the key's last `set`.
+    pub version: u64,
+}
+
+/// Every entry of a map at one version, copied out whole and parsed locally; sorted by key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    version: u64,
+    entries: Vec<Entry>,
+}
+
+impl Snapshot {
+    /// The map version this snapshot shows.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map was empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, sorted by key.
+    pub fn iter(&self) -> std::slice::Iter<'_, Entry> {
+        self.entries.iter()
+    }
+
+    /// The entry of `key`, if it was present.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&Entry> {
+        let key = key.as_ref();
+        self.entries
+            .binary_search_by(|e| e.key.as_slice().cmp(key))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// The entries, sorted by key.
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+}
+
+impl<'s> IntoIterator for &'s Snapshot {
+    type Item = &'s Entry;
+    type IntoIter = std::slice::Iter<'s, Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+impl IntoIterator for Snapshot {
+    type Item = Entry;
+    type IntoIter = std::vec::IntoIter<Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+/// How full a map is: see [`Map::usage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// The map version these figures are for.
+    pub version: u64,
+    /// Live keys.
+    pub keys: usize,
+    /// The most keys the table holds.
+    pub max_keys: usize,
+    /// Heap bytes the live records take (16 + key + value each, rounded up to 8).
+    pub live_bytes: usize,
+    /// Heap bytes in all.
+    pub heap_bytes: usize,
+}
+
+/// Options for opening a map; start with [`Map::builder`].
+#[derive(Clone, Debug)]
+pub struct MapBuilder {
+    seg: Builder,
+    capacity: usize,
+    lock_timeout: Duration,
+    wait_spin: Duration,
+}
+
+impl MapBuilder {
+    /// The directory (see [`Builder::dir`]).
+    pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> MapBuilder {
+        self.seg = self.seg.dir(dir);
+        self
+    }
+
+    /// The heap bytes the map's records may use, rounded up to 64; a record takes 16 bytes
+    /// plus its key and value, rounded up to 8. The table gets one bucket per 48 heap bytes
+    /// (at least 16, a power of two) and holds keys in up to 3/4 of them. Needed to create;
+    /// when opening an existing map, it must hold at least this much (0 accepts any).
+    pub fn capacity(mut self, bytes: usize) -> MapBuilder {
+        self.capacity = bytes;
+        self
+    }
+
+    /// The lifetime of a newly created map (see [`Lifetime`]).
+    pub fn lifetime(mut self, lifetime: Lifetime) -> MapBuilder {
+        self.seg = self.seg.lifetime(lifetime);
+        self
+    }
+
+    /// The file mode of a newly created map (see [`Builder::mode`]).
+    pub fn mode(mut self, mode: u32) -> MapBuilder {
+        self.seg = self.seg.mode(mode);
+        self
+    }
+
+    /// How long opening waits for a process that holds the segment's exclusive lock (see
+    /// [`Builder::attach_timeout`]).
+    pub fn attach_timeout(mut self, timeout: Duration) -> MapBuilder {
+        self.seg = self.seg.attach_timeout(timeout);
+        self
+    }
+
+    /// How long `set`/`delete` wait for another live writer before [`Error::Timeout`] (5 s by
+    /// default). A dead writer never makes them wait: the kernel hands the lock over.
+    pub fn lock_timeout(mut self, timeout: Duration) -> MapBuilder {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How long a wait watches the version before it sleeps on the futex (20 us by default;
+    /// see [`crate::ValueBuilder::wait_spin`]).
+    pub fn wait_spin(mut self, spin: Duration) -> MapBuilder {
+        self.wait_spin = spin;
+        self
+    }
+
+    /// Opens the map, creating it (empty, version 0) if nobody holds it.
+    ///
+    /// # Errors
+    /// As [`crate::ValueBuilder::open`].
+    pub fn open(&self) -> Result<Map> {
+        self.finish(self.sized()?.open_map(true)?)
+    }
+
+    /// Creates the map; fails with [`Error::Exists`] if a live one has the name.
+    ///
+    /// # Errors
+    /// As [`crate::ValueBuilder::create_new`].
+    pub fn create_new(&self) -> Result<Map> {
+        self.finish(self.sized()?.create_map()?)
+    }
+
+    /// Opens a live map; fails with [`Error::NotFound`] if there is none.
+    ///
+    /// # Errors
+    /// As [`crate::ValueBuilder::open_existing`].
+    pub fn open_existing(&self) -> Result<Map> {
+        self.finish(self.sized()?.open_map(false)?)
+    }
+
+    fn sized(&self) -> Result<Builder> {
+        if self.capacity == 0 {
+            return Ok(self.seg.clone().with_data_len(0));
+        }
+        let size = Layout::for_capacity(self.capacity)
+            .and_then(|l| l.file_size())
+            .ok_or_else(|| Error::InvalidSize {
+                name: self.seg.name().to_owned(),
+                reason: format!("a map capacity of {} bytes is too large", self.capacity),
+            })?;
+        Ok(self.seg.clone().with_data_len(size - HEADER_LEN as u64))
+    }
+
+    fn finish(&self, seg: Segment) -> Result<Map> {
+        let size = seg.data_len() as u64 + HEADER_LEN as u64;
+        let Some(layout) = Layout::from_size(size) else {
+            return Err(Error::Corrupt {
+                name: seg.name().to_owned(),
+                reason: format!("{size} bytes is not a valid map layout"),
+            });
+        };
+        if seg.mapping().len() < layout.file_size().unwrap_or(u64::MAX) as usize {
+            return Err(Error::Corrupt {
+                name: seg.name().to_owned(),
+                reason: format!("the mapping is shorter than the {size} bytes of its layout"),
+            });
+        }
+        if !seg.created() && layout.heap < self.capacity {
+            return Err(Error::InvalidSize {
+                name: seg.name().to_owned(),
+                reason: format!(
+                    "the existing map holds {} heap bytes, less than the {} asked for",
+                    layout.heap, self.capacity
+                ),
+            });
+        }
+        Ok(Map {
+            seg,
+            layout,
+            lock_timeout: self.lock_timeout,
+            wait_spin: self.wait_spin,
+            writer: WriterToken::default(),
+        })
+    }
+}
+
+/// Keys and values shared between processes in one segment.
+///
+/// Keys are non-empty byte strings of up to [`MAX_KEY_LEN`] bytes (`&str` works too); values
+/// are byte strings. Every `set` and every `delete` that removes a key gets the next map
+/// version, larger than any before; each entry carries the version of its last `set`.
+/// Readers never block and never see a torn entry; a writer that crashes at any point never
+/// damages what readers see and never wedges the next writer.
+///
+/// Thread-safe: share it with `Arc` or scoped threads.
+#[derive(Debug)]
+pub struct Map {
+    seg: Segment,
+    layout: Layout,
+    lock_timeout: Duration,
+    wait_spin: Duration,
+    writer: WriterToken,
+}
+
+impl Map {
+    /// Starts the options for map `name` (transient, owner-only, in `/dev/shm`).
+    pub fn builder(name: &str) -> MapBuilder {
+        MapBuilder {
+            seg: Segment::builder(name),
+            capacity: 0,
+            lock_timeout: writer::DEFAULT_LOCK_TIMEOUT,
+            wait_spin: writer::DEFAULT_WAIT_SPIN,
+        }
+    }
+
+    /// Opens or creates transient map `name` in `/dev/shm` with `capacity` heap bytes (see
+    /// [`MapBuilder::capacity`]).
+    ///
+    /// # Errors
+    /// As [`MapBuilder::open`].
+    pub fn open(name: &str, capacity: usize) -> Result<Map> {
+        Map::builder(name).capacity(capacity).open()
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.seg.name()
+    }
+
+    /// Whether this handle created the map (it was then empty, at version 0).
+    pub fn created(&self) -> bool {
+        self.seg.created()
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// The heap bytes records may use.
+    pub fn capacity(&self) -> usize {
+        self.layout.heap
+    }
+
+    /// The most keys the map holds at once.
+    pub fn max_keys(&self) -> usize {
+        self.layout.max_keys()
+    }
+
+    /// The latest published map version (0 before the first change).
+    pub fn version(&self) -> u64 {
+        self.ctrl().version.load(Ordering::Acquire)
+    }
+
+    /// Sets `key` to `value` and returns the new map version (also the entry's version).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`]; [`Error::TooLarge`] for a record larger than the whole heap;
+    /// [`Error::MapFull`] when the live records and this one do not fit, or the table holds
+    /// its most keys (nothing changes); [`Error::Timeout`] when another live writer holds the
+    /// lock for longer than the lock timeout; [`Error::Corrupt`] when the published copy is
+    /// unusable (a peer scribbled on it); [`Error::Io`] when this handle cannot claim its
+    /// liveness witness (first write only).
+    pub fn set(&self, key: impl AsRef<[u8]>, value: &[u8]) -> Result<u64> {
+        let key = self.check_key(key.as_ref())?;
+        let size = record_size(key.len(), value.len()).unwrap_or(usize::MAX);
+        // A record's length field is 32 bits.
+        if size > self.layout.heap || u32::try_from(value.len()).is_err() {
+            return Err(Error::TooLarge {
+                name: self.name().to_owned(),
+                len: value.len(),
+                capacity: self.layout.heap - record_size(key.len(), 0).unwrap_or(0),
+            });
+        }
+        match self.write(Op::Set { key, value })? {
+            Delete::Removed { version } => Ok(version),
+            Delete::NotFound => unreachable!("a set always changes the map"),
+        }
+    }
+
+    /// Removes `key`: [`Delete::Removed`] with the new map version, or [`Delete::NotFound`]
+    /// (not an error: nothing changes, no version is used).
+    ///
+    /// # Errors
+    /// As [`Map::set`], except `TooLarge` and `MapFull`.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<Delete> {
+        let key = self.check_key(key.as_ref())?;
+        self.write(Op::Delete { key })
+    }
+
+    /// The value of `key` and the version of its last `set`, or `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`]; [`Error::Corrupt`] when the map holds no consistent state for a
+    /// long time (a peer wrote garbage).
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<(Vec<u8>, u64)>> {
+        let key = self.check_key(key.as_ref())?;
+        let tag = tag_of(key);
+        let mut out = Vec::new();
+        let (found, _) = self.pass(|t| match t.find(key, tag) {
+            Find::Bad => None,
+            Find::Absent { .. } => Some(None),
+            Find::Present { rec, .. } => {
+                out.resize(rec.val_len, 0);
+                t.read_value(&rec, &mut out)?;
+                Some(Some(rec.version))
+            }
+        })?;
+        Ok(found.map(|version| (out, version)))
+    }
+
+    /// Copies the value of `key` into `buf`: its length and version, or `None` when absent.
+    /// If `buf` is too small, returns [`Error::BufferTooSmall`] with the length needed and
+    /// copies nothing.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`]; as [`Map::get`].
+    pub fn get_into(&self, key: impl AsRef<[u8]>, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
+        let key = self.check_key(key.as_ref())?;
+        let tag = tag_of(key);
+        let (found, _) = self.pass(|t| match t.find(key, tag) {
+            Find::Bad => None,
+            Find::Absent { .. } => Some(None),
+            Find::Present { rec, .. } => {
+                if rec.val_len > buf.len() {
+                    return Some(Some(Err(rec.val_len)));
+                }
+                t.read_value(&rec, &mut buf[..rec.val_len])?;
+                Some(Some(Ok((rec.val_len, rec.version))))
+            }
+        })?;
+        match found {
+            None => Ok(None),
+            Some(Ok(got)) => Ok(Some(got)),
+            Some(Err(needed)) => Err(Error::BufferTooSmall {
+                name: self.name().to_owned(),
+                needed,
+                capacity: buf.len(),
+            }),
+        }
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// # Errors
+    /// As [`Map::get`].
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        Ok(self.key_version(self.check_key(key.as_ref())?)?.0 != 0)
+    }
+
+    /// The number of keys.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] as for [`Map::get`].
+    pub fn len(&self) -> Result<usize> {
+        let max = self.layout.max_keys() as u64;
+        let (n, _) = self.pass(|t| {
+            let n = t.meta.count.load(Ordering::Relaxed);
+            (n <= max).then_some(n as usize)
+        })?;
+        Ok(n)
+    }
+
+    /// Whether the map has no keys.
+    ///
+    /// # Errors
+    /// As [`Map::len`].
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Every entry at one map version: the published copy is copied out whole under the
+    /// seqlock, then parsed (bounds-checked) in private memory.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] as for [`Map::get`].
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let layout = self.layout;
+        let mut raw = vec![0u8; 8 * layout.buckets + layout.heap];
+        let (entries, version) = self.pass(|t| {
+            let count = t.meta.count.load(Ordering::Relaxed);
+            t.mem.read(t.buckets_off, &mut raw)?;
+            parse_copy(&raw, layout, count)
+        })?;
+        Ok(Snapshot { version, entries })
+    }
+
+    /// Keys and heap bytes in use at one map version (from a [`Map::snapshot`]): a `set` of a
+    /// new record fits while `live_bytes` plus its size is at most `heap_bytes` and `keys` is
+    /// below `max_keys`.
+    ///
+    /// # Errors
+    /// As [`Map::snapshot`].
+    pub fn usage(&self) -> Result<Usage> {
+        let snap = self.snapshot()?;
+        Ok(Usage {
+            version: snap.version(),
+            keys: snap.len(),
+            max_keys: self.layout.max_keys(),
+            live_bytes: snap
+                .iter()
+                .map(|e| record_size(e.key.len(), e.value.len()).unwrap_or(usize::MAX))
+                .sum(),
+            heap_bytes: self.layout.heap,
+        })
+    }
+
+    /// The entries at one map version, sorted by key: [`Map::snapshot`]'s.
+    ///
+    /// # Errors
+    /// As [`Map::snapshot`].
+    pub fn iter(&self) -> Result<std::vec::IntoIter<Entry>> {
+        Ok(self.snapshot()?.into_iter())
+    }
+
+    /// Sleeps until the version of `key` (of its last `set`; 0 when absent) differs from
+    /// `since`, then returns it. Returns at once if it already differs. `None` waits forever;
+    /// otherwise [`Error::Timeout`] when `timeout` passes first. Sleeps on the map's futex
+    /// (after watching it for the spin window), waking at each change of any key to check.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`]; [`Error::Timeout`]; as [`Map::get`].
+    pub fn wait_changed(
+        &self,
+        key: impl AsRef<[u8]>,
+        since: u64,
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.wait_changed_unless(key, since, timeout, || false)
+            .map(|v| v.expect("never cancelled"))
+    }
+
+    /// Like [`Map::wait_changed`], but returns `Ok(None)` as soon as `cancelled()` is true
+    /// (checked before each sleep; make it true, then call [`Map::wake_waiters`]).
+    ///
+    /// # Errors
+    /// As [`Map::wait_changed`].
+    pub fn wait_changed_unless(
+        &self,
+        key: impl AsRef<[u8]>,
+        since: u64,
+        timeout: Option<Duration>,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        let key = self.check_key(key.as_ref())?;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let w = WaitFor {
+            name: self.name(),
+            what: "a change of the key",
+            timeout,
+            spin: self.wait_spin,
+        };
+        loop {
+            let (kv, map_version) = self.key_version(key)?;
+            if kv != since {
+                return Ok(Some(kv));
+            }
+            if writer::wait_version(self.ctrl(), map_version, deadline, w, &cancelled)?.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Sleeps until the map version differs from `since` (any key set or deleted), then
+    /// returns it; as [`Map::wait_changed`] otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; [`Error::Io`] if the futex call fails.
+    pub fn wait_any(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
+        self.wait_any_unless(since, timeout, || false)
+            .map(|v| v.expect("never cancelled"))
+    }
+
+    /// Like [`Map::wait_any`], but returns `Ok(None)` as soon as `cancelled()` is true.
+    ///
+    /// # Errors
+    /// As [`Map::wait_any`].
+    pub fn wait_any_unless(
+        &self,
+        since: u64,
+        timeout: Option<Duration>,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        let v = self.version();
+        if v != since {
+            return Ok(Some(v));
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let w = WaitFor {
+            name: self.name(),
+            what: "a change of the map",
+            timeout,
+            spin: self.wait_spin,
+        };
+        writer::wait_version(self.ctrl(), since, deadline, w, &cancelled)
+    }
+
+    /// Wakes every thread, in every process, that sleeps in a wait on this map.
+    pub fn wake_waiters(&self) {
+        writer::wake_waiters(self.ctrl());
+    }
+
+    // ---- internals ----
+
+    fn check_key<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
+        let reason = if key.is_empty() {
+            "keys must not be empty"
+        } else if key.len() > MAX_KEY_LEN {
+            "keys are at most 255 bytes"
+        } else {
+            return Ok(key);
+        };
+        Err(Error::InvalidKey {
+            name: self.name().to_owned(),
+            len: key.len(),
+            reason,
+        })
+    }
+
+    /// The version of `key`'s last set (0 when absent) and the map version it was read at.
+    fn key_version(&self, key: &[u8]) -> Result<(u64, u64)> {
+        let tag = tag_of(key);
+        self.pass(|t| match t.find(key, tag) {
+            Find::Bad => None,
+            Find::Absent { .. } => Some(0),
+            Find::Present { rec, .. } => Some(rec.version),
+        })
+    }
+
+    /// Reader passes until one succeeds: `look` on the published copy, validated by its
+    /// sequence; after a disturbed pass the reader asks writers to hold off (`seqlock.rs`).
+    #[inline]
+    fn pass<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
+        let ctrl = self.ctrl();
+        let metas = self.metas();
+        let mem = self.mem();
+        // The common case first: one undisturbed pass, no retry state.
+        if let Pass::Done { found, version } =
+            protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c)))
+        {
+            return Ok((found, version));
+        }
+        self.pass_slow(look)
+    }
+
+    /// [`Map::pass`] after a disturbed first pass: retries with backoff and hold-off requests.
+    #[cold]
+    fn pass_slow<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
+        let ctrl = self.ctrl();
+        let metas = self.metas();
+        let mem = self.mem();
+        let mut backoff = Backoff::default();
+        let mut asked = 0u32;
+        writer::ask_hold_off(ctrl, &mut asked);
+        let r = loop {
+            match protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c))) {
+                Pass::Done { found, version } => break Ok((found, version)),
+                Pass::Retry { seen } => {
+                    writer::ask_hold_off(ctrl, &mut asked);
+                    if let Err(e) = backoff.retry(self.name(), "map", seen) {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        seqlock::end_hold_off(ctrl, asked);
+        r
+    }
+
+    /// The writer: lock, catch the other copy up, apply `op` to it, publish, unlock, wake.
+    fn write(&self, op: Op<'_>) -> Result<Delete> {
+        let guard = writer::lock(&self.seg, self.ctrl(), &self.writer, self.lock_timeout)?;
+        let r = self.write_locked(op);
+        drop(guard);
+        if let Ok(Delete::Removed { .. }) = r {
+            writer::wake_after_publish(self.ctrl());
+        }
+        r
+    }
+
+    fn write_locked(&self, op: Op<'_>) -> Result<Delete> {
+        let ctrl = self.ctrl();
+        let metas = self.metas();
+        let mem = self.mem();
+        writer::honour_hold_off(ctrl, self.layout.copy_len());
+        let (last_version, last_key) = self.last_op();
+        let plan = protocol::plan(ctrl, metas, last_version);
+        let t = protocol::begin(ctrl, metas);
+        crash_point(Phase::AfterBegin);
+        let dst = Table::new(mem, self.layout, t.copy);
+        let src = Table::new(mem, self.layout, t.copy ^ 1);
+        let caught_up = match plan {
+            CatchUp::Current => Some(()),
+            CatchUp::Replay => self
+                .replay(&dst, &src, &last_key)
+                .or_else(|| dst.rebuild_from(&src)),
+            CatchUp::Rebuild => dst.rebuild_from(&src),
+        };
+        crash_point(Phase::AfterCatchUp);
+        let did = match caught_up {
+            None => Did::Bad,
+            Some(()) => self.apply(&dst, &src, op, t.next),
+        };
+        let applied = match did {
+            Did::Set | Did::Deleted => Applied::Changed,
+            _ => Applied::Unchanged,
+        };
+        // A bad table may have been left half-changed: restore the published state. (A full
+        // map or a missing key changed nothing, or only compacted it.)
+        if did == Did::Bad && dst.rebuild_from(&src).is_none() {
+            return Err(self.corrupt_published()); // the copy stays odd: the next writer rebuilds
+        }
+        let published = protocol::finish(metas, t, applied);
+        crash_point(Phase::AfterFinish);
+        match (did, published) {
+            (Did::Set | Did::Deleted, Some(next)) => {
+                let (kind, key) = match op {
+                    Op::Set { key, .. } => (OP_SET, key),
+                    Op::Delete { key } => (OP_DELETE, key),
+                };
+                self.write_last_op(next, kind, key);
+                crash_point(Phase::AfterLastOp);
+                seqlock::publish(ctrl, next);
+                crash_point(Phase::AfterPublish);
+                Ok(Delete::Removed { version: next })
+            }
+            (Did::Missing, _) => Ok(Delete::NotFound),
+            (Did::Full(space), _) => Err(self.full(space, op)),
+            _ => Err(self.corrupt_published()),
+        }
+    }
+
+    /// Applies `op` at `version` to `dst` (state = `src`'s); compacts from `src` and retries
+    /// once when it does not fit.
+    fn apply(&self, dst: &Table<'_>, src: &Table<'_>, op: Op<'_>, version: u64) -> Did {
+        match op {
+            Op::Delete { key } => {
+                let did = dst.delete(key, tag_of(key));
+                if did == Did::Bad && dst.rebuild_from(src).is_some() {
+                    return dst.delete(key, tag_of(key));
+                }
+                did
+            }
+            Op::Set { key, value } => {
+                let tag = tag_of(key);
+                match dst.try_set(key, tag, value, version) {
+                    Did::Full(_) | Did::Bad => {
+                        if dst.compact_from(src).is_none() {
+                            return Did::Bad;
+                        }
+                        dst.try_set(key, tag, value, version)
+                    }
+                    did => did,
+                }
+            }
+        }
+    }
+
+    /// Replays op `v` (the last-op record's key) from the published copy `src` into `dst`,
+    /// which is at `v - 1`. `None` when that fails; the caller then rebuilds.
+    fn replay(&self, dst: &Table<'_>, src: &Table<'_>, key: &[u8]) -> Option<()> {
+        let tag = tag_of(key);
+        match src.find(key, tag) {
+            Find::Bad => None,
+            Find::Absent { .. } => match dst.delete(key, tag) {
+                Did::Deleted | Did::Missing => Some(()),
+                _ => None,
+            },
+            Find::Present { rec, .. } => {
+                let mut value = vec![0u8; rec.val_len];
+                src.read_value(&rec, &mut value)?;
+                match self.apply(dst, src, Op::Set { key, value: &value }, rec.version) {
+                    Did::Set => Some(()),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// The last-op record: its version (0 when torn or unset) and key.
+    fn last_op(&self) -> (u64, Vec<u8>) {
+        let mem = self.mem();
+        let version = mem
+            .word(LAST_OP_OFFSET)
+            .map_or(0, |w| w.load(Ordering::Relaxed));
+        let mut head = [0u8; 8];
+        if mem.read(LAST_OP_OFFSET + 8, &mut head).is_none() {
+            return (0, Vec::new());
+        }
+        let key_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if key_len == 0 || key_len > MAX_KEY_LEN {
+            return (0, Vec::new());
+        }
+        let mut key = vec![0u8; key_len];
+        if mem.read(LAST_OP_OFFSET + 16, &mut key).is_none() {
+            return (0, Vec::new());
+        }
+        (version, key)
+    }
+
+    /// Writes the last-op record: version 0 first, so that a writer killed part-way leaves a
+    /// record that forces a rebuild, never a wrong replay.
+    fn write_last_op(&self, version: u64, kind: u32, key: &[u8]) {
+        let mem = self.mem();
+        let Some(word) = mem.word(LAST_OP_OFFSET) else {
+            return;
+        };
+        word.store(0, Ordering::Relaxed);
+        let mut head = [0u8; 8];
+        head[0..4].copy_from_slice(&kind.to_le_bytes());
+        head[4..8].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        let _ = mem.write(LAST_OP_OFFSET + 8, &head);
+        let _ = mem.write(LAST_OP_OFFSET + 16, key);
+        crash_point(Phase::MidLastOp);
+        word.store(version, Ordering::Relaxed);
+    }
+
+    fn full(&self, space: Space, op: Op<'_>) -> Error {
+        let reason = match (space, op) {
+            (Space::Keys, _) => format!(
+                "it holds {} keys, the most its {} buckets take",
+                self.layout.max_keys(),
+                self.layout.buckets
+            ),
+            (Space::Heap, Op::Set { key, value }) => format!(
+                "a record of {} bytes (key {} B, value {} B) does not fit beside the live \
+                 records in its {}-byte heap",
+                record_size(key.len(), value.len()).unwrap_or(usize::MAX),
+                key.len(),
+                value.len(),
+                self.layout.heap
+            ),
+            (Space::Heap, Op::Delete { .. }) => "its heap is full".to_owned(),
+        };
+        Error::MapFull {
+            name: self.name().to_owned(),
+            reason,
+        }
+    }
+
+    fn corrupt_published(&self) -> Error {
+        Error::Corrupt {
+            name: self.name().to_owned(),
+            reason: "the published copy of the map is inconsistent (bad record, bucket or \
+                     length)"
+                .into(),
+        }
+    }
+
+    fn mem(&self) -> Mem<'_> {
+        let m = self.seg.mapping();
+        Mem {
+            ptr: m.ptr(),
+            len: m.len(),
+            _mapping: PhantomData,
+        }
+    }
+
+    fn ctrl(&self) -> &Control {
+        self.mem().line(CTRL_OFFSET)
+    }
+
+    fn metas(&self) -> [&CopyMeta; 2] {
+        let mem = self.mem();
+        [
+            mem.line(self.layout.copy_offset(0)),
+            mem.line(self.layout.copy_offset(1)),
+        ]
+    }
+}
+
+/// Points of the writer where the unit tests make it "die" (panic, with the lock released on
+/// unwind, as the kernel hands a dead writer's lock over): what each leaves is what a writer
+/// killed there leaves. Compiled to nothing outside tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Phase {
+    AfterBegin,
+    MidRebuild,
+    AfterCatchUp,
+    MidInsert,
+    MidDelete,
+    MidCompaction,
+    AfterFinish,
+    MidLastOp,
+    AfterLastOp,
+    AfterPublish,
+}
+
+#[cfg(test)]
+thread_local! {
+    static CRASH_AT: std::cell::Cell<Option<Phase>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+fn crash_point(p: Phase) {
+    if CRASH_AT.with(|c| c.get()) == Some(p) {
+        CRASH_AT.with(|c| c.set(None));
+        panic!("injected crash at {p:?}");
+    }
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn crash_point(_: Phase) {}
+
+/// Parses a private copy of a table (buckets then heap) into sorted entries. `None` when it
+/// is inconsistent: a bad record, a key in the wrong bucket, a duplicate, a count that differs.
+fn parse_copy(raw: &[u8], layout: Layout, count: u64) -> Option<Vec<Entry>> {
+    let (buckets, heap) = raw.split_at(8 * layout.buckets);
+    let mut entries = Vec::new();
+    for b in buckets.chunks_exact(8) {
+        let w = u64::from_le_bytes(b.try_into().ok()?);
+        if w == 0 {
+            continue;
+        }
+        let off = ((w & 0xffff_ffff) as usize)
+            .checked_sub(1)?
+            .checked_mul(8)?;
+        let h = heap.get(off..off.checked_add(RECORD_HEADER)?)?;
+        let key_len = usize::from(u16::from_le_bytes([h[0], h[1]]));
+        let val_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let version = u64::from_le_bytes(h[8..16].try_into().ok()?);
+        if key_len == 0 || key_len > MAX_KEY_LEN {
+            return None;
+        }
+        let k0 = off + RECORD_HEADER;
+        let key = heap.get(k0..k0 + key_len)?;
+        let value = heap.get(k0 + key_len..(k0 + key_len).checked_add(val_len)?)?;
+        if tag_of(key) != (w >> 32) as u32 {
+            return None;
+        }
+        entries.push(Entry {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            version,
+        });
+    }
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    if entries.windows(2).any(|w| w[0].key == w[1].key) || entries.len() as u64 != count {
+        return None;
+    }
+    Some(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PINNED: [u64; 3] = [
+        0xcab7_8db0_e2d7_dc4d,
+        0xb70c_f651_dbf7_ef74,
+        0x733e_e5e1_897d_946f,
+    ];
+
+    #[test]
+    fn layouts_round_trip_through_the_file_size() {
+        for cap in [1, 64, 65, 767, 768, 1536, 4096, 100_000, 1 << 20, 3 << 20] {
+            let l = Layout::for_capacity(cap).unwrap();
+            assert!(l.heap >= cap && l.heap % 64 == 0);
+            assert!(l.buckets.is_power_of_two() && l.buckets >= 16);
+            assert_eq!(
+                Layout::from_size(l.file_size().unwrap()),
+                Some(l),
+                "cap {cap}"
+            );
+        }
+        for size in [0, 448, 449, 1000, 4096] {
+            assert!(Layout::from_size(size).is_none() || size > 1000);
+        }
+    }
+
+    /// The hash is part of the layout: processes of two builds must agree on it, so its
+    /// values are pinned (a change needs a new `LAYOUT_VERSION`).
+    #[test]
+    fn the_hash_is_pinned_and_spreads_sequential_keys() {
+        let pinned: Vec<u64> = [&b"a"[..], b"key-00077", b"a-key-of-exactly-24-byte"]
+            .iter()
+            .map(|k| hash(k))
+            .collect();
+        assert_eq!(pinned, PINNED);
+        // Sequential keys at 30 % load: short probe sequences from the home buckets.
+        let bits = 15;
+        let mut used = vec![0usize; 1 << bits];
+        let mut probes = 0;
+        for i in 0..10_000 {
+            let mut b = home_of(tag_of(format!("key-{i:05}").as_bytes()), bits);
+            probes += 1;
+            while used[b] != 0 {
+                b = (b + 1) & ((1 << bits) - 1);
+                probes += 1;
+            }
+            used[b] = 1;
+        }
+        assert!(
+            probes < 13_000,
+            "{probes} probes to insert 10,000 sequential keys"
+        );
+    }
+
+    /// A private directory on `/dev/shm`, removed on drop.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new() -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::path::PathBuf::from(format!(
+                "/dev/shm/shmem-unit-map-{}-{n}",
+                std::process::id()
+            ));
+            std::fs::create_dir(&p).unwrap();
+            Dir(p)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    type Model = std::collections::BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+
+    fn check(m: &Map, model: &Model, version: u64, when: &str) {
+        let snap = m.snapshot().unwrap();
+        let got: Model = snap
+            .iter()
+            .map(|e| (e.key.clone(), (e.value.clone(), e.version)))
+            .collect();
+        assert_eq!(&got, model, "{when}");
+        assert_eq!(snap.version(), version, "{when}");
+        assert_eq!(m.version(), version, "{when}");
+        assert_eq!(m.len().unwrap(), model.len(), "{when}");
+        for (k, (v, ver)) in model {
+            assert_eq!(m.get(k).unwrap(), Some((v.clone(), *ver)), "{when}");
+        }
+    }
+
+    /// Runs 600 seeded operations (sets of changing sizes over 12 keys in a 16-bucket table,
+    /// so overwrites in place, bump allocations and compactions; deletes that shift probe
+    /// chains) and arms
+    /// `phases` one after the other: each makes the next writer that reaches it "die" there.
+    /// After every operation the map must equal the model: the dead writer's operation is
+    /// visible exactly when it died after publishing, and the next writers repair the rest.
+    fn die_at(phases: &[Phase]) {
+        let d = Dir::new();
+        let m = Map::builder("crash")
+            .dir(&d.0)
+            .capacity(768)
+            .open()
+            .unwrap();
+        assert_eq!((m.layout.buckets, m.max_keys()), (16, 12));
+        let mut model = Model::new();
+        let mut version = 0u64;
+        let mut armed = phases.iter();
+        let mut fired = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut current = None;
+        for i in 0..600 {
+            if current.is_none() {
+                current = armed.next().copied();
+                CRASH_AT.with(|c| c.set(current));
+            }
+            let key = format!("key-{}", next(12)).into_bytes();
+            let delete = next(4) == 0;
+            let value = vec![i as u8; next(34) as usize];
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if delete {
+                    m.delete(&key).map(|d| match d {
+                        Delete::Removed { version } => Some(version),
+                        Delete::NotFound => None,
+                    })
+                } else {
+                    m.set(&key, &value).map(Some)
+                }
+            }));
+            let published = match r {
+                Ok(r) => r.unwrap(),
+                Err(_) => {
+                    let p = current.take().unwrap();
+                    fired.push(p);
+                    if p != Phase::AfterPublish {
+                        check(&m, &model, version, &format!("op {i}: died at {p:?}"));
+                        continue;
+                    }
+                    if delete && !model.contains_key(&key) {
+                        None
+                    } else {
+                        Some(version + 1)
+                    }
+                }
+            };
+            if let Some(v) = published {
+                version += 1;
+                assert_eq!(v, version);
+                if delete {
+                    model.remove(&key);
+                } else {
+                    model.insert(key, (value, v));
+                }
+            } else {
+                assert!(delete && !model.contains_key(&key));
+            }
+            check(&m, &model, version, &format!("op {i}"));
+        }
+        CRASH_AT.with(|c| c.set(None));
+        assert_eq!(fired, phases, "every armed phase was reached");
+    }
+
+    #[test]
+    fn a_writer_dying_at_any_phase_never_shows_half_an_operation() {
+        use Phase::*;
+        for p in [
+            AfterBegin,
+            AfterCatchUp,
+            MidInsert,
+            MidDelete,
+            MidCompaction,
+            AfterFinish,
+            MidLastOp,
+            AfterLastOp,
+            AfterPublish,
+        ] {
+            die_at(&[p, p, p]);
+        }
+    }
+
+    #[test]
+    fn a_writer_dying_while_rebuilding_after_another_death_is_repaired_too() {
+        use Phase::*;
+        die_at(&[
+            AfterBegin,
+            MidRebuild,
+            AfterFinish,
+            MidRebuild,
+            MidLastOp,
+            MidRebuild,
+            MidCompaction,
+            AfterCatchUp,
+        ]);
+    }
+
+    #[test]
+    fn garbage_copies_do_not_parse() {
+        let l = Layout::for_capacity(4096).unwrap();
+        let mut raw = vec![0u8; 8 * l.buckets + l.heap];
+        assert_eq!(parse_copy(&raw, l, 0), Some(vec![]));
+        assert_eq!(parse_copy(&raw, l, 1), None);
+        raw[0..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(parse_copy(&raw, l, 1), None);
+    }
+}
