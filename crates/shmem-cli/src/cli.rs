@@ -85,9 +85,12 @@ pub enum Command {
         "Sleeps until the value changes (on a futex: no polling), prints `VERSION VALUE`, and \
          waits again, until Ctrl-C or --count changes. Values that change faster than they \
          are printed are coalesced: the versions show the gap. Each value is printed on one \
-         line: backslashes, newlines and other control characters are escaped (\\n, \\t, \\\\, \\u{1b}); \
-         `shmem get` prints the raw bytes.\n\n\
-         Examples:\n  shmem watch config\n  shmem watch --count 1 --timeout 10000 config\n  \
+         line: backslashes, newlines, other control characters and invalid UTF-8 are escaped \
+         (\\n, \\t, \\\\, \\x1b, \\xff), so every byte can be read back; `--json` prints one \
+         object a line instead, with the value as text when it is UTF-8 and in hexadecimal \
+         otherwise; `shmem get` prints the raw bytes.\n\n\
+         Examples:\n  shmem watch config\n  shmem watch -c 1 --timeout 10000 config\n  \
+         shmem watch --json config\n  \
          shmem watch --since 0 config   (prints the current value first if it was ever set)\n\n\
          If the segment is removed (`shmem rm --force`) or a new generation takes its name, the \
          watch says so and exits with code 3 within a quarter of a second: it held the old \
@@ -198,7 +201,8 @@ pub struct GetArgs {
     /// The segment's name.
     pub name: String,
 
-    /// Print the value as UTF-8 text followed by a newline.
+    /// Print the value as UTF-8 text followed by a newline (on a terminal, control
+    /// characters and backslashes are escaped, so a value cannot drive the terminal).
     #[arg(long, conflicts_with = "json")]
     pub text: bool,
 
@@ -226,8 +230,13 @@ pub struct WatchArgs {
     pub name: String,
 
     /// Exit after this many changes.
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'c')]
     pub count: Option<u64>,
+
+    /// Print one JSON object per change and line: version, length, the value as text when
+    /// it is UTF-8, else in hexadecimal.
+    #[arg(long)]
+    pub json: bool,
 
     /// Start from this version instead of the current one.
     #[arg(long)]

@@ -9,6 +9,7 @@ mod cli;
 mod cmd;
 mod error;
 mod interrupt;
+mod render;
 mod report;
 
 use std::process::ExitCode;

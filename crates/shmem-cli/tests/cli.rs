@@ -164,16 +164,104 @@ fn a_persistent_segment_needs_no_holder() {
 }
 
 #[test]
-fn create_transient_explains_that_it_vanishes() {
+fn create_transient_is_refused_with_advice_and_leaves_nothing() {
     let dir = TestDir::new();
-    let out = dir.ok(&["create", "brief", "--size", "64", "--mode", "0640"]);
-    assert!(out.stdout.contains("shmem hold brief"), "{out:?}");
+    let out = dir.run(&["create", "brief", "--size", "64", "--mode", "0640"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("shmem hold brief --size 64"), "{out:?}");
+    assert!(out.stderr.contains("--persistent"), "{out:?}");
     assert!(dir.files().is_empty());
 
-    // Held by someone, it stays; creating it again is refused.
+    // Held by someone, creating it again is refused as existing.
     let _holder = dir.hold("brief");
     dir.run(&["create", "brief", "--size", "64"])
         .assert_fails(1, "brief");
+}
+
+#[test]
+fn a_missing_name_close_to_an_existing_one_gets_a_suggestion() {
+    let dir = TestDir::new();
+    let _holder = dir.hold("config");
+    let out = dir.run(&["get", "confg"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("did you mean 'config'?"), "{out:?}");
+    let out = dir.run(&["get", "elsewhere"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(!out.stderr.contains("did you mean"), "{out:?}");
+}
+
+#[test]
+fn watch_json_prints_one_object_a_line_text_or_hex() {
+    let dir = TestDir::new();
+    let _holder = dir.hold("feed");
+    let watch = Proc::spawn(
+        dir.shmem()
+            .args(["watch", "feed", "--json", "-c", "2", "--since", "0"]),
+    );
+    dir.ok(&["set", "feed", "one\nline"]);
+    let first: serde_json::Value = serde_json::from_str(&watch.next_line()).unwrap();
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["value"], "one\nline");
+    assert_eq!(first["length"], 8);
+    dir.run_with_input(&["set", "feed", "-"], b"\xff\x00\x1b");
+    let second: serde_json::Value = serde_json::from_str(&watch.next_line()).unwrap();
+    assert_eq!(second["version"], 2);
+    assert!(second["value"].is_null());
+    assert_eq!(second["value_hex"], "ff001b");
+    let (status, rest, stderr) = watch.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn plain_watch_lines_keep_every_byte_escaped() {
+    let dir = TestDir::new();
+    let _holder = dir.hold("raw");
+    let watch = Proc::spawn(
+        dir.shmem()
+            .args(["watch", "raw", "-c", "1", "--since", "0"]),
+    );
+    dir.run_with_input(&["set", "raw", "-"], b"a\\b\x1b\xff");
+    assert_eq!(watch.next_line(), "1 a\\\\b\\x1b\\xff");
+    let (status, _, stderr) = watch.finish();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn get_text_escapes_control_characters_on_a_terminal_only() {
+    let dir = TestDir::new();
+    let _holder = dir.hold("tty");
+    dir.run_with_input(&["set", "tty", "-"], b"red\x1b[31m!");
+    // Not a terminal: the bytes as they are.
+    let out = dir.ok(&["get", "--text", "tty"]);
+    assert_eq!(out.stdout, "red\x1b[31m!\n");
+    // A terminal (`script` gives the command a pseudo-terminal): escaped.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`script` (util-linux) is needed for the terminal test under CI"
+        );
+        eprintln!("skipped the terminal half: `script` is not installed");
+        return;
+    }
+    let cmd = format!(
+        "{} --dir {} get --text tty",
+        env!("CARGO_BIN_EXE_shmem"),
+        dir.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("SHMEM_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("red\\x1b[31m!"), "{text:?}");
+    assert!(!text.contains('\x1b'), "{text:?}");
 }
 
 #[test]

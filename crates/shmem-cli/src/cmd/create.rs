@@ -6,7 +6,7 @@ use std::path::Path;
 use shmem::{Lifetime, Value};
 
 use crate::cli::CreateArgs;
-use crate::error::Result;
+use crate::error::{Failure, Result, EXIT_USAGE};
 
 pub fn run(dir: &Path, args: &CreateArgs) -> Result {
     let name = args.name.as_str();
@@ -21,6 +21,18 @@ pub fn run(dir: &Path, args: &CreateArgs) -> Result {
         .lifetime(lifetime)
         .mode(args.mode)
         .create_new()?;
+    if !args.persistent {
+        // Created by us and held by nobody else: it goes as we let go. Refuse rather than
+        // report a segment that is already gone.
+        drop(value);
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!(
+                "a transient segment lives only while a process holds it, and nobody holds                  '{name}', so it would be freed as this command exits: keep one alive with                  `shmem hold {name} --size {}`, or create it with --persistent",
+                args.size
+            ),
+        ));
+    }
     let capacity = value.capacity();
     let path = value.segment().path().to_owned();
     drop(value);
@@ -32,18 +44,6 @@ pub fn run(dir: &Path, args: &CreateArgs) -> Result {
         lifetime.as_str(),
         path.display()
     )?;
-    if args.persistent {
-        writeln!(out, "it stays until `shmem rm {name}`")?;
-    } else if std::fs::symlink_metadata(&path).is_ok() {
-        writeln!(out, "it lives while the processes that hold it do")?;
-    } else {
-        writeln!(
-            out,
-            "note: it was freed again as this command let go, because nobody else held it: a \
-             transient segment lives only while a process holds it. Keep one with \
-             `shmem hold {name} --size {}`, or use --persistent",
-            args.size
-        )?;
-    }
+    writeln!(out, "it stays until `shmem rm {name}`")?;
     Ok(())
 }

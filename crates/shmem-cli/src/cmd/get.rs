@@ -1,27 +1,12 @@
 //! `shmem get NAME`: print a value, optionally after waiting for it to change.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
-
-use serde::Serialize;
 
 use super::Waited;
 use crate::cli::GetArgs;
 use crate::error::{Failure, Result};
 use crate::interrupt::Interrupt;
-
-/// `get --json`.
-#[derive(Serialize)]
-struct Output<'a> {
-    name: &'a str,
-    version: u64,
-    length: usize,
-    /// The value as text, or `null` if it is not UTF-8.
-    value: Option<&'a str>,
-    /// The value in hexadecimal, when it is not UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_hex: Option<String>,
-}
 
 pub fn run(dir: &Path, args: &GetArgs) -> Result {
     // The handler goes in before attaching, so that a signal never kills us while attached.
@@ -43,18 +28,11 @@ pub fn run(dir: &Path, args: &GetArgs) -> Result {
 
     let mut out = io::stdout().lock();
     if args.json {
-        let text = std::str::from_utf8(&bytes).ok();
-        let output = Output {
-            name: &args.name,
-            version,
-            length: bytes.len(),
-            value: text,
-            value_hex: text
-                .is_none()
-                .then(|| bytes.iter().map(|b| format!("{b:02x}")).collect()),
-        };
+        let output = crate::render::Json::new(&args.name, version, &bytes);
         serde_json::to_writer_pretty(&mut out, &output).map_err(io::Error::from)?;
         writeln!(out)?;
+    } else if args.text && io::stdout().is_terminal() {
+        writeln!(out, "{}", crate::render::one_line(&bytes))?;
     } else if args.text {
         writeln!(out, "{}", String::from_utf8_lossy(&bytes))?;
     } else {

@@ -49,14 +49,36 @@ fn open_existing(dir: &Path, name: &str) -> Result<Value> {
             shmem::Error::NotFound { .. } => Failure::new(
                 EXIT_NOT_FOUND,
                 format!(
-                    "segment '{name}' does not exist in {}: a transient segment lives only while \
-                     a process holds it; keep one with `shmem hold {name}`, or create a \
+                    "segment '{name}' does not exist in {}{}: a transient segment lives only \
+                     while a process holds it; keep one with `shmem hold {name}`, or create a \
                      persistent one with `shmem create {name} --size N --persistent`",
-                    dir.display()
+                    dir.display(),
+                    did_you_mean(dir, name)
+                        .map(|n| format!(" (did you mean '{n}'?)"))
+                        .unwrap_or_default()
                 ),
             ),
             e => e.into(),
         })
+}
+
+/// The name of a segment in `dir` closest to `name`, if one is close enough to be a typo
+/// (edit distance at most 2, and less than half the name).
+fn did_you_mean(dir: &Path, name: &str) -> Option<String> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|f| f.strip_prefix(shmem::FILE_PREFIX))
+                .map(str::to_owned)
+        })
+        .filter(|n| n != name)
+        .map(|n| (strsim::levenshtein(name, &n), n))
+        .filter(|(d, n)| *d <= 2 && *d * 2 < name.len().max(n.len()))
+        .min()
+        .map(|(_, n)| n)
 }
 
 /// How a wait for a change ended.

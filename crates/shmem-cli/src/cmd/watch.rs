@@ -32,11 +32,13 @@ pub fn run(dir: &Path, args: &WatchArgs) -> Result {
             break; // Ctrl-C is how a watch normally ends
         }
         let (bytes, version) = value.get_vec()?;
-        writeln!(
-            out,
-            "{version} {}",
-            one_line(&String::from_utf8_lossy(&bytes))
-        )?;
+        if args.json {
+            let line = crate::render::Json::new(&args.name, version, &bytes);
+            serde_json::to_writer(&mut out, &line).map_err(io::Error::from)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{version} {}", crate::render::one_line(&bytes))?;
+        }
         out.flush()?;
         since = version;
         printed += 1;
@@ -86,31 +88,4 @@ fn check_current(value: &Value) -> Result {
             value.name()
         ),
     ))
-}
-
-/// `text` on one line: backslashes and control characters escaped, everything else as is.
-fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.extend(c.escape_default()),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::one_line;
-
-    #[test]
-    fn values_print_on_one_line() {
-        assert_eq!(one_line("a b"), "a b");
-        assert_eq!(one_line("a\nb\\c\td\u{1b}é"), "a\\nb\\\\c\\td\\u{1b}é");
-    }
 }
