@@ -45,7 +45,7 @@ lib.shmem_open.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32,
                            ctypes.POINTER(ctypes.c_void_p)]
 lib.shmem_set.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
 v = ctypes.c_void_p()
-assert lib.shmem_open(sys.argv[1].encode(), 64, 0, ctypes.byref(v)) == 0
+assert lib.shmem_open(sys.argv[1].encode(), 64, 1, ctypes.byref(v)) == 0  # SHMEM_CREATE
 assert lib.shmem_set(v, b"from python", 11) == 0
 print(os.getpid(), flush=True)
 # No shmem_close: the script just ends, as most scripts do.

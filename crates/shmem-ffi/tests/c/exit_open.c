@@ -21,7 +21,7 @@ int main(int argc, char **argv)
 {
     CHECK(argc == 3);
     shmem_value *v = NULL;
-    CHECK_RC(shmem_open(argv[1], 64, 0, &v), SHMEM_OK);
+    CHECK_RC(shmem_open(argv[1], 64, SHMEM_CREATE, &v), SHMEM_OK);
     CHECK_RC(shmem_set(v, "never closed", 12), SHMEM_OK);
     printf("pid=%d\n", (int)getpid());
     fflush(stdout);
