@@ -591,3 +591,26 @@ fn info_of_a_value_segment_too_small_for_a_value_says_why() {
     assert!(why.contains("is not a value layout"), "{info}");
     dir.ok(&["rm", "tiny"]);
 }
+
+#[test]
+fn ls_shows_capacities_and_calls_an_unheld_persistent_segment_idle() {
+    let dir = TestDir::new();
+    dir.ok(&["create", "kept", "--size", "4096", "--persistent"]);
+    let _holder = dir.hold("held");
+    let list = dir.json(&["ls"]);
+    let kept = entry(&list, "kept");
+    assert_eq!(kept["state"], "idle", "{list}");
+    assert_eq!(kept["capacity"], 4096, "{list}");
+    let held = entry(&list, "held");
+    assert_eq!(held["state"], "live", "{list}");
+    assert_eq!(held["capacity"], 4096, "{list}");
+    let text = dir.ok(&["ls"]).stdout;
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(text.contains("CAPACITY"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kept") && l.contains(" 4096 ") && l.contains("idle")),
+        "{text}"
+    );
+    dir.ok(&["rm", "kept"]);
+}

@@ -1,7 +1,7 @@
 //! Micro-benchmarks (divan) of `Map`: `get` of a 64-byte value among 10,000 keys (cycling
 //! through them, so the lookups touch the whole table), `get_into` the same, `set` of 64 bytes
 //! over existing keys, and `Value::get` of 64 bytes for the same-run comparison.
-//! `cargo bench -p shmem --bench map`. shmem-bench's `map` group measures the same
+//! `cargo bench -p named-shm --bench map`. shmem-bench's `map` group measures the same
 //! (docs/BENCHMARKS.md).
 
 use std::hint::black_box;

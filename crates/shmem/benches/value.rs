@@ -1,5 +1,5 @@
 //! Micro-benchmarks (divan): `Value::get`/`set`/`set_with`/sole-writer `set` of 8 B to 1 MiB, attach+drop of an existing
-//! value, create+drop of a new one. `cargo bench -p shmem`. Side-by-side figures against the
+//! value, create+drop of a new one. `cargo bench -p named-shm`. Side-by-side figures against the
 //! limits and the alternatives come from `shmem-bench` (docs/BENCHMARKS.md).
 //!
 //! Every name carries the pid; values are transient, so each vanishes at its last drop, and a

@@ -1,7 +1,7 @@
 //! The Windows DLL scenario on Linux: a parent stores a string in the shared value
 //! `dllmemfilemap`, starts a child process, and waits; the child reads and prints it.
 //!
-//! `cargo run --example demo -p shmem [-- NAME]`
+//! `cargo run --example demo -p named-shm [-- NAME]`
 
 use std::process::{Command, ExitCode};
 

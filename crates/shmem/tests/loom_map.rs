@@ -7,7 +7,7 @@
 //! has buckets and records copied with `copy.rs`; replay copies the last-op key's word from
 //! the published copy, rebuild copies every word.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p shmem --test loom_map --release`
+//! `RUSTFLAGS="--cfg loom" cargo test -p named-shm --test loom_map --release`
 #![cfg(loom)]
 
 use loom::sync::Arc;

@@ -6,7 +6,7 @@
 //! copy (assembly in the library) and the kernel (futex, witness locks) are stand-ins here: the
 //! bytes are Relaxed atomic words, a futex wait is a spurious wake-up, and liveness is a flag.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test -p shmem --test loom_value --release`
+//! `RUSTFLAGS="--cfg loom" cargo test -p named-shm --test loom_value --release`
 #![cfg(loom)]
 
 use loom::sync::atomic::AtomicBool;

@@ -13,10 +13,14 @@ use crate::error::Result;
 #[derive(Serialize)]
 struct Row {
     name: String,
-    /// `live`, `stale`, `removed` (the name was removed while processes hold it), `corrupt`,
-    /// `unreadable` or (with `--all`) `foreign`.
+    /// `live`, `idle` (a persistent segment nobody holds), `stale` (a transient name its
+    /// users left without detaching: `shmem gc` removes it), `removed` (the name was removed
+    /// while processes hold it), `corrupt`, `unreadable` or (with `--all`) `foreign`.
     state: &'static str,
+    /// The file's size in bytes.
     size: u64,
+    /// What it holds: a value's capacity, a raw segment's data bytes; `None` otherwise.
+    capacity: Option<u64>,
     lifetime: Option<&'static str>,
     kind: Option<&'static str>,
     attached: usize,
@@ -37,11 +41,25 @@ pub fn run(dir: &Path, args: &LsArgs) -> Result {
             State::Foreign(_) => continue,
             s => (None, s.reason().map(str::to_owned)),
         };
-        let state = info.state.as_str();
+        let persistent = info
+            .header
+            .is_some_and(|h| h.lifetime == shmem::Lifetime::Persistent);
+        let state = match info.state {
+            State::Stale if persistent => "idle",
+            ref s => s.as_str(),
+        };
+        let capacity = match info.header {
+            Some(h) if h.kind == shmem::Kind::Value => info.value_capacity().map(|c| c as u64),
+            Some(h) if h.kind == shmem::Kind::Raw => {
+                Some(h.size.saturating_sub(shmem::HEADER_LEN as u64))
+            }
+            _ => None,
+        };
         rows.push(Row {
             name: info.name,
             state,
             size: info.size,
+            capacity,
             lifetime: info.header.map(|h| h.lifetime.as_str()),
             kind: info.header.map(|h| h.kind.as_str()),
             attached: info.attached,
@@ -57,6 +75,7 @@ pub fn run(dir: &Path, args: &LsArgs) -> Result {
                 name: file,
                 state: "foreign",
                 size,
+                capacity: None,
                 lifetime: None,
                 kind: None,
                 attached: 0,
@@ -83,23 +102,19 @@ fn table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
         return Ok(());
     }
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(4);
-    let size_width = rows
-        .iter()
-        .map(|r| r.size.to_string().len())
-        .max()
-        .unwrap_or(0)
-        .max(4);
+    let cap = |r: &Row| r.capacity.map_or("-".to_owned(), |c| c.to_string());
+    let size_width = rows.iter().map(|r| cap(r).len()).max().unwrap_or(0).max(8);
     writeln!(
         out,
         "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<10}  PIDS",
-        "NAME", "SIZE", "LIFETIME", "ATTACHED", "STATE"
+        "NAME", "CAPACITY", "LIFETIME", "ATTACHED", "STATE"
     )?;
     for r in rows {
         let pids: Vec<String> = r.pids.iter().map(u32::to_string).collect();
         let line = format!(
             "{:<width$}  {:>size_width$}  {:<10}  {:>8}  {:<10}  {}",
             r.name,
-            r.size,
+            cap(r),
             r.lifetime.unwrap_or("-"),
             r.attached,
             r.state,
