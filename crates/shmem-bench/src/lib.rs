@@ -660,12 +660,14 @@ mod tests {
             ("attach+detach", "shmem C API"),
             ("attach+detach", "shm_open+mmap"),
             ("get one call, writer flat out", "shmem"),
+            ("map get_into, 10k keys", "shmem"),
+            ("get, beside the map", "shmem"),
             ("get", "redis"),
             ("round trip", "pipe"),
         ];
         let specs = ratio_specs(&SIZES);
         let marked: Vec<_> = specs.iter().filter(|s| s.mark != Mark::None).collect();
-        assert_eq!(marked.len(), 13);
+        assert_eq!(marked.len(), 14);
         let m = |i: usize| specs[i].mark;
         assert_eq!(
             m(0),
