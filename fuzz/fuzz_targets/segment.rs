@@ -24,9 +24,12 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = std::path::PathBuf::from(format!("/dev/shm/shmem-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("fuzz directory");
+        // Persistent: its memory is the file written below (a transient value's memory is
+        // SysV shared memory, and its file only the 64-byte name).
         let held = Value::builder("fuzz")
             .dir(&dir)
             .capacity(CAP)
+            .lifetime(shmem::Lifetime::Persistent)
             .lock_timeout(Duration::from_millis(5))
             .open()
             .expect("open the fuzzed value");

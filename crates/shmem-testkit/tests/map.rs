@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use shmem::{Delete, Error, Map};
+use shmem::{Delete, Error, Lifetime, Map};
 use shmem_testkit::{
     field, hex, keyed_value, unique_name, verify_keyed, wait_for, Proc, Rng, TestDir,
 };
@@ -453,9 +453,12 @@ fn a_hostile_process_scribbling_over_the_whole_map_causes_errors_not_crashes_or_
     let dir = TestDir::new("map");
     let name = unique_name("hostile");
     let d = dir.path().to_str().unwrap();
+    // Persistent: its memory is the file the scribbler writes (a transient map's memory is
+    // SysV shared memory, not its 64-byte name file).
     let sut = Map::builder(&name)
         .dir(d)
         .capacity(16 * 1024)
+        .lifetime(Lifetime::Persistent)
         .lock_timeout(Duration::from_millis(200))
         .open()
         .unwrap();
@@ -492,10 +495,11 @@ fn a_hostile_process_scribbling_over_the_whole_map_causes_errors_not_crashes_or_
                 }),
         );
     }
-    let (status, _) = evil.wait_output(T);
-    assert!(status.success());
+    let (status, out) = evil.wait_output(T);
+    assert!(status.success(), "{out:?}");
     println!("hostile: {ok} calls ok, {errors} errors, no crash, no hang");
     drop(sut);
+    shmem::admin::remove(dir.path(), &name, true).unwrap();
     assert!(dir.files().is_empty());
 }
 
@@ -504,7 +508,13 @@ fn garbage_in_every_byte_of_the_map_area_gives_errors_or_values_never_ub() {
     use std::os::unix::fs::FileExt;
     let dir = TestDir::new("map");
     let name = unique_name("garbage");
-    let sut = open(&dir, &name, 2048);
+    // Persistent, so that the file written below is the map's memory.
+    let sut = Map::builder(&name)
+        .dir(dir.path())
+        .capacity(2048)
+        .lifetime(Lifetime::Persistent)
+        .open()
+        .unwrap();
     for i in 0..20 {
         sut.set(format!("k{i}"), &[i; 30]).unwrap();
     }
@@ -533,6 +543,7 @@ fn garbage_in_every_byte_of_the_map_area_gives_errors_or_values_never_ub() {
         let _ = sut.get_into("k4", &mut [0u8; 8]);
     }
     drop(sut);
+    shmem::admin::remove(dir.path(), &name, true).unwrap();
     assert!(dir.files().is_empty());
 }
 

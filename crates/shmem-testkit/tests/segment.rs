@@ -187,7 +187,7 @@ fn persistent_segments_stay_until_removed() {
     ));
     drop(again);
     assert_eq!(
-        admin::collect(dir.path(), false, false).unwrap().removed,
+        gc(dir.path(), false, false).unwrap().removed,
         Vec::<String>::new()
     );
     admin::remove(dir.path(), &name, false).unwrap();
@@ -502,14 +502,11 @@ fn inspect_shows_who_is_attached() {
     let info = admin::inspect(dir.path(), &name).unwrap();
     assert_eq!((info.state, info.attached), (admin::State::Stale, 0));
     assert_eq!(
-        admin::collect(dir.path(), false, true).unwrap().removed,
+        gc(dir.path(), false, true).unwrap().removed,
         vec![name.clone()]
     );
     assert_eq!(dir.files().len(), 1, "dry run removed something");
-    assert_eq!(
-        admin::collect(dir.path(), false, false).unwrap().removed,
-        vec![name]
-    );
+    assert_eq!(gc(dir.path(), false, false).unwrap().removed, vec![name]);
     assert!(dir.files().is_empty());
 }
 
@@ -732,7 +729,7 @@ fn a_foreign_file_whose_first_bytes_are_zero_is_never_collected_or_overwritten()
         .unwrap();
     let info = admin::inspect(dir.path(), &name).unwrap();
     assert!(matches!(info.state, admin::State::Foreign(_)), "{info:?}");
-    let done = admin::collect(dir.path(), true, false).unwrap();
+    let done = gc(dir.path(), true, false).unwrap();
     assert!(done.removed.is_empty(), "{done:?}");
     let e = Segment::builder(&name)
         .dir(dir.path())
@@ -785,7 +782,7 @@ fn a_damaged_persistent_segment_is_an_error_for_every_command_until_a_forced_rem
     }
     let info = admin::inspect(dir.path(), &name).unwrap();
     assert!(matches!(info.state, admin::State::Corrupt(_)), "{info:?}");
-    let done = admin::collect(dir.path(), true, false).unwrap();
+    let done = gc(dir.path(), true, false).unwrap();
     assert!(done.removed.is_empty());
     assert_eq!(done.skipped.len(), 1, "{done:?}");
     assert_eq!(
@@ -863,7 +860,7 @@ fn an_entry_that_changes_under_the_listing_is_reported_and_the_rest_listed() {
                 },
                 Err(e) => failures.push(format!("round {round}: listing failed: {e}")),
             }
-            if let Err(e) = admin::collect(dir.path(), false, true) {
+            if let Err(e) = gc(dir.path(), false, true) {
                 failures.push(format!("round {round}: gc failed: {e}"));
             }
         }
@@ -1101,6 +1098,8 @@ fn running_out_of_inodes_is_a_clear_error() {
 
 #[test]
 fn gc_frees_a_sysv_orphan_it_can_prove_ours_and_dead_and_nothing_else() {
+    // No other test's gc may sweep our orphan first: SysV orphans are machine-wide.
+    let _gc = GC.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new("orphan");
     let make = |what: &str| {
         let (status, out) = Proc::spawn(["orphan", what]).wait_output(T);
@@ -1137,4 +1136,14 @@ impl Drop for RemoveAtEnd {
         // SAFETY: IPC_RMID ignores the buffer argument; an id already gone just fails.
         unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
     }
+}
+
+/// Serialises the tests that collect: `gc` also frees SysV orphans, which are machine-wide, so
+/// one test's collect could free the orphan another test is watching.
+static GC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `admin::collect` under [`GC`].
+fn gc(dir: &std::path::Path, persistent: bool, dry_run: bool) -> shmem::Result<admin::Collected> {
+    let _gc = GC.lock().unwrap_or_else(|e| e.into_inner());
+    admin::collect(dir, persistent, dry_run)
 }

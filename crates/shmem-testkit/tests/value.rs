@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use shmem::{Error, Value};
+use shmem::{Error, Lifetime, Value};
 use shmem_testkit::{checked_value, field, unique_name, verify_value, Proc, Rng, TestDir};
 
 const T: Duration = Duration::from_secs(30);
@@ -213,13 +213,20 @@ fn exercise(sut: &Value) -> Result<(), String> {
 fn a_hostile_process_scribbling_over_the_segment_causes_errors_not_crashes() {
     let dir = TestDir::new("val");
     let name = unique_name("hostile");
+    // Persistent: its memory is the file itself, which the scribbler writes (a transient
+    // segment's memory is SysV shared memory, not the 64-byte name file).
     let sut = Value::builder(&name)
         .dir(dir.path())
         .capacity(1024)
+        .lifetime(Lifetime::Persistent)
         .lock_timeout(Duration::from_millis(20))
         .open()
         .unwrap();
     let file = dir.file(&name);
+    assert!(
+        std::fs::metadata(&file).unwrap().len() > 1024,
+        "the file holds the memory"
+    );
     let mut p = Proc::spawn(["scribble", file.to_str().unwrap(), "99", "200000"]);
     p.expect("ready", T);
     let mut rounds = 0;
@@ -234,6 +241,9 @@ fn a_hostile_process_scribbling_over_the_segment_causes_errors_not_crashes() {
     }
     drop(p);
     println!("hostile: {rounds} rounds against a scribbler, {errors} read errors, no crash");
+    drop(sut);
+    shmem::admin::remove(dir.path(), &name, true).unwrap();
+    assert!(dir.files().is_empty());
 }
 
 proptest! {
@@ -245,9 +255,11 @@ proptest! {
     ) {
         let dir = TestDir::new("prop");
         let name = unique_name("prop");
+        // Persistent, so that the file written below is the value's memory.
         let sut = Value::builder(&name)
             .dir(dir.path())
             .capacity(256)
+            .lifetime(Lifetime::Persistent)
             .lock_timeout(Duration::from_millis(20))
             .open()
             .unwrap();
