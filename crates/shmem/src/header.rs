@@ -194,6 +194,12 @@ pub(crate) fn parse(name: &str, bytes: &[u8], file_len: u64) -> Result<Option<He
 }
 
 impl RawHeader {
+    /// Whether the initialiser has published the header (its magic is nonzero, Acquire).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(crate) fn is_initialised(&self) -> bool {
+        self.magic.load(Ordering::Acquire) != 0
+    }
+
     /// Writes a fresh header; the magic goes last so that a crash part-way leaves magic 0.
     pub(crate) fn init(&self, kind: Kind, lifetime: Lifetime, size: u64) {
         let now = SystemTime::now()

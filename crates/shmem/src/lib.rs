@@ -23,23 +23,30 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 compile_error!(
-    "shmem supports Linux only for now (OFD locks, futexes, /proc): the Windows backend is \
-     planned; see the project's README"
+    "shmem supports Linux (OFD locks, futexes, /proc) and Windows (named file mappings and \
+     events) only; see the project's README"
 );
 
+#[cfg(target_os = "linux")]
 pub mod admin;
 #[cfg(feature = "tokio")]
 mod changed;
 mod copy;
 mod error;
+#[cfg(target_os = "linux")]
 mod fork;
 mod header;
 mod name;
+mod platform;
+#[cfg(target_os = "linux")]
 mod segment;
+#[cfg(windows)]
+use platform::windows::segment;
 mod seqlock;
 mod sync;
+#[cfg(target_os = "linux")]
 mod sys;
 mod typed;
 pub(crate) mod value;
@@ -60,6 +67,8 @@ pub mod model {
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, HEADER_LEN, LAYOUT_VERSION};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
+#[cfg(windows)]
+pub use segment::Namespace;
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};

@@ -15,43 +15,49 @@
 //!  192  slot 1 meta
 //!  256  slot 0 data: `slot_cap` bytes (the capacity, a multiple of 64)
 //!  256 + slot_cap  slot 1 data
+//!  256 + 2 * slot_cap  the platform's trailer (`platform::TRAILER_LEN` bytes): none on
+//!         Linux; on Windows the waiters' table (`platform/windows/mod.rs`)
 //! ```
 //!
 //! All-zero memory (what a fresh segment is) is a valid state: version 0, an empty value in
 //! slot 0, the lock free, nobody waiting. So creating a value needs no initialisation step.
-//! The capacity is derived from the file size, never read from the segment.
+//! The capacity is derived from the file size, never read from the segment. The layout up to
+//! the slots is the same on every platform; only the trailer differs, and no segment is ever
+//! shared between a Linux and a Windows kernel.
 //!
 //! # Protocol
 //!
 //! The seqlock, the waiters' flag and the readers' hold-off request are in `seqlock.rs`, the
 //! writers' lock in `wlock.rs`: every atomic operation of the protocol lives there, free of
 //! system calls, and the loom model checks run that code. This file lays those structures over
-//! the mapping, bounds-checks what it reads, copies the bytes (`copy.rs`) and makes the system
-//! calls: the futex, and the `F_OFD_GETLK` probe that tells a live lock holder from a gone one.
+//! the mapping, bounds-checks what it reads and copies the bytes (`copy.rs`). The system calls
+//! (sleeping and waking, and the witness that tells a live lock holder from a gone one) are the
+//! platform's, behind `platform/` (Linux: the futex and OFD locks; Windows: named events).
 //!
-//! A writer's identity is a *token* claimed at its handle's first write (`fork::writer_token`):
-//! the OFD lock of one byte far past the data, held on a description that is never mapped, so
-//! the kernel releases it when the handle's process exits, execs or crashes. The token is cached
-//! per handle with the fork generation it was claimed under, so `set` costs no system call.
+//! A writer's identity is a *token* claimed at its handle's first write
+//! (`ValueSys::claim_token`): a witness the kernel releases when the handle's process exits or
+//! crashes (Linux: the OFD lock of one byte far past the data, held on a description that is
+//! never mapped; Windows: a named event the handle keeps open). The token is cached per handle
+//! with the fork generation it was claimed under, so `set` costs no system call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::copy;
 use crate::error::{Error, Result};
-use crate::fork::{self, ClaimError};
 use crate::header::{Lifetime, HEADER_LEN};
+use crate::platform::{self, ValueSys};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control, Pass, Sleep, SlotMeta, Wake};
-use crate::sync::AtomicU32;
-use crate::sys::{self, ByteLock};
-use crate::wlock::{self, Holder, LockError, Park};
+use crate::wlock::{self, LockError};
 
 const CTRL_OFFSET: usize = HEADER_LEN;
 const META_OFFSET: usize = 128;
 const DATA_OFFSET: usize = 256;
+/// Bytes the platform appends after the two slots.
+const TRAILER: usize = platform::TRAILER_LEN;
 /// Data bytes of a value segment besides the two slots.
-const OVERHEAD: usize = DATA_OFFSET - HEADER_LEN;
+const OVERHEAD: usize = DATA_OFFSET - HEADER_LEN + TRAILER;
 const SLOT_ALIGN: usize = 64;
 
 /// How long a reader retries before it reports that it found no consistent value.
@@ -91,6 +97,7 @@ pub struct ValueBuilder {
 
 impl ValueBuilder {
     /// The directory (see [`Builder::dir`]).
+    #[cfg(target_os = "linux")]
     pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> ValueBuilder {
         self.seg = self.seg.dir(dir);
         self
@@ -110,6 +117,7 @@ impl ValueBuilder {
     }
 
     /// The file mode of a newly created value (see [`Builder::mode`]).
+    #[cfg(target_os = "linux")]
     pub fn mode(mut self, mode: u32) -> ValueBuilder {
         self.seg = self.seg.mode(mode);
         self
@@ -189,6 +197,7 @@ impl ValueBuilder {
             });
         }
         Ok(Value {
+            sys: ValueSys::new(&seg)?,
             capacity,
             lock_timeout: self.lock_timeout,
             wait_spin: self.wait_spin,
@@ -199,9 +208,11 @@ impl ValueBuilder {
 }
 
 /// The capacity of a value segment whose file has `size` bytes, if that is a valid layout:
-/// `DATA_OFFSET + 2 * capacity`, with the capacity a positive multiple of 64.
+/// `DATA_OFFSET + 2 * capacity + TRAILER`, with the capacity a positive multiple of 64.
 pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
-    let slots = usize::try_from(size).ok()?.checked_sub(DATA_OFFSET)?;
+    let slots = usize::try_from(size)
+        .ok()?
+        .checked_sub(DATA_OFFSET + TRAILER)?;
     (slots >= 2 * SLOT_ALIGN && slots % (2 * SLOT_ALIGN) == 0).then_some(slots / 2)
 }
 
@@ -218,6 +229,8 @@ pub struct Value {
     /// This handle's writer token with the fork generation it was claimed under
     /// (`generation << 32 | token`), 0 before the first write.
     writer: AtomicU64,
+    /// The platform's per-handle state (witness, events).
+    sys: ValueSys,
 }
 
 impl Value {
@@ -323,11 +336,9 @@ impl Value {
     }
 
     /// Takes the writers' lock under this handle's token.
-    fn lock(&self) -> Result<wlock::Guard<'_, Kernel<'_>>> {
+    fn lock(&self) -> Result<wlock::Guard<'_, platform::Park<'_>>> {
         let token = self.writer_token()?;
-        let park = Kernel {
-            fd: self.seg.lock_fd(),
-        };
+        let park = self.sys.park(&self.seg);
         wlock::lock(
             &self.ctrl().lock,
             token,
@@ -354,7 +365,7 @@ impl Value {
     fn wake_after_publish(&self) {
         let ctrl = self.ctrl();
         if seqlock::after_publish(ctrl) == Wake::Sleepers {
-            sys::futex_wake(&ctrl.wake, i32::MAX as u32);
+            self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);
         }
     }
 
@@ -376,32 +387,12 @@ impl Value {
     /// This handle's writer token: cached, or claimed on the first write (and the first after
     /// a fork, whose child must not write under its parent's witness).
     fn writer_token(&self) -> Result<u32> {
-        let generation = fork::generation() as u32;
+        let generation = platform::generation();
         let cached = self.writer.load(Ordering::Relaxed);
         if cached != 0 && (cached >> 32) as u32 == generation {
             return Ok(cached as u32);
         }
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.seg.lock_fd());
-        let token = fork::writer_token(fd, &self.ctrl().claims).map_err(|e| {
-            let name = self.name().to_owned();
-            match e {
-                ClaimError::Sys(op, errno) => Error::Io {
-                    name,
-                    op,
-                    source: errno.into(),
-                },
-                ClaimError::Unregistered => Error::Io {
-                    name,
-                    op: "claim the writer's liveness witness",
-                    source: std::io::Error::other("this process holds too many segments"),
-                },
-                ClaimError::Exhausted => Error::Corrupt {
-                    name,
-                    reason: "no free writer token: the token counter keeps naming live writers"
-                        .into(),
-                },
-            }
-        })?;
+        let token = self.sys.claim_token(&self.seg, &self.ctrl().claims)?;
         self.writer.store(
             (u64::from(generation) << 32) | u64::from(token),
             Ordering::Relaxed,
@@ -504,10 +495,11 @@ impl Value {
 
     /// Sleeps until the version differs from `since`, then returns the new version. Returns at
     /// once if it already differs. `None` waits forever; otherwise [`Error::Timeout`] when
-    /// `timeout` passes first. Sleeps on a futex: no polling.
+    /// `timeout` passes first. Sleeps in the kernel (Linux: a futex; Windows: a named event the
+    /// writer signals): no polling.
     ///
     /// # Errors
-    /// [`Error::Timeout`]; [`Error::Io`] if the futex call fails.
+    /// [`Error::Timeout`]; [`Error::Io`] if the sleep fails.
     pub fn wait_changed(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
         self.wait_changed_unless(since, timeout, || false)
             .map(|v| v.expect("never cancelled"))
@@ -536,6 +528,7 @@ impl Value {
         if let Some(v) = self.spin_for_change(since, now, deadline, &cancelled) {
             return Ok(Some(v));
         }
+        let sleeper = self.sys.sleeper(&self.seg, self.trailer())?;
         loop {
             if cancelled() {
                 return Ok(None);
@@ -560,11 +553,7 @@ impl Value {
             if cancelled() {
                 return Ok(None);
             }
-            sys::futex_wait(&ctrl.wake, w, remaining).map_err(|e| Error::Io {
-                name: self.name().to_owned(),
-                op: "futex(FUTEX_WAIT)",
-                source: e.into(),
-            })?;
+            sleeper.wait(&ctrl.wake, w, remaining)?;
             let v = ctrl.version.load(crate::sync::Ordering::Acquire);
             if v != since {
                 return Ok(Some(v));
@@ -605,7 +594,7 @@ impl Value {
     pub fn wake_waiters(&self) {
         let ctrl = self.ctrl();
         seqlock::bump_wake(ctrl);
-        sys::futex_wake(&ctrl.wake, i32::MAX as u32);
+        self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);
     }
 
     /// The length of the current value, as a hint (not checked for consistency).
@@ -684,6 +673,12 @@ impl Value {
         }
     }
 
+    /// The offset of the platform's trailer, inside the mapping (`finish` checked that
+    /// `DATA_OFFSET + 2 * capacity + TRAILER` is the segment's size).
+    fn trailer(&self) -> usize {
+        DATA_OFFSET + 2 * self.capacity
+    }
+
     fn slot_ptr(&self, slot: usize) -> *mut u8 {
         // SAFETY: DATA_OFFSET + 2 * capacity == file size (checked in `finish`), so both slots
         // lie inside the mapping.
@@ -700,7 +695,7 @@ impl Value {
 #[derive(Debug)]
 pub struct SoleWriter<'a> {
     value: &'a Value,
-    _guard: wlock::Guard<'a, Kernel<'a>>,
+    _guard: wlock::Guard<'a, platform::Park<'a>>,
 }
 
 impl SoleWriter<'_> {
@@ -739,30 +734,5 @@ impl SoleWriter<'_> {
     /// The value it writes.
     pub fn value(&self) -> &Value {
         self.value
-    }
-}
-
-/// The kernel's side of the writers' lock for one segment: liveness from the witness bytes'
-/// OFD locks, sleeping on the futex.
-#[derive(Clone, Copy, Debug)]
-struct Kernel<'a> {
-    fd: std::os::fd::BorrowedFd<'a>,
-}
-
-impl Park for Kernel<'_> {
-    fn holder(&self, token: u32) -> Holder {
-        match sys::ofd_probe(self.fd, fork::WITNESS_BASE + u64::from(token)) {
-            Ok(ByteLock::Free) => Holder::Gone,
-            // A probe that fails tells nothing: never take a lock on a guess.
-            Ok(ByteLock::Held) | Err(_) => Holder::Alive,
-        }
-    }
-
-    fn sleep(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
-        let _ = sys::futex_wait(word, expected, Some(timeout));
-    }
-
-    fn wake_one(&self, word: &AtomicU32) {
-        sys::futex_wake(word, 1);
     }
 }
