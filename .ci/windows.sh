@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The Windows part of CI, run on this Linux machine under Wine (called from .ci/run; also runs
+# on its own): installs what is missing (mingw, Wine, the Rust target), builds the
+# ProcessPrng stand-in DLL into a fresh Wine prefix under target/, then runs the library's
+# tests for x86_64-pc-windows-gnu under Wine and its lints for that target. Any failing step
+# fails the script (set -e), with the step named.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=x86_64-pc-windows-gnu
+step() { echo "windows.sh: $*" >&2; }
+trap 'echo "windows.sh: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+need=()
+command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
+command -v x86_64-w64-mingw32-g++ >/dev/null || need+=(g++-mingw-w64-x86-64)
+command -v wine >/dev/null || need+=(wine wine64)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}"
+fi
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+  step "adding the Rust target $TARGET"
+  rustup target add "$TARGET"
+fi
+
+# A fresh prefix per run, so nothing from an earlier run (or the user's ~/.wine) is reused.
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+export WINEPREFIX="$target_dir/wine-prefix"
+export WINEDEBUG=-all
+export WINEDLLOVERRIDES="mscoree,mshtml="   # no Mono/Gecko install dialogs
+unset DISPLAY
+rm -rf "$WINEPREFIX"
+step "creating the Wine prefix $WINEPREFIX"
+wineboot -i >/dev/null 2>&1
+wineserver -w
+
+# Rust's standard library imports ProcessPrng from bcryptprimitives.dll, which this Wine lacks.
+step "building the ProcessPrng stand-in"
+x86_64-w64-mingw32-gcc -O2 -shared -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
+  .ci/windows/bcryptprimitives.c .ci/windows/bcryptprimitives.def -ladvapi32
+
+# One long-lived wineserver, so the tests never see Wine's own start-up as a leaked process.
+wineserver -p
+trap 'wineserver -k || true' EXIT
+
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+step "cargo test -p shmem --target $TARGET (under Wine)"
+cargo test -p shmem --target "$TARGET"
+step "cargo clippy -p shmem --target $TARGET"
+cargo clippy -p shmem --target "$TARGET" --all-targets -- -D warnings
+step "all Windows checks passed"
