@@ -2,7 +2,8 @@
 # The Windows part of CI, run on this Linux machine under Wine (called from .ci/run; also runs
 # on its own): installs what is missing (mingw, Wine, the Rust target), builds the
 # ProcessPrng stand-in DLL into a fresh Wine prefix under target/, then runs the library's
-# tests for x86_64-pc-windows-gnu under Wine and its lints for that target. Any failing step
+# tests for x86_64-pc-windows-gnu under Wine and its lints for that target, and the seed's
+# parent and child against shmem.dll. Any failing step
 # fails the script (set -e), with the step named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +52,34 @@ step "cargo test -p shmem --target $TARGET (under Wine)"
 cargo test -p shmem --target "$TARGET"
 step "cargo clippy -p shmem --target $TARGET"
 cargo clippy -p shmem --target "$TARGET" --all-targets -- -D warnings
+
+# The seed's DLL on its own platform: shmem.dll (DllMain attaches the default segment), and the
+# seed's parent and child (examples/windows, the seed's code unchanged) built against it with
+# mingw. The parent's child must read the string; a child run alone afterwards reads "" (the
+# segment was freed with the parent's last handle).
+step "shmem.dll and the seed's parent and child"
+cargo clippy -p shmem-ffi --target "$TARGET" -- -D warnings
+cargo build -p shmem-ffi --target "$TARGET"
+lib="$target_dir/$TARGET/debug"
+seed="$target_dir/seed-windows"
+rm -rf "$seed"
+mkdir -p "$seed"
+cp "$lib/shmem.dll" "$seed/"
+for p in parent child; do
+  x86_64-w64-mingw32-g++ -w -o "$seed/$p.exe" "examples/windows/$p.cpp" -L"$lib" -lshmem
+done
+# SHMEM_COMPAT_NAME: a name of this run's own, so a parallel run cannot interfere.
+export SHMEM_COMPAT_NAME="ci-seed-$$"
+out=$(cd "$seed" && wine parent.exe child.exe | tr -d '\r')
+echo "$out"
+grep -qx "Child process read from shared memory: This is a test string" <<<"$out" || {
+  echo "windows.sh: the seed's child did not read the parent's string" >&2
+  exit 1
+}
+alone=$(cd "$seed" && wine child.exe | tr -d '\r')
+[ "$alone" = "Child process read from shared memory: " ] || {
+  echo "windows.sh: a child run alone read '$alone', not an empty string" >&2
+  exit 1
+}
+unset SHMEM_COMPAT_NAME
 step "all Windows checks passed"

@@ -11,6 +11,8 @@
 //! pointer is checked for NULL at run time ([`ffi`]), every fallible function returns a code
 //! ([`error`]) and writes its out-parameters only on success.
 
+#[cfg(windows)]
+mod dll;
 pub mod error;
 mod ffi;
 mod panic;
