@@ -8,7 +8,13 @@
 //! - [`Value`]: a byte string shared between processes. Readers never see a torn value, never
 //!   block and never write; a writer that crashes never wedges the others; waiting for a change
 //!   sleeps on a futex.
-//! - [`admin`]: list, inspect, remove and collect segments (what the `shmem` tool shows).
+//! - `admin`: list, inspect, remove and collect segments (what the `shmem` tool shows; Linux
+//!   only).
+//!
+//! On Windows the same API sits on named page-file sections (`Local\shmem.NAME`, or
+//! `Global\` with `Namespace::Global`) and named events, whose lifetime the kernel already
+//! counts; there is no directory, file mode or persistent segment there (see
+//! `platform/windows/`).
 //!
 //! ```
 //! use shmem::Value;

@@ -496,7 +496,8 @@ impl Value {
     /// Sleeps until the version differs from `since`, then returns the new version. Returns at
     /// once if it already differs. `None` waits forever; otherwise [`Error::Timeout`] when
     /// `timeout` passes first. Sleeps in the kernel (Linux: a futex; Windows: a named event the
-    /// writer signals): no polling.
+    /// writer signals): no polling, except on Windows for a 65th simultaneous waiter on one
+    /// value, which re-checks every millisecond (the waiters' table has 64 slots).
     ///
     /// # Errors
     /// [`Error::Timeout`]; [`Error::Io`] if the sleep fails.

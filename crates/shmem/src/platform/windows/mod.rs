@@ -319,3 +319,78 @@ impl wlock::Park for Park<'_> {
         let _ = sys::set_event(&self.sys.lock_event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sys::Waited;
+    use super::*;
+
+    fn live_slots(table: &WaiterTable) -> usize {
+        table
+            .slots
+            .iter()
+            .filter(|s| s.load(Ordering::SeqCst) != 0)
+            .count()
+    }
+
+    #[test]
+    fn dead_waiters_lose_their_slots_and_live_ones_are_signalled_once() {
+        let name = format!("wintest-unit-waiters-{}", std::process::id());
+        let v = crate::Value::open(&name, 64).unwrap();
+        let seg = v.segment();
+        let trailer = seg.mapping().len() - TRAILER_LEN;
+        let sys = ValueSys::new(seg).unwrap();
+        let table = sys.table(seg, trailer);
+        // Every slot names a waiter whose event does not exist: all of them died asleep.
+        for (i, slot) in table.slots.iter().enumerate() {
+            slot.store(1_000_000 + i as u32, Ordering::SeqCst);
+        }
+        let a = sys.sleeper(seg, trailer).unwrap();
+        let reg = a.registered.as_ref().expect("the sweep freed a slot");
+        assert_eq!(live_slots(table), 1, "only the live waiter keeps a slot");
+        let b = sys.sleeper(seg, trailer).unwrap();
+        assert!(b.registered.is_some());
+        assert_eq!(live_slots(table), 2);
+        // Not signalled before a wake; signalled by one, once (auto-reset).
+        assert_eq!(
+            sys::wait(&reg.event, Some(Duration::ZERO)),
+            Ok(Waited::TimedOut)
+        );
+        sys.wake_all(seg, trailer, &AtomicU32::new(0));
+        assert_eq!(
+            sys::wait(&reg.event, Some(Duration::ZERO)),
+            Ok(Waited::Signalled)
+        );
+        assert_eq!(
+            sys::wait(&reg.event, Some(Duration::ZERO)),
+            Ok(Waited::TimedOut)
+        );
+        assert_eq!(live_slots(table), 2, "a wake frees no live waiter's slot");
+        drop(a);
+        drop(b);
+        assert_eq!(live_slots(table), 0, "a waiter that leaves frees its slot");
+    }
+
+    #[test]
+    fn a_token_held_by_a_live_handle_is_not_drawn_again_and_its_holder_is_alive() {
+        let name = format!("wintest-unit-tokens-{}", std::process::id());
+        let v = crate::Value::open(&name, 64).unwrap();
+        let seg = v.segment();
+        let claims = AtomicU32::new(0);
+        let (a, b) = (ValueSys::new(seg).unwrap(), ValueSys::new(seg).unwrap());
+        let ta = a.claim_token(seg, &claims).unwrap();
+        assert_eq!(
+            a.claim_token(seg, &claims).unwrap(),
+            ta,
+            "cached per handle"
+        );
+        claims.store(ta - 1, Ordering::Relaxed); // the counter names `ta` again
+        let tb = b.claim_token(seg, &claims).unwrap();
+        assert_ne!(ta, tb);
+        let park = b.park(seg);
+        assert_eq!(wlock::Park::holder(&park, ta), Holder::Alive);
+        drop(a); // its witness event goes with its last handle
+        assert_eq!(wlock::Park::holder(&park, ta), Holder::Gone);
+        assert_eq!(wlock::Park::holder(&park, tb), Holder::Alive);
+    }
+}
