@@ -1,8 +1,8 @@
 //! The Windows backend across real processes (run under Wine by `.ci/windows.sh`).
 //!
 //! The "other process" is this test binary run again: the parent spawns
-//! `current_exe() helper --exact` with `SHMEM_HELPER=<role> <name>`, and the `helper` test
-//! plays that role (and does nothing in a normal run). Children report on stdout line by line;
+//! `current_exe() helper --exact --ignored` with `SHMEM_HELPER=<role> <name>`, and the
+//! `helper` test (ignored in a normal run) plays that role. Children report on stdout line by line;
 //! every wait has a deadline, and no assertion is about a duration.
 #![cfg(windows)]
 
@@ -35,7 +35,13 @@ struct Helper {
 impl Helper {
     fn spawn(role: &str, name: &str) -> Helper {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["helper", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "helper",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("SHMEM_HELPER", format!("{role} {name}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -115,10 +121,9 @@ fn block() {
 }
 
 #[test]
+#[ignore = "the other process of the tests here, which spawn it with --ignored"]
 fn helper() {
-    let Ok(spec) = std::env::var("SHMEM_HELPER") else {
-        return; // a normal run: only a spawned helper has a role
-    };
+    let spec = std::env::var("SHMEM_HELPER").expect("SHMEM_HELPER=<role> <name>");
     let (role, name) = spec.split_once(' ').expect("role and name");
     match role {
         // Opens the existing raw segment, checks the parent's bytes, writes its answer.
