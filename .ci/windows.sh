@@ -3,7 +3,7 @@
 # on its own): installs what is missing (mingw, Wine, the Rust target), builds the
 # ProcessPrng stand-in DLL into a fresh Wine prefix under target/, then runs the library's
 # tests for x86_64-pc-windows-gnu under Wine and its lints for that target, and the seed's
-# parent and child against shmem.dll. Any failing step
+# parent and child and a handle-API program against shmem.dll. Any failing step
 # fails the script (set -e), with the step named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,4 +82,8 @@ alone=$(cd "$seed" && wine child.exe | tr -d '\r')
   exit 1
 }
 unset SHMEM_COMPAT_NAME
+# The handle API of the same DLL (examples/windows/handles.c checks every result itself).
+x86_64-w64-mingw32-gcc -Wall -Wextra -Werror -o "$seed/handles.exe" examples/windows/handles.c \
+  -Icrates/shmem-ffi/include -L"$lib" -lshmem
+(cd "$seed" && wine handles.exe "ci-handles-$$")
 step "all Windows checks passed"
