@@ -4,6 +4,9 @@
 
 fn main() {
     let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets the version");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libshmem.so.{major}");
+    // A SONAME is an ELF notion; on Windows the cdylib is shmem.dll (+ libshmem.dll.a).
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libshmem.so.{major}");
+    }
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -419,7 +419,9 @@ void shmem_close(shmem_value *v);
  * that have it open keep their memory until they close it, and the next `shmem_open` with
  * `SHMEM_CREATE` makes a new segment. This is how a persistent segment is deleted.
  *
- * Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code.
+ * Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where the
+ * kernel frees a segment with its last handle and no name outlives it, always
+ * `SHMEM_ERR_INVALID_ARGUMENT`.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string.

@@ -85,9 +85,11 @@ impl From<shmem_result> for c_int {
 pub(crate) fn code_of(e: &shmem_core::Error) -> shmem_result {
     use shmem_core::Error as E;
     match e {
-        E::InvalidName { .. } | E::InvalidSize { .. } | E::InvalidKey { .. } => {
-            SHMEM_ERR_INVALID_ARGUMENT
-        }
+        // `Unsupported`: a persistent segment asked for on Windows.
+        E::InvalidName { .. }
+        | E::InvalidSize { .. }
+        | E::InvalidKey { .. }
+        | E::Unsupported { .. } => SHMEM_ERR_INVALID_ARGUMENT,
         E::NotFound { .. } => SHMEM_ERR_NOT_FOUND,
         E::Exists { .. } => SHMEM_ERR_EXISTS,
         E::PermissionDenied { .. } => SHMEM_ERR_PERMISSION,

@@ -6,9 +6,11 @@
 //! exported function.
 
 use std::ffi::{c_char, CStr};
+#[cfg(target_os = "linux")]
 use std::path::PathBuf;
 
 /// The directory of segments: `$SHMEM_DIR` when set and not empty, else `/dev/shm`.
+#[cfg(target_os = "linux")]
 pub(crate) fn segment_dir() -> PathBuf {
     match std::env::var_os("SHMEM_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),

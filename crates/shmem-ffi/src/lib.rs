@@ -11,8 +11,11 @@
 //! pointer is checked for NULL at run time ([`ffi`]), every fallible function returns a code
 //! ([`error`]) and writes its out-parameters only on success.
 
+#[cfg(windows)]
+mod dll;
 pub mod error;
 mod ffi;
+#[cfg(target_os = "linux")] // shmem::Map is Linux-only for now
 pub mod map;
 mod panic;
 pub mod value;

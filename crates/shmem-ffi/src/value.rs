@@ -37,7 +37,9 @@ use crate::error::{
     code_of, shmem_result, SHMEM_ERR_BUFFER_TOO_SMALL, SHMEM_ERR_CANCELLED, SHMEM_ERR_CLOSED,
     SHMEM_ERR_INVALID_ARGUMENT, SHMEM_ERR_IO, SHMEM_OK,
 };
-use crate::ffi::{self, segment_dir};
+use crate::ffi;
+#[cfg(target_os = "linux")]
+use crate::ffi::segment_dir;
 use crate::panic;
 
 /// `shmem_open` flag: create the segment if no live one has the name (its creator sees
@@ -161,10 +163,9 @@ pub unsafe extern "C" fn shmem_open(
         } else {
             Lifetime::Transient
         };
-        let builder = Value::builder(name)
-            .dir(segment_dir())
-            .capacity(capacity)
-            .lifetime(lifetime);
+        let builder = Value::builder(name).capacity(capacity).lifetime(lifetime);
+        #[cfg(target_os = "linux")]
+        let builder = builder.dir(segment_dir());
         let opened = if !create {
             builder.open_existing()
         } else if flags & SHMEM_EXCLUSIVE != 0 {
@@ -388,7 +389,9 @@ pub extern "C" fn shmem_close(v: *mut shmem_value) {
 /// that have it open keep their memory until they close it, and the next `shmem_open` with
 /// `SHMEM_CREATE` makes a new segment. This is how a persistent segment is deleted.
 ///
-/// Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code.
+/// Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where the
+/// kernel frees a segment with its last handle and no name outlives it, always
+/// `SHMEM_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string.
@@ -399,9 +402,16 @@ pub unsafe extern "C" fn shmem_unlink(name: *const c_char) -> c_int {
         let Some(name) = (unsafe { ffi::try_str(name) }) else {
             return SHMEM_ERR_INVALID_ARGUMENT;
         };
-        match shmem_core::admin::remove(&segment_dir(), name, true) {
+        #[cfg(target_os = "linux")]
+        return match shmem_core::admin::remove(&segment_dir(), name, true) {
             Ok(()) => SHMEM_OK,
             Err(e) => code_of(&e),
+        };
+        // Windows frees a section with its last handle: there is no name to remove.
+        #[cfg(windows)]
+        {
+            let _ = name;
+            SHMEM_ERR_INVALID_ARGUMENT
         }
     })
 }

@@ -40,17 +40,32 @@ fn parent(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     if !status.success() {
         return Err(format!("child failed: {status}").into());
     }
-    let path = value.segment().path().to_owned();
-    drop(value);
-    println!(
-        "parent: detached; {} {}",
-        path.display(),
-        if path.exists() {
-            "still exists"
-        } else {
-            "is gone"
-        }
-    );
+    #[cfg(target_os = "linux")]
+    {
+        let path = value.segment().path().to_owned();
+        drop(value);
+        println!(
+            "parent: detached; {} {}",
+            path.display(),
+            if path.exists() {
+                "still exists"
+            } else {
+                "is gone"
+            }
+        );
+    }
+    #[cfg(windows)]
+    {
+        drop(value);
+        let gone = matches!(
+            Value::builder(name).open_existing(),
+            Err(Error::NotFound { .. })
+        );
+        println!(
+            "parent: detached; the section {}",
+            if gone { "is gone" } else { "still exists" }
+        );
+    }
     Ok(())
 }
 

@@ -163,6 +163,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// This platform cannot do what was asked (a persistent segment on Windows).
+    #[error("segment '{name}': {what} is not supported on this platform")]
+    Unsupported {
+        /// The segment.
+        name: String,
+        /// What was asked for.
+        what: &'static str,
+    },
     /// Any other system error, with the operation that failed.
     #[error("segment '{name}': {op} failed: {source}")]
     Io {
@@ -186,6 +194,7 @@ impl Error {
     }
 
     /// Classifies an errno from an operation on segment `name` in `dir`.
+    #[cfg(target_os = "linux")]
     pub(crate) fn from_errno(
         name: &str,
         dir: &std::path::Path,

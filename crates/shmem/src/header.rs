@@ -312,6 +312,7 @@ fn fields(name: &str, bytes: &[u8], file_len: u64) -> Result<Header> {
 /// Whether the header copied out of a SysV segment's memory is the one its name file
 /// announced: our magic, the same token, size and kind. A mismatch means the id was reused by
 /// another segment after ours was freed.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn same_generation(bytes: &[u8; HEADER_LEN], expected: &Header) -> bool {
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
@@ -366,10 +367,19 @@ impl Header {
 
 /// 64 random bits from the kernel (`getrandom`), or, if that fails, from the clock and pid.
 fn random_token() -> u64 {
-    let mut b = [0u8; 8];
-    match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
-        Ok(8) => u64::from_le_bytes(b),
-        _ => {
+    #[cfg(target_os = "linux")]
+    let got = {
+        let mut b = [0u8; 8];
+        match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
+            Ok(8) => Some(u64::from_le_bytes(b)),
+            _ => None,
+        }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let got: Option<u64> = None;
+    match got {
+        Some(t) => t,
+        None => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
@@ -379,6 +389,12 @@ fn random_token() -> u64 {
 }
 
 impl RawHeader {
+    /// Whether the initialiser has published the header (its magic is nonzero, Acquire).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(crate) fn is_initialised(&self) -> bool {
+        self.magic.load(Ordering::Acquire) != 0
+    }
+
     /// Writes `h` into shared memory; the magic goes last (Release) so that a crash part-way
     /// leaves magic 0.
     pub(crate) fn init(&self, h: &Header) {

@@ -13,6 +13,11 @@
 //!   leave it consistent; waits on one key or on any key sleep on a futex.
 //! - [`admin`]: list, inspect, remove and collect segments (what the `shmem` tool shows).
 //!
+//! On Windows the same API sits on named page-file sections (`Local\\shmem.NAME`, or
+//! `Global\\` with `Namespace::Global`) and named events, whose lifetime the kernel already
+//! counts; there is no directory, file mode or persistent segment there, and `admin` and
+//! [`Map`] are Linux-only (see `platform/windows/`).
+//!
 //! ```
 //! use shmem::Value;
 //!
@@ -26,28 +31,37 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 compile_error!(
-    "shmem supports Linux only for now (OFD locks, futexes, /proc): the Windows backend is \
-     planned; see the project's README"
+    "shmem supports Linux (OFD locks, futexes, /proc) and Windows (named file mappings and \
+     events) only; see the project's README"
 );
 
+#[cfg(target_os = "linux")]
 pub mod admin;
 #[cfg(feature = "tokio")]
 mod changed;
 mod copy;
 mod error;
+#[cfg(target_os = "linux")]
 mod fork;
 mod header;
+#[cfg(target_os = "linux")]
 mod map;
 mod name;
+mod platform;
+#[cfg(target_os = "linux")]
 mod segment;
+#[cfg(windows)]
+use platform::windows::segment;
 mod seqlock;
 mod sync;
+#[cfg(target_os = "linux")]
 mod sys;
 mod typed;
 pub(crate) mod value;
 mod wlock;
+#[cfg(target_os = "linux")]
 mod writer;
 
 /// The value protocol and the writers' lock, for the loom model checks only
@@ -62,6 +76,7 @@ pub mod model {
     };
 
     /// The map's copy-selection and catch-up protocol (`src/map/protocol.rs`).
+    #[cfg(target_os = "linux")]
     pub mod map {
         pub use crate::map::protocol::*;
     }
@@ -69,8 +84,11 @@ pub mod model {
 
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
+#[cfg(target_os = "linux")]
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
+#[cfg(windows)]
+pub use segment::Namespace;
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};

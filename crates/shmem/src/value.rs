@@ -15,38 +15,73 @@
 //!  192  slot 1 meta
 //!  256  slot 0 data: `slot_cap` bytes (the capacity, a multiple of 64)
 //!  256 + slot_cap  slot 1 data
+//!  256 + 2 * slot_cap  the platform's trailer (`platform::TRAILER_LEN` bytes): none on
+//!         Linux; on Windows the waiters' table (`platform/windows/mod.rs`)
 //! ```
 //!
 //! All-zero memory (what a fresh segment is) is a valid state: version 0, an empty value in
 //! slot 0, the lock free, nobody waiting. So creating a value needs no initialisation step.
-//! The capacity is derived from the file size, never read from the segment.
+//! The capacity is derived from the file size, never read from the segment. The layout up to
+//! the slots is the same on every platform; only the trailer differs, and no segment is ever
+//! shared between a Linux and a Windows kernel.
 //!
 //! # Protocol
 //!
 //! The seqlock, the waiters' flag and the readers' hold-off request are in `seqlock.rs`, the
 //! writers' lock in `wlock.rs`: every atomic operation of the protocol lives there, free of
 //! system calls, and the loom model checks run that code. This file lays those structures over
-//! the mapping, bounds-checks what it reads and copies the bytes (`copy.rs`); the system calls
-//! (the futex, the `F_OFD_GETLK` probe that tells a live lock holder from a gone one) and the
-//! cached writer token are in `writer.rs`, shared with `map.rs`.
+//! the mapping, bounds-checks what it reads and copies the bytes (`copy.rs`). The system calls
+//! (sleeping and waking, and the witness that tells a live lock holder from a gone one) are the
+//! platform's, behind `platform/` (Linux: the futex and OFD locks; Windows: named events).
+//!
+//! A writer's identity is a *token* claimed at its handle's first write
+//! (`ValueSys::claim_token`): a witness the kernel releases when the handle's process exits or
+//! crashes (Linux: the OFD lock of one byte far past the data, held on a description that is
+//! never mapped; Windows: a named event the handle keeps open). The token is cached per handle
+//! with the fork generation it was claimed under, so `set` costs no system call.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, HEADER_LEN};
+use crate::platform::{self, ValueSys};
 use crate::segment::{Builder, Segment};
-use crate::seqlock::{self, Control, Pass, SlotMeta};
-use crate::wlock;
-use crate::writer::{self, Backoff, Kernel, WaitFor, WriterToken};
+use crate::seqlock::{self, Control, Pass, Sleep, SlotMeta, Wake};
+use crate::wlock::{self, LockError};
 
 const CTRL_OFFSET: usize = HEADER_LEN;
 const META_OFFSET: usize = 128;
 const DATA_OFFSET: usize = 256;
+/// Bytes the platform appends after the two slots.
+const TRAILER: usize = platform::TRAILER_LEN;
 /// Data bytes of a value segment besides the two slots.
-const OVERHEAD: usize = DATA_OFFSET - HEADER_LEN;
+const OVERHEAD: usize = DATA_OFFSET - HEADER_LEN + TRAILER;
 const SLOT_ALIGN: usize = 64;
+
+/// How long a reader retries before it reports that it found no consistent value.
+const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// How long one inconsistent state may stay unchanged before a reader calls it corrupt.
+const STUCK_LIMIT: Duration = Duration::from_millis(20);
+
+/// A reader's retry state.
+struct Backoff {
+    started: Option<Instant>,
+    seen: Option<(u64, u64)>,
+    stuck_since: Option<Instant>,
+}
+
+/// How long a writer waits for the lock by default.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a wait watches the version before sleeping, by default (see
+/// [`ValueBuilder::wait_spin`]; docs/BENCHMARKS.md has the measurements behind it).
+const DEFAULT_WAIT_SPIN: Duration = Duration::from_micros(20);
+/// How many times a writer re-reads a busy lock word before it sleeps on it.
+const SPIN_LIMIT: u32 = 400;
+/// The shortest pause a writer makes for readers that asked to hold off; it grows with the
+/// capacity (one nanosecond per byte), so that the slowest reader's copy fits.
+const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
 
 const _: () = assert!(CTRL_OFFSET + 64 == META_OFFSET);
 const _: () = assert!(META_OFFSET + 2 * 64 == DATA_OFFSET);
@@ -62,6 +97,7 @@ pub struct ValueBuilder {
 
 impl ValueBuilder {
     /// The directory (see [`Builder::dir`]).
+    #[cfg(target_os = "linux")]
     pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> ValueBuilder {
         self.seg = self.seg.dir(dir);
         self
@@ -81,6 +117,7 @@ impl ValueBuilder {
     }
 
     /// The file mode of a newly created value (see [`Builder::mode`]).
+    #[cfg(target_os = "linux")]
     pub fn mode(mut self, mode: u32) -> ValueBuilder {
         self.seg = self.seg.mode(mode);
         self
@@ -160,19 +197,22 @@ impl ValueBuilder {
             });
         }
         Ok(Value {
+            sys: ValueSys::new(&seg)?,
             capacity,
             lock_timeout: self.lock_timeout,
             wait_spin: self.wait_spin,
             seg,
-            writer: WriterToken::default(),
+            writer: AtomicU64::new(0),
         })
     }
 }
 
 /// The capacity of a value segment whose file has `size` bytes, if that is a valid layout:
-/// `DATA_OFFSET + 2 * capacity`, with the capacity a positive multiple of 64.
+/// `DATA_OFFSET + 2 * capacity + TRAILER`, with the capacity a positive multiple of 64.
 pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
-    let slots = usize::try_from(size).ok()?.checked_sub(DATA_OFFSET)?;
+    let slots = usize::try_from(size)
+        .ok()?
+        .checked_sub(DATA_OFFSET + TRAILER)?;
     (slots >= 2 * SLOT_ALIGN && slots % (2 * SLOT_ALIGN) == 0).then_some(slots / 2)
 }
 
@@ -186,8 +226,11 @@ pub struct Value {
     capacity: usize,
     lock_timeout: Duration,
     wait_spin: Duration,
-    /// This handle's writer token, claimed at its first write.
-    writer: WriterToken,
+    /// This handle's writer token with the fork generation it was claimed under
+    /// (`generation << 32 | token`), 0 before the first write.
+    writer: AtomicU64,
+    /// The platform's per-handle state (witness, events).
+    sys: ValueSys,
 }
 
 impl Value {
@@ -196,8 +239,8 @@ impl Value {
         ValueBuilder {
             seg: Segment::builder(name),
             capacity: 0,
-            lock_timeout: writer::DEFAULT_LOCK_TIMEOUT,
-            wait_spin: writer::DEFAULT_WAIT_SPIN,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            wait_spin: DEFAULT_WAIT_SPIN,
         }
     }
 
@@ -277,7 +320,7 @@ impl Value {
         let guard = self.lock()?;
         let next = self.publish_locked(len, fill);
         drop(guard);
-        writer::wake_after_publish(self.ctrl());
+        self.wake_after_publish();
         Ok(next)
     }
 
@@ -293,17 +336,37 @@ impl Value {
     }
 
     /// Takes the writers' lock under this handle's token.
-    fn lock(&self) -> Result<wlock::Guard<'_, Kernel<'_>>> {
-        writer::lock(&self.seg, self.ctrl(), &self.writer, self.lock_timeout)
+    fn lock(&self) -> Result<wlock::Guard<'_, platform::Park<'_>>> {
+        let token = self.writer_token()?;
+        let park = self.sys.park(&self.seg);
+        wlock::lock(
+            &self.ctrl().lock,
+            token,
+            self.lock_timeout,
+            SPIN_LIMIT,
+            park,
+        )
+        .map_err(|e| self.lock_error(e))
     }
 
     /// With the lock held: hold off for asking readers, fill the next slot, publish.
     fn publish_locked(&self, len: usize, fill: impl FnOnce(usize)) -> u64 {
         let ctrl = self.ctrl();
-        writer::honour_hold_off(ctrl, self.capacity);
+        let pause = HOLD_OFF_BASE + Duration::from_nanos(self.capacity as u64);
+        let mut since = None;
+        seqlock::honour_hold_off(ctrl, || {
+            since.get_or_insert_with(Instant::now).elapsed() > pause
+        });
         let next = seqlock::write(ctrl, self.metas(), len as u64, fill);
         seqlock::publish(ctrl, next);
         next
+    }
+
+    fn wake_after_publish(&self) {
+        let ctrl = self.ctrl();
+        if seqlock::after_publish(ctrl) == Wake::Sleepers {
+            self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);
+        }
     }
 
     /// Makes this handle the value's only writer until the returned [`SoleWriter`] is dropped
@@ -321,6 +384,22 @@ impl Value {
         })
     }
 
+    /// This handle's writer token: cached, or claimed on the first write (and the first after
+    /// a fork, whose child must not write under its parent's witness).
+    fn writer_token(&self) -> Result<u32> {
+        let generation = platform::generation();
+        let cached = self.writer.load(Ordering::Relaxed);
+        if cached != 0 && (cached >> 32) as u32 == generation {
+            return Ok(cached as u32);
+        }
+        let token = self.sys.claim_token(&self.seg, &self.ctrl().claims)?;
+        self.writer.store(
+            (u64::from(generation) << 32) | u64::from(token),
+            Ordering::Relaxed,
+        );
+        Ok(token)
+    }
+
     /// Copies the current value into `buf`; returns its length and version. If `buf` is too
     /// small, returns [`Error::BufferTooSmall`] with the length needed and copies nothing.
     ///
@@ -332,7 +411,12 @@ impl Value {
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let ctrl = self.ctrl();
-        let mut backoff = Backoff::default();
+        let mut state = Backoff {
+            started: None,
+            seen: None,
+            stuck_since: None,
+        };
+        let mut attempt = 0u32;
         let mut asked = 0u32;
         let r = loop {
             let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
@@ -354,8 +438,13 @@ impl Value {
                     })
                 }
                 Pass::Retry { seen } => {
-                    writer::ask_hold_off(ctrl, &mut asked);
-                    if let Err(e) = backoff.retry(self.name(), "value", seen) {
+                    // Ask once, and again if a writer's pause ran out and reset the request.
+                    if asked < 8 && (asked == 0 || !seqlock::hold_off_standing(ctrl)) {
+                        seqlock::ask_hold_off(ctrl);
+                        asked += 1;
+                    }
+                    attempt += 1;
+                    if let Err(e) = self.backoff(attempt, seen, &mut state) {
                         break Err(e);
                     }
                 }
@@ -406,10 +495,12 @@ impl Value {
 
     /// Sleeps until the version differs from `since`, then returns the new version. Returns at
     /// once if it already differs. `None` waits forever; otherwise [`Error::Timeout`] when
-    /// `timeout` passes first. Sleeps on a futex: no polling.
+    /// `timeout` passes first. Sleeps in the kernel (Linux: a futex; Windows: a named event the
+    /// writer signals): no polling, except on Windows for a 65th simultaneous waiter on one
+    /// value, which re-checks every millisecond (the waiters' table has 64 slots).
     ///
     /// # Errors
-    /// [`Error::Timeout`]; [`Error::Io`] if the futex call fails.
+    /// [`Error::Timeout`]; [`Error::Io`] if the sleep fails.
     pub fn wait_changed(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
         self.wait_changed_unless(since, timeout, || false)
             .map(|v| v.expect("never cancelled"))
@@ -427,25 +518,84 @@ impl Value {
         timeout: Option<Duration>,
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<u64>> {
-        let v = self.version();
+        let ctrl = self.ctrl();
+        let v = ctrl.version.load(crate::sync::Ordering::Acquire);
         if v != since {
             return Ok(Some(v)); // already changed: no clock read, no system call
         }
         // A timeout too large to represent waits forever.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let w = WaitFor {
-            name: self.name(),
-            what: "a change of value",
-            timeout,
-            spin: self.wait_spin,
-        };
-        writer::wait_version(self.ctrl(), since, deadline, w, &cancelled)
+        let now = Instant::now();
+        let deadline = timeout.and_then(|t| now.checked_add(t));
+        if let Some(v) = self.spin_for_change(since, now, deadline, &cancelled) {
+            return Ok(Some(v));
+        }
+        let sleeper = self.sys.sleeper(&self.seg, self.trailer())?;
+        loop {
+            if cancelled() {
+                return Ok(None);
+            }
+            let remaining = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => {
+                        return Err(Error::Timeout {
+                            name: self.name().to_owned(),
+                            what: "a change of value",
+                            timeout: timeout.unwrap_or_default(),
+                        })
+                    }
+                },
+            };
+            let w = match seqlock::prepare_sleep(ctrl, since) {
+                Sleep::Changed(v) => return Ok(Some(v)),
+                Sleep::On(w) => w,
+            };
+            if cancelled() {
+                return Ok(None);
+            }
+            sleeper.wait(&ctrl.wake, w, remaining)?;
+            let v = ctrl.version.load(crate::sync::Ordering::Acquire);
+            if v != since {
+                return Ok(Some(v));
+            }
+        }
+    }
+
+    /// Watches the version for the spin window (bounded by the deadline), checking the cancel
+    /// flag now and then; returns the new version if it moved.
+    fn spin_for_change(
+        &self,
+        since: u64,
+        start: Instant,
+        deadline: Option<Instant>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Option<u64> {
+        if self.wait_spin.is_zero() {
+            return None;
+        }
+        let end = start + self.wait_spin;
+        let end = deadline.map_or(end, |d| d.min(end));
+        let version = &self.ctrl().version;
+        for i in 1u32.. {
+            let v = version.load(crate::sync::Ordering::Acquire);
+            if v != since {
+                return Some(v);
+            }
+            if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
+                return None;
+            }
+            std::hint::spin_loop();
+        }
+        None
     }
 
     /// Wakes every thread, in every process, that sleeps in a wait on this value. They
     /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
     pub fn wake_waiters(&self) {
-        writer::wake_waiters(self.ctrl());
+        let ctrl = self.ctrl();
+        seqlock::bump_wake(ctrl);
+        self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);
     }
 
     /// The length of the current value, as a hint (not checked for consistency).
@@ -455,6 +605,53 @@ impl Value {
             .len
             .load(crate::sync::Ordering::Relaxed);
         len.min(self.capacity as u64) as usize
+    }
+
+    /// Spins, then yields; gives up when the same inconsistent state (`seen` = version and
+    /// slot sequence) persists for [`STUCK_LIMIT`], which no live writer can cause (it never
+    /// writes the published slot), or after [`READ_DEADLINE`] in all.
+    fn backoff(&self, attempt: u32, seen: (u64, u64), state: &mut Backoff) -> Result<()> {
+        if attempt < 64 {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        let now = Instant::now();
+        let t0 = *state.started.get_or_insert(now);
+        if state.seen != Some(seen) {
+            state.seen = Some(seen);
+            state.stuck_since = Some(now);
+        }
+        let stuck = state
+            .stuck_since
+            .is_some_and(|t| now.duration_since(t) > STUCK_LIMIT);
+        if stuck || now.duration_since(t0) > READ_DEADLINE {
+            return Err(Error::Corrupt {
+                name: self.name().to_owned(),
+                reason: format!(
+                    "no consistent value after {attempt} attempts: version {} and its slot's \
+                     sequence {} {}",
+                    seen.0,
+                    seen.1,
+                    if stuck {
+                        "do not form a valid state"
+                    } else {
+                        "keep changing"
+                    }
+                ),
+            });
+        }
+        std::thread::yield_now();
+        Ok(())
+    }
+
+    fn lock_error(&self, e: LockError) -> Error {
+        match e {
+            LockError::Timeout => Error::Timeout {
+                name: self.name().to_owned(),
+                what: "the writers' lock",
+                timeout: self.lock_timeout,
+            },
+        }
     }
 
     fn ctrl(&self) -> &Control {
@@ -477,6 +674,12 @@ impl Value {
         }
     }
 
+    /// The offset of the platform's trailer, inside the mapping (`finish` checked that
+    /// `DATA_OFFSET + 2 * capacity + TRAILER` is the segment's size).
+    fn trailer(&self) -> usize {
+        DATA_OFFSET + 2 * self.capacity
+    }
+
     fn slot_ptr(&self, slot: usize) -> *mut u8 {
         // SAFETY: DATA_OFFSET + 2 * capacity == file size (checked in `finish`), so both slots
         // lie inside the mapping.
@@ -493,7 +696,7 @@ impl Value {
 #[derive(Debug)]
 pub struct SoleWriter<'a> {
     value: &'a Value,
-    _guard: wlock::Guard<'a, Kernel<'a>>,
+    _guard: wlock::Guard<'a, platform::Park<'a>>,
 }
 
 impl SoleWriter<'_> {
@@ -509,7 +712,7 @@ impl SoleWriter<'_> {
             // mapping, and this handle holds the writers' lock.
             unsafe { copy::copy_to_shared(v.slot_ptr(slot), data) }
         });
-        writer::wake_after_publish(v.ctrl());
+        v.wake_after_publish();
         Ok(next)
     }
 
@@ -525,7 +728,7 @@ impl SoleWriter<'_> {
             let buf = unsafe { std::slice::from_raw_parts_mut(v.slot_ptr(slot), len) };
             fill(buf);
         });
-        writer::wake_after_publish(v.ctrl());
+        v.wake_after_publish();
         Ok(next)
     }
 

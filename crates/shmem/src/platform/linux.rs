@@ -1,0 +1,113 @@
+//! Linux: the writers' liveness witnesses are OFD locks of bytes far past the data (held on a
+//! description that `fork.rs` keeps per process), sleeping is a futex on the lock word or on
+//! the value's `wake` word. Nothing is appended to the value layout.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::fork::{self, ClaimError};
+use crate::segment::Segment;
+use crate::sync::AtomicU32;
+use crate::sys::{self, ByteLock};
+use crate::wlock::{self, Holder};
+
+/// No waiter table: the futex carries `wait_changed`.
+pub(crate) const TRAILER_LEN: usize = 0;
+
+/// The fork generation a cached writer token was claimed under.
+pub(crate) fn generation() -> u32 {
+    fork::generation() as u32
+}
+
+/// A value's Linux state: none beyond the segment's descriptor.
+#[derive(Debug)]
+pub(crate) struct ValueSys;
+
+impl ValueSys {
+    pub(crate) fn new(_seg: &Segment) -> Result<ValueSys> {
+        Ok(ValueSys)
+    }
+
+    /// The lock's kernel side for this segment.
+    pub(crate) fn park<'a>(&'a self, seg: &'a Segment) -> Park<'a> {
+        Park { fd: seg.lock_fd() }
+    }
+
+    /// Claims this handle's writer token (`fork::writer_token`): the OFD lock of its byte.
+    pub(crate) fn claim_token(&self, seg: &Segment, claims: &AtomicU32) -> Result<u32> {
+        let fd = seg.lock_fd().as_raw_fd();
+        fork::writer_token(fd, claims).map_err(|e| {
+            let name = seg.name().to_owned();
+            match e {
+                ClaimError::Sys(op, errno) => Error::Io {
+                    name,
+                    op,
+                    source: errno.into(),
+                },
+                ClaimError::Unregistered => Error::Io {
+                    name,
+                    op: "claim the writer's liveness witness",
+                    source: std::io::Error::other("this process holds too many segments"),
+                },
+                ClaimError::Exhausted => Error::Corrupt {
+                    name,
+                    reason: "no free writer token: the token counter keeps naming live writers"
+                        .into(),
+                },
+            }
+        })
+    }
+
+    /// A waiter sleeps on the `wake` futex word: nothing to register.
+    pub(crate) fn sleeper<'a>(&'a self, seg: &'a Segment, _trailer: usize) -> Result<Sleeper<'a>> {
+        Ok(Sleeper { name: seg.name() })
+    }
+
+    /// `FUTEX_WAKE` of every sleeper on `wake`.
+    pub(crate) fn wake_all(&self, _seg: &Segment, _trailer: usize, wake: &AtomicU32) {
+        sys::futex_wake(wake, i32::MAX as u32);
+    }
+}
+
+/// One `wait_changed` call's sleeping side.
+#[derive(Debug)]
+pub(crate) struct Sleeper<'a> {
+    name: &'a str,
+}
+
+impl Sleeper<'_> {
+    /// `FUTEX_WAIT(wake, w, remaining)`: returns on a wake-up, a changed word or the timeout.
+    pub(crate) fn wait(&self, wake: &AtomicU32, w: u32, remaining: Option<Duration>) -> Result<()> {
+        sys::futex_wait(wake, w, remaining).map_err(|e| Error::Io {
+            name: self.name.to_owned(),
+            op: "futex(FUTEX_WAIT)",
+            source: e.into(),
+        })
+    }
+}
+
+/// The kernel's side of the writers' lock for one segment: liveness from the witness bytes'
+/// OFD locks, sleeping on the futex.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Park<'a> {
+    fd: BorrowedFd<'a>,
+}
+
+impl wlock::Park for Park<'_> {
+    fn holder(&self, token: u32) -> Holder {
+        match sys::ofd_probe(self.fd, fork::WITNESS_BASE + u64::from(token)) {
+            Ok(ByteLock::Free) => Holder::Gone,
+            // A probe that fails tells nothing: never take a lock on a guess.
+            Ok(ByteLock::Held) | Err(_) => Holder::Alive,
+        }
+    }
+
+    fn sleep(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+        let _ = sys::futex_wait(word, expected, Some(timeout));
+    }
+
+    fn wake_one(&self, word: &AtomicU32) {
+        sys::futex_wake(word, 1);
+    }
+}

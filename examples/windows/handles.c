@@ -1,0 +1,62 @@
+/*
+ * The handle API of shmem.dll, checked under Wine by .ci/windows.sh: open (created flag,
+ * exclusive), set/get, wait (timeout and change), the Windows-only refusals (a persistent
+ * segment, shmem_unlink), close. One process; every result is checked and the first wrong one
+ * exits 1 naming the call.
+ *
+ *   handles.exe NAME
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shmem.h"
+
+static void expect(int got, int want, const char *what)
+{
+    if (got != want) {
+        fprintf(stderr, "%s: got %d (%s), want %d\n", what, got, shmem_strerror(got), want);
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: handles NAME\n");
+        return 2;
+    }
+    const char *name = argv[1];
+    shmem_value *a = NULL, *b = NULL;
+    expect(shmem_open(name, 64, SHMEM_CREATE, &a), SHMEM_OK, "open (create)");
+    expect(shmem_created(a), 1, "created by the first open");
+    expect(shmem_open(name, 64, SHMEM_CREATE, &b), SHMEM_OK, "open (second)");
+    expect(shmem_created(b), 0, "not created by the second open");
+    shmem_value *c = NULL;
+    expect(shmem_open(name, 64, SHMEM_CREATE | SHMEM_EXCLUSIVE, &c), SHMEM_ERR_EXISTS,
+           "open exclusive of a live name");
+    expect(shmem_open("handles-persistent", 64, SHMEM_CREATE | SHMEM_PERSISTENT, &c),
+           SHMEM_ERR_INVALID_ARGUMENT, "persistent on Windows");
+    expect(shmem_unlink(name), SHMEM_ERR_INVALID_ARGUMENT, "unlink on Windows");
+
+    uint64_t v = 0;
+    expect(shmem_wait(b, 0, 10, &v), SHMEM_ERR_TIMEOUT, "wait with nothing set");
+    expect(shmem_set(a, "hello", 5), SHMEM_OK, "set");
+    uint64_t seen = 0;
+    expect(shmem_wait(b, 0, 10000, &seen), SHMEM_OK, "wait after a set");
+    expect((int)seen, 1, "the version waited for");
+    char buf[16];
+    size_t len = 0;
+    expect(shmem_get(b, buf, 2, &len, &v), SHMEM_ERR_BUFFER_TOO_SMALL, "get into 2 bytes");
+    expect(shmem_get(b, buf, sizeof buf, &len, &v), SHMEM_OK, "get");
+    expect((int)len, 5, "the length read");
+    expect(memcmp(buf, "hello", 5), 0, "the bytes read");
+    char big[65] = {0};
+    expect(shmem_set(a, big, sizeof big), SHMEM_ERR_TOO_LARGE, "set past the capacity");
+    shmem_close(a);
+    shmem_close(b);
+    expect(shmem_open(name, 0, 0, &c), SHMEM_ERR_NOT_FOUND, "open existing after the last close");
+    printf("handles: all checks passed\n");
+    return 0;
+}
