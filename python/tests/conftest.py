@@ -52,12 +52,13 @@ def name(request: pytest.FixtureRequest) -> Iterator[str]:
     assert not left, f"left in /dev/shm: {left}"
 
 
-#: Where a value's `waiters` counter sits in its file (the header, then version u64, wake u32).
+#: Where a value's `sleepers` flag sits in its file (the header, then version u64, wake u32).
 WAITERS_OFFSET = 64 + 8 + 4
 
 
 def sleepers(name: str) -> int:
-    """How many threads (in any process) sleep in a wait on value `name`, read from its file."""
+    """Whether a thread (in any process) may sleep in a wait on value `name`: its sleepers flag,
+    read from its file (so the value must be persistent, whose file is its memory)."""
     with open(SHM / f"shmem.{name}", "rb") as f:
         f.seek(WAITERS_OFFSET)
         return int.from_bytes(f.read(4), sys.byteorder)

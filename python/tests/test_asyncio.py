@@ -25,7 +25,8 @@ async def _until(condition):
 
 def test_changed_is_woken_by_another_process_without_blocking_the_loop(name):
     async def main():
-        with shmem.Value(name, 64) as v, shmem.Value(name + "-go", 64) as go:
+        # `v` persistent: its file is its memory, where sleepers() reads the flag.
+        with shmem.Value(name, 64, persistent=True) as v, shmem.Value(name + "-go", 64) as go:
             child = spawn(
                 """
                 import sys, shmem
@@ -45,6 +46,7 @@ def test_changed_is_woken_by_another_process_without_blocking_the_loop(name):
             assert await asyncio.get_running_loop().run_in_executor(None, child.wait, DEADLINE) == 0
 
     asyncio.run(main())
+    shmem.unlink(name)
 
 
 def test_changed_returns_at_once_when_already_changed(name):

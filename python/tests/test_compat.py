@@ -53,10 +53,15 @@ def test_set_and_get_in_two_processes(name):
 
 
 def _libshmem() -> Path:
-    lib = Path(os.environ.get("SHMEM_LIB") or ROOT / "target" / "debug" / "libshmem.so")
-    if not lib.exists():
-        skip_or_fail(f"{lib} is not built (cargo build -p shmem-ffi)")
-    return lib
+    """libshmem_compat (the seed's functions; it loads libshmem.so.0 from its directory):
+    $SHMEM_LIB, or what `make` or the C library's tests built."""
+    if os.environ.get("SHMEM_LIB"):
+        return Path(os.environ["SHMEM_LIB"])
+    for profile in ("debug", "release"):
+        lib = ROOT / "target" / profile / "capi" / "libshmem_compat.so"
+        if lib.exists():
+            return lib
+    skip_or_fail("libshmem_compat.so is not built (make, or cargo test -p shmem-ffi)")
 
 
 def test_the_c_library_reads_what_python_stored_and_back(name):

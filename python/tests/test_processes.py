@@ -28,7 +28,9 @@ def test_another_process_reads_and_writes(name):
 
 
 def test_a_wait_is_woken_by_another_process(name):
-    with shmem.Value(name, 64) as v:
+    # Persistent: its memory is its file, where the child reads the sleepers flag (a transient
+    # value's memory is SysV shared memory, and its file only the 64-byte name).
+    with shmem.Value(name, 64, persistent=True) as v:
         since = v.version
         # The child sets only once this process sleeps in the wait (it reads the counter of
         # sleepers from the file), so the wake-up path is the one tested.
@@ -52,6 +54,7 @@ def test_a_wait_is_woken_by_another_process(name):
             assert v.get() == b"woken"
         finally:
             assert child.wait(DEADLINE) == 0, child.stderr.read()
+    shmem.unlink(name)
 
 
 def test_watch_sees_every_change_of_another_process(name):
@@ -103,7 +106,7 @@ def test_a_wait_releases_the_gil_while_it_sleeps(name):
 
     from conftest import sleepers, until
 
-    with shmem.Value(name, 64) as v:
+    with shmem.Value(name, 64, persistent=True) as v:  # its file is its memory: see sleepers()
         got = []
         t = threading.Thread(target=lambda: got.append(v.wait(0, timeout=DEADLINE)))
         t.start()
@@ -114,6 +117,7 @@ def test_a_wait_releases_the_gil_while_it_sleeps(name):
         t.join(DEADLINE)
         assert got == [1]
         assert sleepers(name) == 0
+    shmem.unlink(name)
 
 
 def test_closing_from_another_thread_ends_a_wait(name):

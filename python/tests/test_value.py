@@ -205,7 +205,8 @@ def test_a_scribbled_value_is_corrupt_not_a_hang(name):
     import mmap
     import struct
 
-    with shmem.Value(name, 64) as v:
+    # Persistent: its memory is the file mapped below.
+    with shmem.Value(name, 64, persistent=True) as v:
         v.set(b"one")  # version 1 lives in slot 1, whose meta starts at byte 192
         with open(SHM / f"shmem.{name}", "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
             (seq,) = struct.unpack_from("<Q", m, 192)
@@ -215,6 +216,7 @@ def test_a_scribbled_value_is_corrupt_not_a_hang(name):
             assert issubclass(shmem.CorruptError, shmem.Error)
             struct.pack_into("<Q", m, 192, seq)
         assert v.get() == b"one"
+    shmem.unlink(name)
 
 
 def test_garbage_collection_detaches(name):
