@@ -166,12 +166,19 @@ fn a_failed_attach_is_reported_not_fatal() {
 }
 
 /// Runs `prog args` under valgrind when it is installed, else as it is (it was then built with
-/// AddressSanitizer if the compiler has it).
+/// AddressSanitizer if the compiler has it). Valgrind runs one thread at a time, and by default
+/// a thread that spins (the writers' lock, a wait's spin window) can keep the others from
+/// running for minutes: `--fair-sched=yes` hands the CPU round, as the kernel would.
 fn checked_run(fx: &Fixture, prog: &std::path::Path, args: &[&str], valgrind: bool) -> String {
     if valgrind {
         run_ok(
             fx.command("valgrind")
-                .args(["--quiet", "--error-exitcode=99", "--leak-check=no"])
+                .args([
+                    "--quiet",
+                    "--fair-sched=yes",
+                    "--error-exitcode=99",
+                    "--leak-check=no",
+                ])
                 .arg(prog)
                 .args(args),
         )
