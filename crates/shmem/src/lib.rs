@@ -50,6 +50,7 @@ mod header;
 mod map;
 mod name;
 mod platform;
+mod retry;
 #[cfg(target_os = "linux")]
 mod segment;
 #[cfg(windows)]

@@ -47,6 +47,7 @@ use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, HEADER_LEN};
 use crate::platform::{self, ValueSys};
+use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control, Pass, Sleep, SlotMeta, Wake};
 use crate::wlock::{self, LockError};
@@ -59,18 +60,6 @@ const TRAILER: usize = platform::TRAILER_LEN;
 /// Data bytes of a value segment besides the two slots.
 const OVERHEAD: usize = DATA_OFFSET - HEADER_LEN + TRAILER;
 const SLOT_ALIGN: usize = 64;
-
-/// How long a reader retries before it reports that it found no consistent value.
-const READ_DEADLINE: Duration = Duration::from_secs(2);
-/// How long one inconsistent state may stay unchanged before a reader calls it corrupt.
-const STUCK_LIMIT: Duration = Duration::from_millis(20);
-
-/// A reader's retry state.
-struct Backoff {
-    started: Option<Instant>,
-    seen: Option<(u64, u64)>,
-    stuck_since: Option<Instant>,
-}
 
 /// How long a writer waits for the lock by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -411,12 +400,7 @@ impl Value {
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let ctrl = self.ctrl();
-        let mut state = Backoff {
-            started: None,
-            seen: None,
-            stuck_since: None,
-        };
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::default();
         let mut asked = 0u32;
         let r = loop {
             let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
@@ -438,13 +422,8 @@ impl Value {
                     })
                 }
                 Pass::Retry { seen } => {
-                    // Ask once, and again if a writer's pause ran out and reset the request.
-                    if asked < 8 && (asked == 0 || !seqlock::hold_off_standing(ctrl)) {
-                        seqlock::ask_hold_off(ctrl);
-                        asked += 1;
-                    }
-                    attempt += 1;
-                    if let Err(e) = self.backoff(attempt, seen, &mut state) {
+                    ask_hold_off(ctrl, &mut asked);
+                    if let Err(e) = backoff.retry(self.name(), "value", seen) {
                         break Err(e);
                     }
                 }
@@ -605,43 +584,6 @@ impl Value {
             .len
             .load(crate::sync::Ordering::Relaxed);
         len.min(self.capacity as u64) as usize
-    }
-
-    /// Spins, then yields; gives up when the same inconsistent state (`seen` = version and
-    /// slot sequence) persists for [`STUCK_LIMIT`], which no live writer can cause (it never
-    /// writes the published slot), or after [`READ_DEADLINE`] in all.
-    fn backoff(&self, attempt: u32, seen: (u64, u64), state: &mut Backoff) -> Result<()> {
-        if attempt < 64 {
-            std::hint::spin_loop();
-            return Ok(());
-        }
-        let now = Instant::now();
-        let t0 = *state.started.get_or_insert(now);
-        if state.seen != Some(seen) {
-            state.seen = Some(seen);
-            state.stuck_since = Some(now);
-        }
-        let stuck = state
-            .stuck_since
-            .is_some_and(|t| now.duration_since(t) > STUCK_LIMIT);
-        if stuck || now.duration_since(t0) > READ_DEADLINE {
-            return Err(Error::Corrupt {
-                name: self.name().to_owned(),
-                reason: format!(
-                    "no consistent value after {attempt} attempts: version {} and its slot's \
-                     sequence {} {}",
-                    seen.0,
-                    seen.1,
-                    if stuck {
-                        "do not form a valid state"
-                    } else {
-                        "keep changing"
-                    }
-                ),
-            });
-        }
-        std::thread::yield_now();
-        Ok(())
     }
 
     fn lock_error(&self, e: LockError) -> Error {

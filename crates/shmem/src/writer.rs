@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::fork::{self, ClaimError};
+pub(crate) use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::Segment;
 use crate::seqlock::{self, Control, Sleep, Wake};
 use crate::sync::AtomicU32;
@@ -33,11 +34,6 @@ const SPIN_LIMIT: u32 = 400;
 /// The shortest pause a writer makes for readers that asked to hold off; callers add one
 /// nanosecond per byte a reader may copy, so that the slowest reader's copy fits.
 pub(crate) const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
-
-/// How long a reader retries before it reports that it found no consistent state.
-const READ_DEADLINE: Duration = Duration::from_secs(2);
-/// How long one inconsistent state may stay unchanged before a reader calls it corrupt.
-const STUCK_LIMIT: Duration = Duration::from_millis(20);
 
 /// A handle's writer token with the fork generation it was claimed under
 /// (`generation << 32 | token`), 0 before the first write.
@@ -215,66 +211,6 @@ fn spin_for_change(
         std::hint::spin_loop();
     }
     None
-}
-
-/// A reader's retry state: spins, then yields; gives up when the same inconsistent state
-/// (`seen` = version and sequence) persists for [`STUCK_LIMIT`], which no live writer can
-/// cause (it never writes what is published), or after [`READ_DEADLINE`] in all.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    attempt: u32,
-    started: Option<Instant>,
-    seen: Option<(u64, u64)>,
-    stuck_since: Option<Instant>,
-}
-
-impl Backoff {
-    /// After a failed pass that saw `seen`: waits a little, or reports [`Error::Corrupt`]
-    /// about `what` ("value", "map").
-    pub(crate) fn retry(&mut self, name: &str, what: &str, seen: (u64, u64)) -> Result<()> {
-        self.attempt += 1;
-        let attempt = self.attempt;
-        if attempt < 64 {
-            std::hint::spin_loop();
-            return Ok(());
-        }
-        let now = Instant::now();
-        let t0 = *self.started.get_or_insert(now);
-        if self.seen != Some(seen) {
-            self.seen = Some(seen);
-            self.stuck_since = Some(now);
-        }
-        let stuck = self
-            .stuck_since
-            .is_some_and(|t| now.duration_since(t) > STUCK_LIMIT);
-        if stuck || now.duration_since(t0) > READ_DEADLINE {
-            return Err(Error::Corrupt {
-                name: name.to_owned(),
-                reason: format!(
-                    "no consistent {what} after {attempt} attempts: version {} and its \
-                     sequence {} {}",
-                    seen.0,
-                    seen.1,
-                    if stuck {
-                        "do not form a valid state"
-                    } else {
-                        "keep changing"
-                    }
-                ),
-            });
-        }
-        std::thread::yield_now();
-        Ok(())
-    }
-}
-
-/// Asks writers to hold off after a failed pass: once, and again if a writer's pause ran out
-/// and reset the request. Returns how many requests the reader must withdraw at the end.
-pub(crate) fn ask_hold_off(ctrl: &Control, asked: &mut u32) {
-    if *asked < 8 && (*asked == 0 || !seqlock::hold_off_standing(ctrl)) {
-        seqlock::ask_hold_off(ctrl);
-        *asked += 1;
-    }
 }
 
 /// The kernel's side of the writers' lock for one segment: liveness from the witness bytes'
