@@ -8,8 +8,9 @@ const OVERVIEW: &str = "\
 Named shared memory for Linux with the lifetime of a Windows named file mapping.
 
 A *transient* segment (the default) exists only while some process holds it: the last one to
-let go frees it, crash included. A *persistent* one stays until `shmem rm`. Each segment holds
-one value: a byte string with a version, never torn, that readers can wait on.";
+let go frees it, crash included. A *persistent* one stays until `shmem rm`. A segment holds one
+value (a byte string with a version, never torn, that readers can wait on) or a map of many
+keys, each such a value (`shmem map`).";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -18,6 +19,8 @@ Examples:
   shmem set config 'mode=fast'    store a value
   shmem get --text config         print it
   shmem watch config              print every change until Ctrl-C
+  shmem map hold workers &        keep a transient map of many keys alive
+  shmem map set workers w1 idle   set one of its keys
   shmem ls                        list segments with their attach counts
   shmem info config               who is attached, since when, with what mode
   shmem gc --dry-run              what a crash left behind
@@ -148,6 +151,21 @@ pub enum Command {
     ))]
     Ls(LsArgs),
 
+    /// Keys and values in one segment: set, get, del, ls, watch a map (`shmem map --help`).
+    #[command(after_help = concat!(
+        "A map holds many keys, each with a value and the map version of its last set. Like a \
+         value, a transient map lives while a process holds it (`shmem map hold NAME`); a \
+         persistent one stays until `shmem rm NAME`. Keys are given as text (at most 255 \
+         bytes); keys and values that are not printable are escaped as `watch` does.\n\n\
+         Examples:\n  shmem map create workers --size 65536 --persistent\n  \
+         shmem map set workers w1 idle\n  shmem map get workers w1\n  \
+         shmem map ls workers\n  shmem map watch workers        (every key)\n  \
+         shmem map watch workers w1     (one key)\n  shmem map del workers w1\n\n",
+        "Exit codes: 0 success, 1 error (e.g. the map is full), 2 usage, 3 no such map or key, \
+         4 timeout"
+    ))]
+    Map(MapArgs),
+
     /// Remove stale transient segments (persistent ones too with --persistent).
     #[command(after_help = concat!(
         "Never removes a segment that anyone holds, nor another user's (unless root).\n\n\
@@ -155,6 +173,165 @@ pub enum Command {
         "Exit codes: 0 done, 1 error"
     ))]
     Gc(GcArgs),
+}
+
+/// `shmem map`.
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    #[command(subcommand)]
+    pub command: MapCommand,
+}
+
+/// The `shmem map` commands.
+#[derive(Debug, Subcommand)]
+pub enum MapCommand {
+    /// Create a persistent map with room for --size bytes of records.
+    #[command(after_help = concat!(
+        "Each record takes 16 bytes plus its key and value, rounded up to 8. A transient map \
+         would be freed as this command exits: keep one with `shmem map hold NAME`.\n\n\
+         Examples:\n  shmem map create workers --size 65536 --persistent --mode 0660\n\n",
+        "Exit codes: 0 created, 1 error (e.g. exists), 2 usage"
+    ))]
+    Create(CreateArgs),
+
+    /// Keep a map attached (created if needed) until SIGINT or SIGTERM.
+    #[command(after_help = concat!(
+        "Prints `holding NAME (pid P)` once attached, then sleeps.\n\n\
+         Examples:\n  shmem map hold workers &\n  shmem map hold --size 1048576 telemetry\n\n",
+        "Exit codes: 0 released after a signal, 1 error, 2 usage"
+    ))]
+    Hold(HoldArgs),
+
+    /// Set KEY to VALUE in a map that exists.
+    #[command(after_help = concat!(
+        "Prints nothing; the map version of the set with --json.\n\n\
+         Examples:\n  shmem map set workers w1 busy\n  echo hi | shmem map set workers w1 -\n\n",
+        "Exit codes: 0 stored, 1 error (e.g. the map is full: nothing changed), 2 usage, \
+         3 no such map"
+    ))]
+    Set(MapSetArgs),
+
+    /// Print the value of KEY (raw bytes, or --text, or --json).
+    #[command(after_help = concat!(
+        "Examples:\n  shmem map get workers w1\n  shmem map get --json workers w1\n\n",
+        "Exit codes: 0 printed, 1 error, 2 usage, 3 no such map or key"
+    ))]
+    Get(MapGetArgs),
+
+    /// Remove KEY from a map.
+    #[command(after_help = concat!(
+        "Examples:\n  shmem map del workers w1\n\n",
+        "Exit codes: 0 removed, 1 error, 2 usage, 3 no such map or key"
+    ))]
+    Del(MapKeyArgs),
+
+    /// List every key at one map version: KEY VERSION LENGTH VALUE.
+    #[command(after_help = concat!(
+        "The listing is one consistent view of the map, sorted by key.\n\n\
+         Examples:\n  shmem map ls workers\n  shmem map ls --json workers\n\n",
+        "Exit codes: 0 listed, 1 error, 2 usage, 3 no such map"
+    ))]
+    Ls(MapLsArgs),
+
+    /// Print each change of a map (or of one KEY): VERSION set KEY VALUE, or VERSION del KEY.
+    #[command(after_help = concat!(
+        "Sleeps until the map changes (no polling) and prints what changed. Changes faster \
+         than they are printed are coalesced: a key set twice is printed once, with its last \
+         value; a key deleted meanwhile is printed as `del` with the map version at which the \
+         watch saw it gone.\n\n\
+         Examples:\n  shmem map watch workers\n  shmem map watch workers w1 -c 1\n  \
+         shmem map watch --json workers\n\n",
+        "Exit codes: 0 done or interrupted, 1 error, 2 usage, 3 no such map (or removed while \
+         watched), 4 timeout"
+    ))]
+    Watch(MapWatchArgs),
+}
+
+/// `shmem map set`.
+#[derive(Debug, Args)]
+pub struct MapSetArgs {
+    /// The map's name.
+    pub name: String,
+
+    /// The key.
+    pub key: String,
+
+    /// The value; `-` reads standard input.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub value: Option<String>,
+
+    /// Read the value from this file.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+
+    /// Print a JSON object with the map version of the set.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shmem map get`.
+#[derive(Debug, Args)]
+pub struct MapGetArgs {
+    /// The map's name.
+    pub name: String,
+
+    /// The key.
+    pub key: String,
+
+    /// Print the value as UTF-8 text followed by a newline (escaped on a terminal).
+    #[arg(long, conflicts_with = "json")]
+    pub text: bool,
+
+    /// Print a JSON object with the key, version and value.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shmem map del`.
+#[derive(Debug, Args)]
+pub struct MapKeyArgs {
+    /// The map's name.
+    pub name: String,
+
+    /// The key.
+    pub key: String,
+}
+
+/// `shmem map ls`.
+#[derive(Debug, Args)]
+pub struct MapLsArgs {
+    /// The map's name.
+    pub name: String,
+
+    /// Print a JSON object with the map version and every entry.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shmem map watch`.
+#[derive(Debug, Args)]
+pub struct MapWatchArgs {
+    /// The map's name.
+    pub name: String,
+
+    /// Watch only this key.
+    pub key: Option<String>,
+
+    /// Exit after this many printed changes.
+    #[arg(long, short = 'c')]
+    pub count: Option<u64>,
+
+    /// Print one JSON object per change and line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Start from this map version instead of the current one (0: print every key first).
+    #[arg(long)]
+    pub since: Option<u64>,
+
+    /// Give up after this many milliseconds in all (exit code 4).
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
 }
 
 /// `shmem demo`.
@@ -253,7 +430,7 @@ pub struct CreateArgs {
     /// The segment's name.
     pub name: String,
 
-    /// The capacity: the largest value, in bytes.
+    /// The capacity in bytes: a value's largest value, or the room for a map's records.
     #[arg(long, short, value_parser = parse_size)]
     pub size: usize,
 
@@ -283,8 +460,8 @@ pub struct HoldArgs {
     /// The segment's name.
     pub name: String,
 
-    /// The capacity if the value has to be created (default 4096); an existing one must
-    /// hold at least this much.
+    /// The capacity if the segment has to be created (default 4096 for a value, 65536 for a
+    /// map); an existing one must hold at least this much.
     #[arg(long, short, value_parser = parse_size)]
     pub size: Option<usize>,
 }

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
 use rustix::process::{kill_process, Pid, Signal};
-use shmem::Value;
+use shmem::{Map, Value};
 
 use crate::error::{Failure, Result};
 
@@ -31,9 +31,9 @@ struct State {
     raised: bool,
     /// A child that has not been reaped yet: the handler sends it SIGTERM.
     child: Option<Pid>,
-    /// A value this process may be waiting on: the handler wakes its waiters, which then see
-    /// the raised flag. Weak, so that the handler never keeps a segment attached.
-    waiting_on: Option<Weak<Value>>,
+    /// A value or map this process may be waiting on: the handler wakes its waiters, which
+    /// then see the raised flag. Weak, so that the handler never keeps a segment attached.
+    waiting_on: Option<Weak<dyn Wake>>,
 }
 
 impl Interrupt {
@@ -75,17 +75,18 @@ impl Interrupt {
         }
     }
 
-    /// Sets the value whose waiters a signal must wake.
-    pub fn set_waiting_on(&self, value: &Arc<Value>) {
-        self.state().waiting_on = Some(Arc::downgrade(value));
+    /// Sets the value or map whose waiters a signal must wake.
+    pub fn set_waiting_on<T: Wake + 'static>(&self, target: &Arc<T>) {
+        let weak: Weak<dyn Wake> = Arc::downgrade(target) as Weak<T>;
+        self.state().waiting_on = Some(weak);
     }
 
     fn raise(&self) {
         let mut state = self.state();
         state.raised = true;
         stop(state.child);
-        if let Some(value) = state.waiting_on.as_ref().and_then(Weak::upgrade) {
-            value.wake_waiters();
+        if let Some(target) = state.waiting_on.as_ref().and_then(Weak::upgrade) {
+            target.wake_waiters();
         }
         self.shared.raised.notify_all();
     }
@@ -95,6 +96,24 @@ impl Interrupt {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a signal wakes: the waiters of a value or of a map.
+pub trait Wake: Send + Sync {
+    /// Wakes every thread that sleeps in a wait on it.
+    fn wake_waiters(&self);
+}
+
+impl Wake for Value {
+    fn wake_waiters(&self) {
+        Value::wake_waiters(self);
+    }
+}
+
+impl Wake for Map {
+    fn wake_waiters(&self) {
+        Map::wake_waiters(self);
     }
 }
 

@@ -21,16 +21,25 @@ pub struct Json<'a> {
 impl<'a> Json<'a> {
     /// The JSON form of `bytes`, at `version`, of segment `name`.
     pub fn new(name: &'a str, version: u64, bytes: &'a [u8]) -> Json<'a> {
-        let text = std::str::from_utf8(bytes).ok();
+        let (value, value_hex) = text_or_hex(bytes);
         Json {
             name,
             version,
             length: bytes.len(),
-            value: text,
-            value_hex: text
-                .is_none()
-                .then(|| bytes.iter().map(|b| format!("{b:02x}")).collect()),
+            value,
+            value_hex,
         }
+    }
+}
+
+/// `bytes` as text when they are UTF-8, else `None` and their hexadecimal.
+pub fn text_or_hex(bytes: &[u8]) -> (Option<&str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text), None),
+        Err(_) => (
+            None,
+            Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        ),
     }
 }
 

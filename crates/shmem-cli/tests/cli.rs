@@ -511,14 +511,38 @@ fn help_documents_exit_codes_and_examples() {
         top.contains("Exit codes:") && top.contains("4  timeout"),
         "{top}"
     );
-    for cmd in [
-        "demo", "set", "get", "watch", "create", "rm", "hold", "info", "ls", "gc",
-    ] {
-        let help = dir.ok(&[cmd, "--help"]).stdout;
-        assert!(help.contains("Examples:"), "{cmd}: {help}");
-        assert!(help.contains("Exit codes:"), "{cmd}: {help}");
-        assert!(help.contains("--dir"), "{cmd}: {help}");
+    // Every command the help lists, and every command of a command group (`map`), so that a
+    // new command cannot go without examples and exit codes.
+    let mut checked = Vec::new();
+    let mut todo: Vec<Vec<String>> = commands(&top).into_iter().map(|c| vec![c]).collect();
+    while let Some(cmd) = todo.pop() {
+        let mut args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = dir.ok(&args).stdout;
+        assert!(help.contains("Examples:"), "{cmd:?}: {help}");
+        assert!(help.contains("Exit codes:"), "{cmd:?}: {help}");
+        assert!(help.contains("--dir"), "{cmd:?}: {help}");
+        for sub in commands(&help) {
+            todo.push([cmd.clone(), vec![sub]].concat());
+        }
+        checked.push(cmd.join(" "));
     }
+    checked.sort();
+    for expected in ["demo", "gc", "ls", "map", "map del", "map watch", "watch"] {
+        assert!(checked.iter().any(|c| c == expected), "{checked:?}");
+    }
+}
+
+/// The commands a `--help` lists under "Commands:" (without `help`).
+fn commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]

@@ -127,6 +127,18 @@ impl Info {
             _ => None,
         }
     }
+
+    /// The capacity in bytes of a value (its largest value), a map (its heap for records) or a
+    /// raw segment (its data bytes), derived from the size in the header as an attached handle
+    /// would; `None` for foreign or unfinished segments, or a size no layout of its kind has.
+    pub fn capacity(&self) -> Option<usize> {
+        let h = self.header?;
+        match h.kind {
+            crate::Kind::Value => crate::value::capacity_for_size(h.size),
+            crate::Kind::Map => crate::map::capacity_for_size(h.size),
+            crate::Kind::Raw => usize::try_from(h.size.checked_sub(crate::HEADER_LEN as u64)?).ok(),
+        }
+    }
 }
 
 /// Inspects segment `name` in `dir`.

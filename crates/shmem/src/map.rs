@@ -871,6 +871,12 @@ impl MapBuilder {
     }
 }
 
+/// The heap bytes of a map whose segment is `size` bytes, header included (what `admin` shows
+/// without attaching); `None` if no map layout has that size.
+pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
+    Layout::from_size(size).map(|l| l.heap)
+}
+
 /// Keys and values shared between processes in one segment.
 ///
 /// Keys are non-empty byte strings of up to [`MAX_KEY_LEN`] bytes (`&str` works too); values

@@ -28,7 +28,9 @@ pub fn run(dir: &Path, args: &CreateArgs) -> Result {
         return Err(Failure::new(
             EXIT_USAGE,
             format!(
-                "a transient segment lives only while a process holds it, and nobody holds                  '{name}', so it would be freed as this command exits: keep one alive with                  `shmem hold {name} --size {}`, or create it with --persistent",
+                "a transient segment lives only while a process holds it, and nobody holds \
+                 '{name}', so it would be freed as this command exits: keep one alive with \
+                 `shmem hold {name} --size {}`, or create it with --persistent",
                 args.size
             ),
         ));

@@ -1,7 +1,8 @@
 //! `shmem info NAME`: everything about one segment.
 //!
 //! The facts come from `shmem::admin::inspect`, which does not attach (the capacity too, from the
-//! size in the header). Only the version of a value needs an attach, and it is short and read-only. It is skipped for a
+//! size in the header). Only the version of a value, and a map's keys and bytes in use, need an
+//! attach, which is short and read-only. It is skipped for a
 //! transient segment that nobody holds: attaching would start a new, empty generation of it
 //! (and be its last user), which is not what looking should do.
 
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use shmem::admin::{self, State};
-use shmem::{Kind, Lifetime, Value};
+use shmem::{Kind, Lifetime, Map, Value};
 
 use crate::cli::InfoArgs;
 use crate::error::Result;
@@ -22,6 +23,17 @@ struct Process {
     pid: u32,
     /// From `/proc/PID/comm`; `null` if it exited meanwhile.
     command: Option<String>,
+}
+
+/// How full a map is, at `version`.
+#[derive(Serialize)]
+struct MapUsage {
+    keys: usize,
+    max_keys: usize,
+    /// Heap bytes the live records take.
+    bytes_used: usize,
+    /// Heap bytes not taken by live records (a set compacts the heap when it needs them).
+    bytes_free: usize,
 }
 
 /// What `info` shows, and `info --json` prints.
@@ -48,10 +60,14 @@ struct Output {
     attachments: Option<u64>,
     /// The segment's size in bytes, header included.
     size: u64,
-    /// The largest value in bytes (needs an attach).
+    /// A value's largest value, a map's bytes for records, a raw segment's data bytes (from
+    /// the size in the header).
     capacity: Option<usize>,
-    /// The value's version (needs an attach).
+    /// The value's or the map's version (needs an attach).
     version: Option<u64>,
+    /// A map's keys and heap use (needs an attach).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map: Option<MapUsage>,
     /// Why there is no version or capacity.
     #[serde(skip_serializing_if = "Option::is_none")]
     version_unavailable: Option<String>,
@@ -94,8 +110,18 @@ pub fn run(dir: &Path, args: &InfoArgs) -> Result {
         shmid: info.memory.map(|m| m.shmid),
         attachments: info.memory.map(|m| m.attachments),
         size: info.size,
-        capacity: info.value_capacity(),
-        version: peeked.as_ref().ok().copied(),
+        capacity: info.capacity(),
+        version: peeked.as_ref().ok().map(|p| p.version),
+        map: peeked
+            .as_ref()
+            .ok()
+            .and_then(|p| p.map.as_ref())
+            .map(|u| MapUsage {
+                keys: u.keys,
+                max_keys: u.max_keys,
+                bytes_used: u.live_bytes,
+                bytes_free: u.heap_bytes.saturating_sub(u.live_bytes),
+            }),
         version_unavailable: peeked.err(),
         created: info.header.map(|h| report::time(h.created)),
         created_ago: info.header.map(|h| report::age(h.created)),
@@ -128,29 +154,54 @@ pub fn run(dir: &Path, args: &InfoArgs) -> Result {
     Ok(())
 }
 
-/// The value's version, or why it is not known.
-fn peek(dir: &Path, info: &admin::Info) -> Result<u64, String> {
+/// What an attach shows: the version, and a map's usage.
+struct Peeked {
+    version: u64,
+    map: Option<shmem::Usage>,
+}
+
+/// The value's or map's version (and a map's usage), or why they are not known.
+fn peek(dir: &Path, info: &admin::Info) -> Result<Peeked, String> {
     let Some(header) = info.header else {
         return Err("the header is not readable".into());
     };
-    if header.kind != Kind::Value {
-        return Err("a raw segment has no version".into());
-    }
-    if info.value_capacity().is_none() {
-        return Err(format!(
-            "its size of {} bytes is not a value layout (256 bytes of header and control, then \
-             two equal slots of a multiple of 64 bytes)",
-            header.size
-        ));
+    let layout = match header.kind {
+        Kind::Raw => return Err("a raw segment has no version".into()),
+        Kind::Value => {
+            "a value layout (256 bytes of header and control, then two equal slots of a \
+             multiple of 64 bytes)"
+        }
+        Kind::Map => "a map layout",
+    };
+    if info.capacity().is_none() {
+        return Err(format!("its size of {} bytes is not {layout}", header.size));
     }
     if info.state == State::Stale && header.lifetime == Lifetime::Transient {
         return Err("nobody holds it, and attaching would start it anew".into());
     }
-    match Value::builder(&info.name).dir(dir).open_existing() {
-        Ok(value) => Ok(value.version()),
-        Err(shmem::Error::NotFound { .. }) => Err("its last holder let go meanwhile".into()),
-        Err(e) => Err(e.to_string()),
-    }
+    let peeked = match header.kind {
+        Kind::Map => Map::builder(&info.name)
+            .dir(dir)
+            .open_existing()
+            .and_then(|map| {
+                let usage = map.usage()?;
+                Ok(Peeked {
+                    version: usage.version,
+                    map: Some(usage),
+                })
+            }),
+        _ => Value::builder(&info.name)
+            .dir(dir)
+            .open_existing()
+            .map(|value| Peeked {
+                version: value.version(),
+                map: None,
+            }),
+    };
+    peeked.map_err(|e| match e {
+        shmem::Error::NotFound { .. } => "its last holder let go meanwhile".into(),
+        e => e.to_string(),
+    })
 }
 
 fn print(out: &mut impl Write, o: &Output) -> io::Result<()> {
@@ -181,6 +232,14 @@ fn print(out: &mut impl Write, o: &Output) -> io::Result<()> {
     match o.version {
         Some(version) => writeln!(out, "version:    {version}")?,
         None => writeln!(out, "version:    {}", unknown())?,
+    }
+    if let Some(m) = &o.map {
+        writeln!(out, "keys:       {} of at most {}", m.keys, m.max_keys)?;
+        writeln!(
+            out,
+            "records:    {} bytes used, {} free",
+            m.bytes_used, m.bytes_free
+        )?;
     }
     match (&o.created, &o.created_ago, o.creator_pid) {
         (Some(at), Some(ago), Some(pid)) => {

@@ -19,7 +19,8 @@ struct Row {
     state: &'static str,
     /// The file's size in bytes.
     size: u64,
-    /// What it holds: a value's capacity, a raw segment's data bytes; `None` otherwise.
+    /// What it holds: a value's largest value, a map's room for records, a raw segment's
+    /// data bytes; `None` otherwise.
     capacity: Option<u64>,
     lifetime: Option<&'static str>,
     kind: Option<&'static str>,
@@ -48,13 +49,7 @@ pub fn run(dir: &Path, args: &LsArgs) -> Result {
             State::Stale if persistent => "idle",
             ref s => s.as_str(),
         };
-        let capacity = match info.header {
-            Some(h) if h.kind == shmem::Kind::Value => info.value_capacity().map(|c| c as u64),
-            Some(h) if h.kind == shmem::Kind::Raw => {
-                Some(h.size.saturating_sub(shmem::HEADER_LEN as u64))
-            }
-            _ => None,
-        };
+        let capacity = info.capacity().map(|c| c as u64);
         rows.push(Row {
             name: info.name,
             state,

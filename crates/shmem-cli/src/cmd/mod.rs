@@ -7,6 +7,7 @@ mod get;
 mod hold;
 mod info;
 mod ls;
+mod map;
 mod rm;
 mod set;
 mod watch;
@@ -15,11 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmem::Value;
+use shmem::{Kind, Segment, Value};
 
 use crate::cli::{Cli, Command};
 use crate::error::{Failure, Result, EXIT_NOT_FOUND};
-use crate::interrupt::Interrupt;
+use crate::interrupt::{Interrupt, Wake};
 
 /// Runs the command line's command.
 pub fn run(cli: Cli) -> Result {
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result {
         Command::Hold(args) => hold::run(dir, args),
         Command::Info(args) => info::run(dir, args),
         Command::Ls(args) => ls::run(dir, args),
+        Command::Map(args) => map::run(dir, args),
         Command::Gc(args) => gc::run(dir, args),
     }
 }
@@ -45,21 +47,32 @@ fn open_existing(dir: &Path, name: &str) -> Result<Value> {
     Value::builder(name)
         .dir(dir)
         .open_existing()
-        .map_err(|e| match e {
-            shmem::Error::NotFound { .. } => Failure::new(
-                EXIT_NOT_FOUND,
-                format!(
-                    "segment '{name}' does not exist in {}{}: a transient segment lives only \
-                     while a process holds it; keep one with `shmem hold {name}`, or create a \
-                     persistent one with `shmem create {name} --size N --persistent`",
-                    dir.display(),
-                    did_you_mean(dir, name)
-                        .map(|n| format!(" (did you mean '{n}'?)"))
-                        .unwrap_or_default()
-                ),
+        .map_err(|e| not_found(dir, name, Kind::Value, e))
+}
+
+/// `e`, or for [`shmem::Error::NotFound`] a message that says how to make `name` (a value or
+/// a map) exist, and which existing name it may be a typo of.
+fn not_found(dir: &Path, name: &str, kind: Kind, e: shmem::Error) -> Failure {
+    let cmd = if kind == Kind::Map {
+        "shmem map"
+    } else {
+        "shmem"
+    };
+    match e {
+        shmem::Error::NotFound { .. } => Failure::new(
+            EXIT_NOT_FOUND,
+            format!(
+                "segment '{name}' does not exist in {}{}: a transient segment lives only \
+                 while a process holds it; keep one with `{cmd} hold {name}`, or create a \
+                 persistent one with `{cmd} create {name} --size N --persistent`",
+                dir.display(),
+                did_you_mean(dir, name)
+                    .map(|n| format!(" (did you mean '{n}'?)"))
+                    .unwrap_or_default()
             ),
-            e => e.into(),
-        })
+        ),
+        e => e.into(),
+    }
 }
 
 /// The name of a segment in `dir` closest to `name`, if one is close enough to be a typo
@@ -97,9 +110,23 @@ fn wait_change(
     timeout: Option<(Duration, Instant)>,
     interrupt: &Interrupt,
 ) -> Result<Waited> {
-    interrupt.set_waiting_on(value);
+    wait_with(value, timeout, interrupt, |value, left, cancelled| {
+        value.wait_changed_unless(since, left, cancelled)
+    })
+}
+
+/// Runs `wait(target, time left, cancelled)`, a library wait that returns `Ok(None)` once
+/// `cancelled()` is true, with a signal waking it: `Interrupted` then, `Changed` when it
+/// returned a version, a timeout failure saying `timeout` when `deadline` passed first.
+fn wait_with<T: Wake + 'static>(
+    target: &Arc<T>,
+    timeout: Option<(Duration, Instant)>,
+    interrupt: &Interrupt,
+    wait: impl FnOnce(&T, Option<Duration>, &dyn Fn() -> bool) -> shmem::Result<Option<u64>>,
+) -> Result<Waited> {
+    interrupt.set_waiting_on(target);
     let left = timeout.map(|(_, deadline)| deadline.saturating_duration_since(Instant::now()));
-    match value.wait_changed_unless(since, left, || interrupt.is_raised()) {
+    match wait(target, left, &|| interrupt.is_raised()) {
         Ok(Some(_)) => Ok(Waited::Changed),
         Ok(None) => Ok(Waited::Interrupted),
         Err(shmem::Error::Timeout { name, what, .. }) => Err(shmem::Error::Timeout {
@@ -110,6 +137,53 @@ fn wait_change(
         .into()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// How often a sleeping watch checks that its name still leads to its generation.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs `wait(slice)` (a wait like [`wait_change`] with that timeout) in slices of
+/// [`CHECK_EVERY`] until it returns or `timeout` passes, failing as soon as the name of `seg`
+/// no longer leads to the generation it holds: a watch on it would wait forever.
+fn wait_watching_removal(
+    seg: &Segment,
+    timeout: Option<(Duration, Instant)>,
+    mut wait: impl FnMut(Option<(Duration, Instant)>) -> Result<Waited>,
+) -> Result<Waited> {
+    loop {
+        let now = Instant::now();
+        let slice_end = now + CHECK_EVERY;
+        let last = timeout.is_some_and(|(_, deadline)| deadline <= slice_end);
+        let slice = match timeout {
+            Some((t, deadline)) if last => Some((t, deadline)),
+            _ => Some((CHECK_EVERY, slice_end)),
+        };
+        match wait(slice) {
+            Err(e) if !last && e.is_timeout() => {}
+            r => {
+                if let Ok(Waited::Changed) = r {
+                    check_current(seg)?;
+                }
+                return r;
+            }
+        }
+        check_current(seg)?;
+    }
+}
+
+fn check_current(seg: &Segment) -> Result {
+    if seg.is_current() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        EXIT_NOT_FOUND,
+        format!(
+            "segment '{}' was removed while being watched (`shmem rm --force`, or a new \
+             generation took its name): this watch holds the old generation, which no new value \
+             will reach; stopping",
+            seg.name()
+        ),
+    ))
 }
 
 /// A `--timeout MS` option as the duration and the deadline it sets from now (none if it is

@@ -8,18 +8,19 @@ use crate::error::{Failure, Result};
 
 pub fn run(dir: &Path, args: &SetArgs) -> Result {
     // Read the input before attaching: reading a terminal can take as long as the user likes.
-    let data = input(args)?;
+    let data = input(args.value.as_deref(), args.file.as_deref())?;
     let value = super::open_existing(dir, &args.name)?;
     value.set(&data)?;
     Ok(())
 }
 
-fn input(args: &SetArgs) -> Result<Vec<u8>> {
-    if let Some(file) = &args.file {
+/// The value to store: the contents of `file`, standard input for `-`, or `value` itself.
+pub(super) fn input(value: Option<&str>, file: Option<&Path>) -> Result<Vec<u8>> {
+    if let Some(file) = file {
         return std::fs::read(file)
             .map_err(|e| Failure::error(format!("cannot read {}: {e}", file.display())));
     }
-    match args.value.as_deref() {
+    match value {
         Some("-") => {
             let mut data = Vec::new();
             std::io::stdin()
