@@ -256,13 +256,8 @@ pub struct MapSetArgs {
     /// The key.
     pub key: String,
 
-    /// The value; `-` reads standard input.
-    #[arg(required_unless_present = "file", conflicts_with = "file")]
-    pub value: Option<String>,
-
-    /// Read the value from this file.
-    #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: Input,
 
     /// Print a JSON object with the map version of the set.
     #[arg(long)]
@@ -363,6 +358,13 @@ pub struct SetArgs {
     /// The segment's name.
     pub name: String,
 
+    #[command(flatten)]
+    pub input: Input,
+}
+
+/// Where the value to store comes from.
+#[derive(Debug, Args)]
+pub struct Input {
     /// The value; `-` reads standard input.
     #[arg(required_unless_present = "file", conflicts_with = "file")]
     pub value: Option<String>,

@@ -1,6 +1,5 @@
 //! `shmem get NAME`: print a value, optionally after waiting for it to change.
 
-use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 
 use super::Waited;
@@ -26,18 +25,8 @@ pub fn run(dir: &Path, args: &GetArgs) -> Result {
     let (bytes, version) = value.get_vec()?;
     drop(value);
 
-    let mut out = io::stdout().lock();
-    if args.json {
-        let output = crate::render::Json::new(&args.name, version, &bytes);
-        serde_json::to_writer_pretty(&mut out, &output).map_err(io::Error::from)?;
-        writeln!(out)?;
-    } else if args.text && io::stdout().is_terminal() {
-        writeln!(out, "{}", crate::render::one_line(&bytes))?;
-    } else if args.text {
-        writeln!(out, "{}", String::from_utf8_lossy(&bytes))?;
-    } else {
-        out.write_all(&bytes)?;
-    }
-    out.flush()?;
-    Ok(())
+    let json = args
+        .json
+        .then(|| crate::render::Json::new(&args.name, version, &bytes));
+    super::print_value(&bytes, args.text, json.as_ref())
 }

@@ -1,6 +1,5 @@
 //! `shmem hold NAME`: keep a value attached until told to stop.
 
-use std::io::{self, Write};
 use std::path::Path;
 
 use shmem::Value;
@@ -25,11 +24,5 @@ pub fn run(dir: &Path, args: &HoldArgs) -> Result {
             Err(e) => return Err(e.into()),
         },
     };
-    let mut out = io::stdout().lock();
-    writeln!(out, "holding {} (pid {})", args.name, std::process::id())?;
-    out.flush()?;
-    drop(out);
-    interrupt.wait();
-    drop(value);
-    Ok(())
+    super::hold_until_signalled(&args.name, &interrupt, value)
 }

@@ -7,7 +7,7 @@
 //! key it waits on that key alone.
 
 use std::collections::BTreeMap;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -98,18 +98,12 @@ fn hold(dir: &Path, args: &HoldArgs) -> Result {
             Err(e) => return Err(e.into()),
         },
     };
-    let mut out = io::stdout().lock();
-    writeln!(out, "holding {} (pid {})", args.name, std::process::id())?;
-    out.flush()?;
-    drop(out);
-    interrupt.wait();
-    drop(map);
-    Ok(())
+    super::hold_until_signalled(&args.name, &interrupt, map)
 }
 
 fn set(dir: &Path, args: &MapSetArgs) -> Result {
     // Read the input before attaching: reading a terminal can take as long as the user likes.
-    let data = super::set::input(args.value.as_deref(), args.file.as_deref())?;
+    let data = super::set::input(&args.input)?;
     let map = open_existing(dir, &args.name)?;
     let version = map.set(&args.key, &data)?;
     drop(map);
@@ -130,24 +124,12 @@ fn get(dir: &Path, args: &MapGetArgs) -> Result {
     let Some((bytes, version)) = found else {
         return Err(key_not_found(&args.name, &args.key));
     };
-    let mut out = io::stdout().lock();
-    if args.json {
-        let entry = Change {
-            name: &args.name,
-            op: None,
-            item: Item::set(args.key.as_bytes(), version, &bytes),
-        };
-        serde_json::to_writer_pretty(&mut out, &entry).map_err(io::Error::from)?;
-        writeln!(out)?;
-    } else if args.text && io::stdout().is_terminal() {
-        writeln!(out, "{}", one_line(&bytes))?;
-    } else if args.text {
-        writeln!(out, "{}", String::from_utf8_lossy(&bytes))?;
-    } else {
-        out.write_all(&bytes)?;
-    }
-    out.flush()?;
-    Ok(())
+    let entry = args.json.then(|| Change {
+        name: &args.name,
+        op: None,
+        item: Item::set(args.key.as_bytes(), version, &bytes),
+    });
+    super::print_value(&bytes, args.text, entry.as_ref())
 }
 
 fn del(dir: &Path, args: &MapKeyArgs) -> Result {

@@ -12,6 +12,7 @@ mod rm;
 mod set;
 mod watch;
 
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,6 +185,36 @@ fn check_current(seg: &Segment) -> Result {
             seg.name()
         ),
     ))
+}
+
+/// Prints a value as `get` does: `json` (pretty) if given; else with `text` as a line of UTF-8
+/// (escaped on a terminal, so a value cannot drive it); else the raw bytes.
+fn print_value(bytes: &[u8], text: bool, json: Option<&impl serde::Serialize>) -> Result {
+    let mut out = io::stdout().lock();
+    if let Some(json) = json {
+        serde_json::to_writer_pretty(&mut out, json).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else if text && io::stdout().is_terminal() {
+        writeln!(out, "{}", crate::render::one_line(bytes))?;
+    } else if text {
+        writeln!(out, "{}", String::from_utf8_lossy(bytes))?;
+    } else {
+        out.write_all(bytes)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Says `holding NAME (pid P)`, then keeps `handle` (an attached value or map) until a signal
+/// arrives, and detaches.
+fn hold_until_signalled<T>(name: &str, interrupt: &Interrupt, handle: T) -> Result {
+    let mut out = io::stdout().lock();
+    writeln!(out, "holding {name} (pid {})", std::process::id())?;
+    out.flush()?;
+    drop(out);
+    interrupt.wait();
+    drop(handle);
+    Ok(())
 }
 
 /// A `--timeout MS` option as the duration and the deadline it sets from now (none if it is

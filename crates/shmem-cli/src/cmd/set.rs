@@ -3,24 +3,24 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::cli::SetArgs;
+use crate::cli::{Input, SetArgs};
 use crate::error::{Failure, Result};
 
 pub fn run(dir: &Path, args: &SetArgs) -> Result {
     // Read the input before attaching: reading a terminal can take as long as the user likes.
-    let data = input(args.value.as_deref(), args.file.as_deref())?;
+    let data = input(&args.input)?;
     let value = super::open_existing(dir, &args.name)?;
     value.set(&data)?;
     Ok(())
 }
 
-/// The value to store: the contents of `file`, standard input for `-`, or `value` itself.
-pub(super) fn input(value: Option<&str>, file: Option<&Path>) -> Result<Vec<u8>> {
-    if let Some(file) = file {
+/// The value to store: the contents of `--file`, standard input for `-`, or the value itself.
+pub(super) fn input(input: &Input) -> Result<Vec<u8>> {
+    if let Some(file) = &input.file {
         return std::fs::read(file)
             .map_err(|e| Failure::error(format!("cannot read {}: {e}", file.display())));
     }
-    match value {
+    match input.value.as_deref() {
         Some("-") => {
             let mut data = Vec::new();
             std::io::stdin()
