@@ -20,6 +20,34 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Whether a test that needs something this machine may lack can run: `why` is `None` when
+/// it can. Otherwise it is skipped with a message naming `what` and `why`, except under CI
+/// (the `CI` variable set, as `.ci/run` does), where a test that cannot run fails.
+pub fn require(what: &str, why: Option<String>) -> bool {
+    match why {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => {
+            panic!("{what} cannot run under CI: {why}")
+        }
+        Some(why) => {
+            eprintln!("skipped {what}: {why}");
+            false
+        }
+    }
+}
+
+/// `None` when running as root with `setpriv` (util-linux) at hand, to run a command as
+/// another user; else why not.
+pub fn can_switch_users() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("switching users needs root".into());
+    }
+    match std::process::Command::new("setpriv").arg("--version").output() {
+        Ok(_) => None,
+        Err(e) => Some(format!("setpriv (util-linux) is not usable: {e}")),
+    }
+}
+
 /// A name unique to this process and call: `t-<tag>-<pid>-<n>`.
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

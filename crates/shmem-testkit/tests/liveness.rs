@@ -7,24 +7,10 @@ use std::time::{Duration, Instant};
 
 use shmem::{Error, Value};
 use shmem_testkit::{
-    checked_value, field, helper_path, unique_name, verify_value, wait_for, Proc, Rng, TestDir,
+    checked_value, field, helper_path, require, unique_name, verify_value, wait_for, Proc, Rng, TestDir,
 };
 
 const T: Duration = Duration::from_secs(20);
-
-/// Skips (with a message) when `why` is `Some`, except under CI, where it fails.
-fn require(what: &str, why: Option<String>) -> bool {
-    match why {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => {
-            panic!("{what} cannot run under CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipped {what}: {why}");
-            false
-        }
-    }
-}
 
 fn value(dir: &TestDir, name: &str, cap: usize) -> Value {
     Value::builder(name)

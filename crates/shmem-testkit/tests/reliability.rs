@@ -8,15 +8,12 @@ use std::time::{Duration, Instant};
 
 use shmem::{Error, Segment, Value};
 use shmem_testkit::{
-    checked_value, helper_path, hex, unique_name, verify_value, Proc, Rng, TestDir,
+    can_switch_users, checked_value, helper_path, hex, require, unique_name, verify_value, Proc,
+    Rng, TestDir,
 };
 
 const T: Duration = Duration::from_secs(30);
 const NOBODY: &str = "65534";
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 /// Runs `shmem-helper ARGS` as uid/gid `NOBODY`, with `group` as its only supplementary group.
 fn helper_as_nobody(group: &str, args: &[&str]) -> (bool, String) {
@@ -36,8 +33,7 @@ fn helper_as_nobody(group: &str, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn other_users_are_refused_unless_the_group_mode_lets_them_in() {
-    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
-        println!("skipped: needs root and setpriv to switch users");
+    if !require("the other-users test", can_switch_users()) {
         return;
     }
     let dir = TestDir::new("users");
@@ -259,11 +255,7 @@ fn one_handle_used_from_many_threads() {
 
 #[test]
 fn a_last_detacher_that_does_not_own_the_name_still_frees_the_segment() {
-    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI must run this test: it needs root and setpriv");
-        }
-        println!("skipped: needs root and setpriv to switch users");
+    if !require("the cross-user detach test", can_switch_users()) {
         return;
     }
     // A sticky, world-writable directory like /dev/shm: only a file's owner may unlink it.

@@ -4,7 +4,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use shmem::{admin, Error, Lifetime, Segment};
-use shmem_testkit::{field, hex, unique_name, Proc, TestDir};
+use shmem_testkit::{field, hex, require, unique_name, Proc, TestDir};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -383,8 +383,11 @@ fn modes_and_owners() {
     );
     drop(sut);
 
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: changing a segment's owner needs root");
+    let root = rustix::process::geteuid().is_root();
+    if !require(
+        "the other-owner half",
+        (!root).then(|| "changing a segment's owner needs root".into()),
+    ) {
         return;
     }
     // A segment owned by another user: refused by default, not trusted for lifetime
@@ -443,7 +446,7 @@ impl Drop for TinyTmpfs {
 #[test]
 fn a_segment_that_does_not_fit_a_tiny_tmpfs_fails_cleanly_at_open() {
     let Some(tiny) = TinyTmpfs::mount() else {
-        println!("skipped: cannot mount a tmpfs here (needs root)");
+        require("the tiny tmpfs test", Some("cannot mount a tmpfs here (needs root)".into()));
         return;
     };
     // File storage (persistent) lives in the tmpfs; transient segments keep their memory in
@@ -1019,10 +1022,7 @@ impl Drop for Hugetlbfs {
 #[test]
 fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
     let Some(huge) = Hugetlbfs::mount() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI must run this test: it needs root to mount hugetlbfs");
-        }
-        println!("skipped: cannot mount hugetlbfs here (needs root)");
+        require("the hugetlbfs test", Some("cannot mount hugetlbfs here (needs root)".into()));
         return;
     };
     let d = huge.dir.path();
@@ -1069,10 +1069,7 @@ fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
 #[test]
 fn running_out_of_inodes_is_a_clear_error() {
     let Some(tiny) = TinyTmpfs::mount_with("size=256k,nr_inodes=3") else {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI must run this test: it needs root to mount a tmpfs");
-        }
-        println!("skipped: cannot mount a tmpfs here (needs root)");
+        require("the inode test", Some("cannot mount a tmpfs here (needs root)".into()));
         return;
     };
     let d = tiny.dir.path();
