@@ -42,7 +42,10 @@ pub fn can_switch_users() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return Some("switching users needs root".into());
     }
-    match std::process::Command::new("setpriv").arg("--version").output() {
+    match std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+    {
         Ok(_) => None,
         Err(e) => Some(format!("setpriv (util-linux) is not usable: {e}")),
     }

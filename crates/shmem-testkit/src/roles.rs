@@ -40,6 +40,7 @@ pub fn run(args: &[String]) -> ! {
         ["fd-limit", dir, name] => fd_limit(dir, name),
         ["hold-lock", dir, name, cap, then] => hold_lock(dir, name, num(cap) as usize, then),
         ["sets", dir, name, n] => sets(dir, name, num(n)),
+        ["map-sets", dir, name, n] => map_sets(dir, name, num(n)),
         ["sole-writer", dir, name, cap, seed] => {
             sole_writer(dir, name, num(cap) as usize, num(seed))
         }
@@ -49,6 +50,7 @@ pub fn run(args: &[String]) -> ! {
         ["raw-clone", dir, name] => raw_clone(dir, name),
         ["fill", dir, name, size] => fill(dir, name, num(size) as usize),
         ["hold-many", dir, prefix, count, rest @ ..] => hold_many(dir, prefix, num(count), rest),
+        ["open-until-full", dir, prefix] => open_until_full(dir, prefix),
         ["fork-hold", dir, name, rest @ ..] => fork_hold(dir, name, rest),
         ["noop"] => Ok(()),
         ["orphan", what] => orphan(what),
@@ -480,6 +482,24 @@ fn sets(dir: &str, name: &str, n: u64) -> Res {
     Ok(())
 }
 
+/// `map-sets DIR NAME N`: like `sets`, for a map: one warm-up `set`, then `N` sets of 100 keys
+/// in turn (8-byte values, so the heap fills and is compacted along the way) between the same
+/// two markers.
+fn map_sets(dir: &str, name: &str, n: u64) -> Res {
+    use std::io::Write;
+    let m = Map::builder(name).dir(dir).open_existing()?;
+    let keys: Vec<String> = (0..50).map(|i| format!("key-{i}")).collect();
+    m.set("warm-up", b"x")?;
+    let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    null.write_all(b"shmem-sets-begin")?;
+    for i in 0..n {
+        m.set(&keys[(i % 50) as usize], &i.to_le_bytes())?;
+    }
+    null.write_all(b"shmem-sets-end")?;
+    println!("done");
+    Ok(())
+}
+
 /// `sole-writer DIR NAME CAP SEED`: becomes the value's sole writer, prints `sole`, then
 /// publishes self-checking values (alternately with `set` and `set_with`) until killed.
 fn sole_writer(dir: &str, name: &str, cap: usize, seed: u64) -> Res {
@@ -658,6 +678,43 @@ fn hold_many(dir: &str, prefix: &str, count: u64, rest: &[&str]) -> Res {
     }
     println!("ready count={}", held.len());
     wait_stdin_eof();
+    Ok(())
+}
+
+/// `open-until-full DIR PREFIX`: opens transient values `PREFIX-0`, `PREFIX-1`, ... until an
+/// open fails, then checks that every value made before still works (set and get its own
+/// number) and that the failed name left no file. Prints `full made=N kind=KIND error=MESSAGE`,
+/// then `intact`.
+fn open_until_full(dir: &str, prefix: &str) -> Res {
+    let mut held = Vec::new();
+    let error = loop {
+        let name = format!("{prefix}-{}", held.len());
+        match Value::builder(&name).dir(dir).capacity(64).open() {
+            Ok(v) => held.push(v),
+            Err(e) => break e,
+        }
+        if held.len() > 100_000 {
+            violation("100,000 transient segments and no limit reached".into());
+        }
+    };
+    let kind = match error {
+        shmem::Error::NoSpace { .. } => "NoSpace",
+        _ => "other",
+    };
+    println!("full made={} kind={kind} error={error}", held.len());
+    let failed =
+        std::path::Path::new(dir).join(format!("{}{prefix}-{}", shmem::FILE_PREFIX, held.len()));
+    if failed.exists() {
+        violation(format!("the failed open left {}", failed.display()));
+    }
+    for (i, v) in held.iter().enumerate() {
+        v.set(i.to_string().as_bytes())?;
+        let (got, _) = v.get_vec()?;
+        if got != i.to_string().as_bytes() {
+            violation(format!("value {i} reads {}", hex(&got)));
+        }
+    }
+    println!("intact");
     Ok(())
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use shmem::{Error, Value};
 use shmem_testkit::{
-    checked_value, field, helper_path, require, unique_name, verify_value, wait_for, Proc, Rng, TestDir,
+    checked_value, field, helper_path, require, unique_name, verify_value, wait_for, Proc, Rng,
+    TestDir,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -142,26 +143,23 @@ fn lock_words_naming_no_live_writer_are_taken_over_never_an_error() {
     let _ = live_unrelated.wait();
 }
 
-#[test]
-fn a_killed_waiter_costs_later_sets_at_most_one_system_call() {
-    let Some(strace) = ["/usr/bin/strace", "/bin/strace"]
+/// Where strace is, if it is installed.
+fn strace() -> Option<&'static str> {
+    let found = ["/usr/bin/strace", "/bin/strace"]
         .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
+        .find(|p| std::path::Path::new(p).exists());
+    if found.is_none() {
         require(
             "the system-call count",
             Some("strace is not installed".into()),
         );
-        return;
-    };
-    let dir = TestDir::new("live");
-    let name = unique_name("waiter");
-    let d = dir.path().to_str().unwrap();
-    let sut = value(&dir, &name, 64);
-    let v0 = sut.set(b"zero").unwrap();
-    let mut w = Proc::spawn(["waiter", d, &name, &v0.to_string(), "60000"]);
-    w.expect("waiting", T);
-    // Asleep in FUTEX_WAIT (system call 202 on x86-64, 98 on aarch64), then killed there.
+    }
+    found
+}
+
+/// Waits until the helper `w` sleeps in `FUTEX_WAIT` (system call 202 on x86-64, 98 on
+/// aarch64), then kills it there.
+fn kill_asleep_in_futex_wait(w: Proc) {
     let futex = if cfg!(target_arch = "aarch64") {
         "98 "
     } else {
@@ -171,7 +169,11 @@ fn a_killed_waiter_costs_later_sets_at_most_one_system_call() {
     assert!(wait_for(T, || std::fs::read_to_string(&syscall)
         .is_ok_and(|s| s.starts_with(futex))));
     w.kill9();
+}
 
+/// Runs `shmem-helper ARGS` (a role that writes its begin and end markers to /dev/null) under
+/// `strace -f` and returns the system calls it made between the markers.
+fn syscalls_between_markers(strace: &str, dir: &TestDir, args: &[&str]) -> Vec<String> {
     let trace = dir.path().join("trace");
     let out = Command::new(strace)
         .arg("-f")
@@ -179,7 +181,7 @@ fn a_killed_waiter_costs_later_sets_at_most_one_system_call() {
         .arg("-o")
         .arg(&trace)
         .arg(helper_path())
-        .args(["sets", d, &name, "100000"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -197,9 +199,56 @@ fn a_killed_waiter_costs_later_sets_at_most_one_system_call() {
         .iter()
         .position(|l| l.contains("shmem-sets-end"))
         .expect("end marker");
-    let between = &lines[begin + 1..end];
+    lines[begin + 1..end]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[test]
+fn a_killed_waiter_costs_later_sets_at_most_one_system_call() {
+    let Some(strace) = strace() else { return };
+    let dir = TestDir::new("live");
+    let name = unique_name("waiter");
+    let d = dir.path().to_str().unwrap();
+    let sut = value(&dir, &name, 64);
+    let v0 = sut.set(b"zero").unwrap();
+    let mut w = Proc::spawn(["waiter", d, &name, &v0.to_string(), "60000"]);
+    w.expect("waiting", T);
+    kill_asleep_in_futex_wait(w);
+    let between = syscalls_between_markers(strace, &dir, &["sets", d, &name, "100000"]);
     println!("system calls in 100000 sets after a killed waiter: {between:?}");
     assert!(between.len() <= 1, "{between:?}");
+    drop(sut);
+    assert!(dir.files().is_empty());
+}
+
+#[test]
+fn map_sets_make_no_system_call_even_after_a_killed_waiter() {
+    let Some(strace) = strace() else { return };
+    let dir = TestDir::new("live");
+    let name = unique_name("mapwaiter");
+    let d = dir.path().to_str().unwrap();
+    let sut = shmem::Map::builder(&name)
+        .dir(dir.path())
+        .capacity(4096)
+        .open()
+        .unwrap();
+    let v0 = sut.set("a", b"zero").unwrap();
+    // Without waiters: no system call at all.
+    let between = syscalls_between_markers(strace, &dir, &["map-sets", d, &name, "100000"]);
+    println!("system calls in 100000 map sets: {between:?}");
+    assert!(between.is_empty(), "{between:?}");
+    // A waiter on any key and one on a single key, both killed asleep: at most one wake-up.
+    // (The map's version moved with the sets; the key "a" is still at its version.)
+    for (key, since) in [("-", sut.version()), ("a", v0)] {
+        let mut w = Proc::spawn(["map-waiter", d, &name, key, &since.to_string(), "60000"]);
+        w.expect("waiting", T);
+        kill_asleep_in_futex_wait(w);
+    }
+    let between = syscalls_between_markers(strace, &dir, &["map-sets", d, &name, "100000"]);
+    println!("system calls in 100000 map sets after two killed waiters: {between:?}");
+    assert!(between.len() <= 2, "{between:?}");
     drop(sut);
     assert!(dir.files().is_empty());
 }

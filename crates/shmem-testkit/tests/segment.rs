@@ -446,7 +446,10 @@ impl Drop for TinyTmpfs {
 #[test]
 fn a_segment_that_does_not_fit_a_tiny_tmpfs_fails_cleanly_at_open() {
     let Some(tiny) = TinyTmpfs::mount() else {
-        require("the tiny tmpfs test", Some("cannot mount a tmpfs here (needs root)".into()));
+        require(
+            "the tiny tmpfs test",
+            Some("cannot mount a tmpfs here (needs root)".into()),
+        );
         return;
     };
     // File storage (persistent) lives in the tmpfs; transient segments keep their memory in
@@ -1022,7 +1025,10 @@ impl Drop for Hugetlbfs {
 #[test]
 fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
     let Some(huge) = Hugetlbfs::mount() else {
-        require("the hugetlbfs test", Some("cannot mount hugetlbfs here (needs root)".into()));
+        require(
+            "the hugetlbfs test",
+            Some("cannot mount hugetlbfs here (needs root)".into()),
+        );
         return;
     };
     let d = huge.dir.path();
@@ -1069,7 +1075,10 @@ fn hugetlbfs_sizes_are_rounded_to_the_huge_page_and_a_failure_leaks_nothing() {
 #[test]
 fn running_out_of_inodes_is_a_clear_error() {
     let Some(tiny) = TinyTmpfs::mount_with("size=256k,nr_inodes=3") else {
-        require("the inode test", Some("cannot mount a tmpfs here (needs root)".into()));
+        require(
+            "the inode test",
+            Some("cannot mount a tmpfs here (needs root)".into()),
+        );
         return;
     };
     let d = tiny.dir.path();
@@ -1143,4 +1152,52 @@ static GC: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn gc(dir: &std::path::Path, persistent: bool, dry_run: bool) -> shmem::Result<admin::Collected> {
     let _gc = GC.lock().unwrap_or_else(|e| e.into_inner());
     admin::collect(dir, persistent, dry_run)
+}
+
+/// Why a private IPC namespace with a lowered `kernel.shmmni` cannot be had here, if not.
+fn no_ipc_namespace() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root for unshare --ipc".into());
+    }
+    match std::process::Command::new("unshare")
+        .args(["--ipc", "sh", "-c", "echo 16 > /proc/sys/kernel/shmmni"])
+        .status()
+    {
+        Ok(s) if s.success() => None,
+        Ok(s) => Some(format!("unshare --ipc with a lowered shmmni failed: {s}")),
+        Err(e) => Some(format!("unshare: {e}")),
+    }
+}
+
+#[test]
+fn reaching_kernel_shmmni_is_a_clear_error_and_leaves_the_others_intact() {
+    if !require("the shmmni test", no_ipc_namespace()) {
+        return;
+    }
+    // A private IPC namespace (its own SysV segments and limits) with room for 16 segments.
+    let dir = TestDir::new("shmmni");
+    let d = dir.path().to_str().unwrap();
+    let mut p = Proc::spawn_cmd(
+        std::process::Command::new("unshare")
+            .args(["--ipc", "sh", "-c"])
+            .arg("echo 16 > /proc/sys/kernel/shmmni && exec \"$0\" \"$@\"")
+            .arg(shmem_testkit::helper_path())
+            .args(["open-until-full", d, "lim"]),
+    );
+    let full = p.expect("full", T);
+    assert_eq!(field(&full, "made"), "16", "{full}");
+    assert_eq!(field(&full, "kind"), "NoSpace", "{full}");
+    assert!(
+        full.contains("kernel.shmmni"),
+        "the error names the limit: {full}"
+    );
+    assert!(
+        full.contains("lim-16"),
+        "the error names the segment: {full}"
+    );
+    p.expect("intact", T);
+    let (status, out) = p.wait_output(T);
+    assert!(status.success(), "{out:?}");
+    // Its exit freed all 16 (the namespace went with it): no name file is left either.
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
 }

@@ -3,10 +3,13 @@
 //!
 //! - [`Segment`]: a named segment in `/dev/shm` (or any tmpfs), created or opened by name. The
 //!   opener learns whether it created the segment. A *transient* segment (the default) is freed
-//!   when the last process that has it open detaches, by drop, exit or crash; a *persistent*
-//!   one stays until removed. See `segment.rs` for the protocol and why every race is safe.
-//! - [`Value`]: a byte string shared between processes. Readers never see a torn value, never
-//!   block and never write; a writer that crashes never wedges the others; waiting for a change
+//!   when the last process that has it open detaches, by drop, exit, `exec` or crash (its
+//!   memory is a SysV segment the kernel frees with its last attachment; in a hugetlbfs
+//!   directory, where the memory is the file, a crash leaves the file until the next open or
+//!   `shmem gc`); a *persistent* one stays until removed. See `segment.rs` for the protocol and why every race is safe.
+//! - [`Value`]: a byte string shared between processes. Readers never see a torn value and
+//!   never block; the only word they write is a request that writers hold off, after a read
+//!   was disturbed (`seqlock.rs`); a writer that crashes never wedges the others; waiting for a change
 //!   sleeps on a futex.
 //! - [`Map`]: many keys in one segment, created at run time, with values of any size that
 //!   fits. Readers never block and never see a torn entry; writers that crash at any point

@@ -13,7 +13,7 @@
 //!   finds it set clears it and makes the one `FUTEX_WAKE` call. A waiter killed while asleep
 //!   therefore costs later `set`s at most one wake-up, never a syscall per `set` forever.
 //! - `lock`: the writers' lock word (`wlock.rs`); `claims`: the counter writers' liveness
-//!   tokens are drawn from (`witness` in `value.rs`).
+//!   tokens are drawn from (`fork::writer_token`).
 //! - `hold_off`: how many readers failed a pass and ask writers to pause (below).
 //! - per slot: `seq` (odd while being written, only grows), `version` (which version the slot
 //!   holds), `len`.

@@ -8,12 +8,13 @@
 //!
 //! A token names a writer handle, not a thread or process: a handle that writes first claims
 //! a token `t` by taking an OFD write lock on byte `WITNESS_BASE + t` of the segment's file,
-//! on a description of its own that is never mapped (`witness` in `value.rs`). The kernel
+//! on a description of its own that is never mapped (`fork::writer_token`, reached through the
+//! platform backend's `claim_token`; on Windows a named event plays the byte's part). The kernel
 //! drops that lock when the description goes: at exit, at `exec` (close-on-exec), at a crash,
 //! and nowhere else while the handle lives (a handle cannot close while it holds the lock).
 //! Tokens come from a shared counter and a token is only taken if its byte is free, so no two
 //! live handles ever have the same token; a token is reused only after the counter wraps
-//! (2^31 claims). So "the byte of token `t` is unlocked" proves "whoever wrote `t` into the word
+//! (2^30 claims: a token is the counter's low 30 bits). So "the byte of token `t` is unlocked" proves "whoever wrote `t` into the word
 //! is gone", whatever its pid namespace, whatever ids the kernel reuses. Threads of one process
 //! share their handle's token; the word naming our own token means another of our threads
 //! holds it.
