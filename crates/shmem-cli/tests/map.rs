@@ -193,3 +193,28 @@ fn a_full_map_is_an_error_that_changes_nothing() {
     assert_eq!(dir.json(&["map", "ls", "small"])["keys"], 1);
     dir.ok(&["rm", "small"]);
 }
+
+#[test]
+fn a_map_watch_whose_map_is_removed_says_so_and_exits_3() {
+    for key in [None, Some("k")] {
+        let dir = TestDir::new();
+        let _old_holder = hold_map(&dir, "feed", &[]);
+        let mut args = vec!["map", "watch", "feed"];
+        args.extend(key);
+        args.extend(["--since", "0"]);
+        let watch = Proc::spawn(dir.shmem().args(&args));
+        dir.ok(&["map", "set", "feed", "k", "first"]);
+        assert_eq!(watch.next_line(), "1 set k first");
+        dir.ok(&["rm", "--force", "feed"]);
+        // A new generation takes the name; the watch holds the old one, which nothing changes.
+        let _new_holder = hold_map(&dir, "feed", &[]);
+        dir.ok(&["map", "set", "feed", "k", "second"]);
+        let (status, rest, stderr) = watch.finish();
+        assert_eq!(status.code(), Some(3), "{key:?}: {rest:?} {stderr}");
+        assert!(rest.is_empty(), "no change of the new generation: {rest:?}");
+        assert!(
+            stderr.contains("'feed' was removed while being watched"),
+            "{stderr}"
+        );
+    }
+}

@@ -266,7 +266,7 @@ fn bad_names_and_sizes_are_clear_errors() {
 }
 
 #[test]
-fn foreign_files_symlinks_and_fifos_under_our_prefix_are_refused() {
+fn foreign_files_symlinks_fifos_and_devices_under_our_prefix_are_refused() {
     let dir = TestDir::new("seg");
     let open = |n: &str| Segment::builder(n).dir(dir.path()).size(64).open();
 
@@ -299,8 +299,30 @@ fn foreign_files_symlinks_and_fifos_under_our_prefix_are_refused() {
     .unwrap();
     let e = open(&n).unwrap_err(); // must not block
     assert!(matches!(e, Error::Foreign { .. }), "{e}");
+
+    // A character device under our name (here /dev/null's): opened without blocking, refused
+    // by its type, never written.
+    let mut made = 3;
+    let root = rustix::process::geteuid().is_root();
+    if require(
+        "the device half",
+        (!root).then(|| "making a device node needs root".into()),
+    ) {
+        let n = unique_name("dev");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.file(&n),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        let e = open(&n).unwrap_err();
+        assert!(matches!(e, Error::Foreign { .. }), "{e}");
+        made += 1;
+    }
     let listed = admin::list(dir.path()).unwrap();
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), made);
     assert!(listed
         .iter()
         .all(|i| matches!(i.state, admin::State::Foreign(_))));
@@ -1200,4 +1222,66 @@ fn reaching_kernel_shmmni_is_a_clear_error_and_leaves_the_others_intact() {
     assert!(status.success(), "{out:?}");
     // Its exit freed all 16 (the namespace went with it): no name file is left either.
     assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn an_open_that_waits_past_its_attach_timeout_on_a_lock_holder_is_a_timeout() {
+    let dir = TestDir::new("attach");
+    let name = unique_name("busy");
+    let builder = Segment::builder(&name)
+        .dir(dir.path())
+        .size(64)
+        .lifetime(Lifetime::Persistent);
+    let seg = builder.clone().open().unwrap();
+    seg.write(0, b"kept").unwrap();
+    drop(seg);
+    // A write lock on the name file, as an initialiser or a detacher holds it (a traditional
+    // record lock conflicts with the library's OFD locks, even within one process).
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dir.file(&name))
+        .unwrap();
+    rustix::fs::fcntl_lock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let e = builder
+        .clone()
+        .attach_timeout(Duration::from_millis(100))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains(&name), "{e}");
+    // Once the holder lets go, the open joins the segment, its bytes intact.
+    drop(file);
+    let seg = builder.open().unwrap();
+    assert!(!seg.created());
+    let mut got = [0u8; 4];
+    seg.read(0, &mut got).unwrap();
+    assert_eq!(&got, b"kept");
+    drop(seg);
+    admin::remove(dir.path(), &name, false).unwrap();
+    assert!(dir.files().is_empty(), "left behind: {:?}", dir.files());
+}
+
+#[test]
+fn a_name_file_whose_token_never_matches_its_memory_ends_in_attach_retries() {
+    let dir = TestDir::new("attach");
+    let name = unique_name("token");
+    let (holder, _) = hold(&dir, &name, &[]);
+    // The holder keeps its read lock; its SysV memory carries the real token. A peer scribbles
+    // the token in the name file: every attach finds a generation that is not the one
+    // announced, and retries.
+    let path = dir.file(&name);
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.write_at(&[0x5a; 8], 48).unwrap();
+    let e = Segment::builder(&name)
+        .dir(dir.path())
+        .size(4096)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::AttachRetries { attempts: 100, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&name), "{e}");
+    drop(holder);
 }

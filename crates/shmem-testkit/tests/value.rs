@@ -193,7 +193,8 @@ fn oversize_empty_and_small_buffer_are_clear_and_lose_nothing() {
 }
 
 /// Runs every operation once against whatever is in the segment: each must return (an error
-/// is fine) within a bound.
+/// is fine). The bound catches a hang, not a slow call: a read under a scribbler may use its
+/// whole 2 s deadline (twice here), so the bound is far above the library's own deadlines.
 fn exercise(sut: &Value) -> Result<(), String> {
     let t0 = Instant::now();
     let mut buf = vec![0u8; sut.capacity()];
@@ -203,7 +204,7 @@ fn exercise(sut: &Value) -> Result<(), String> {
     let _ = sut.wait_changed(sut.version(), Some(Duration::from_millis(1)));
     let _ = sut.wait_changed(u64::MAX, Some(Duration::from_millis(1)));
     let spent = t0.elapsed();
-    if spent > Duration::from_secs(5) {
+    if spent > Duration::from_secs(30) {
         return Err(format!("operations took {spent:?}"));
     }
     Ok(())
