@@ -1,8 +1,9 @@
 //! The few system calls that rustix does not wrap the way we need, and the mapping type.
 //!
-//! Everything `unsafe` about the operating system lives here (the shared-memory atomics live in
-//! `copy.rs`, `header.rs` and `value.rs`): OFD locks, the mapping type (`mmap` or SysV `shmat`),
-//! the SysV calls and `atexit`. Each function states the syscall it makes.
+//! Everything `unsafe` about the operating system lives here (the racy copies are in `copy.rs`,
+//! the fork and exit handlers in `fork.rs`; views of the mapping in `segment.rs`, `value.rs`
+//! and `map.rs`): OFD locks, the mapping type (`mmap` or SysV `shmat`), the SysV calls and
+//! `atexit`. Each function states the syscall it makes.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
