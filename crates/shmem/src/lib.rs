@@ -62,7 +62,6 @@ mod sys;
 mod typed;
 pub(crate) mod value;
 mod wlock;
-#[cfg(target_os = "linux")]
 mod writer;
 
 /// The value protocol and the writers' lock, for the loom model checks only

@@ -77,10 +77,11 @@ use std::time::{Duration, Instant};
 use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, HEADER_LEN};
+use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control};
 use crate::sync::{AtomicU64, Ordering};
-use crate::writer::{self, Backoff, WaitFor, WriterToken};
+use crate::writer::{self, Channel, Site, WaitFor, Writer};
 use protocol::{Applied, CatchUp, CopyMeta, Pass};
 
 /// The longest key, in bytes.
@@ -101,6 +102,9 @@ const MAX_HEAP: usize = (u32::MAX as usize - 1) * 8;
 
 const _: () = assert!(16 + MAX_KEY_LEN <= LAST_OP_LEN);
 const _: () = assert!(COPIES_OFFSET % ALIGN == 0);
+
+/// Bytes the platform appends after the two copies (the Windows waiters' table).
+const TRAILER: usize = crate::platform::TRAILER_LEN;
 
 const OP_SET: u32 = 1;
 const OP_DELETE: u32 = 2;
@@ -186,7 +190,9 @@ impl Layout {
     }
 
     fn from_size(size: u64) -> Option<Layout> {
-        let rest = usize::try_from(size).ok()?.checked_sub(COPIES_OFFSET)?;
+        let rest = usize::try_from(size)
+            .ok()?
+            .checked_sub(COPIES_OFFSET + TRAILER)?;
         if rest % 2 != 0 {
             return None;
         }
@@ -209,8 +215,16 @@ impl Layout {
         COPIES_OFFSET + self.copy_len() * (copy & 1)
     }
 
+    /// Where the platform's trailer starts: right after the two copies.
+    fn trailer_offset(&self) -> usize {
+        COPIES_OFFSET + 2 * self.copy_len()
+    }
+
     fn file_size(&self) -> Option<u64> {
-        let total = self.copy_len().checked_mul(2)?.checked_add(COPIES_OFFSET)?;
+        let total = self
+            .copy_len()
+            .checked_mul(2)?
+            .checked_add(COPIES_OFFSET + TRAILER)?;
         let total = u64::try_from(total).ok()?;
         (total < crate::MAX_SEGMENT_SIZE).then_some(total)
     }
@@ -862,11 +876,9 @@ impl MapBuilder {
             });
         }
         Ok(Map {
+            writer: Writer::new(&seg, self.lock_timeout, self.wait_spin)?,
             seg,
             layout,
-            lock_timeout: self.lock_timeout,
-            wait_spin: self.wait_spin,
-            writer: WriterToken::default(),
         })
     }
 }
@@ -884,9 +896,8 @@ impl MapBuilder {
 pub struct Map {
     seg: Segment,
     layout: Layout,
-    lock_timeout: Duration,
-    wait_spin: Duration,
-    writer: WriterToken,
+    /// The writer's token, lock and waits (`writer.rs`).
+    writer: Writer,
 }
 
 impl Map {
@@ -1132,20 +1143,16 @@ impl Map {
         let key = self.check_key(key.as_ref())?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let w = WaitFor {
-            name: self.name(),
             what: "a change of the key",
             timeout,
-            spin: self.wait_spin,
         };
-        loop {
-            let (kv, map_version) = self.key_version(key)?;
-            if kv != since {
-                return Ok(Some(kv));
-            }
-            if writer::wait_version(self.ctrl(), map_version, deadline, w, &cancelled)?.is_none() {
-                return Ok(None);
-            }
-        }
+        let changed = || {
+            let (kv, _) = self.key_version(key)?;
+            Ok((kv != since).then_some(kv))
+        };
+        let ch = Channel::control(self.ctrl());
+        self.writer
+            .wait(self.site(), ch, deadline, w, changed, &cancelled)
     }
 
     /// Sleeps until the map version differs from `since` (any key set or deleted), then
@@ -1174,17 +1181,27 @@ impl Map {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let w = WaitFor {
-            name: self.name(),
             what: "a change of the map",
             timeout,
-            spin: self.wait_spin,
         };
-        writer::wait_version(self.ctrl(), since, deadline, w, &cancelled)
+        let ctrl = self.ctrl();
+        let changed = || {
+            let v = ctrl.version.load(Ordering::Acquire);
+            Ok((v != since).then_some(v))
+        };
+        self.writer.wait(
+            self.site(),
+            Channel::control(ctrl),
+            deadline,
+            w,
+            changed,
+            &cancelled,
+        )
     }
 
     /// Wakes every thread, in every process, that sleeps in a wait on this map.
     pub fn wake_waiters(&self) {
-        writer::wake_waiters(self.ctrl());
+        self.writer.wake_waiters(self.site(), &[&self.ctrl().wake]);
     }
 
     // ---- internals ----
@@ -1238,12 +1255,12 @@ impl Map {
         let mem = self.mem();
         let mut backoff = Backoff::default();
         let mut asked = 0u32;
-        writer::ask_hold_off(ctrl, &mut asked);
+        ask_hold_off(ctrl, &mut asked);
         let r = loop {
             match protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c))) {
                 Pass::Done { found, version } => break Ok((found, version)),
                 Pass::Retry { seen } => {
-                    writer::ask_hold_off(ctrl, &mut asked);
+                    ask_hold_off(ctrl, &mut asked);
                     if let Err(e) = backoff.retry(self.name(), "map", seen) {
                         break Err(e);
                     }
@@ -1256,11 +1273,11 @@ impl Map {
 
     /// The writer: lock, catch the other copy up, apply `op` to it, publish, unlock, wake.
     fn write(&self, op: Op<'_>) -> Result<Delete> {
-        let guard = writer::lock(&self.seg, self.ctrl(), &self.writer, self.lock_timeout)?;
+        let guard = self.writer.lock(&self.seg, self.ctrl())?;
         let r = self.write_locked(op);
         drop(guard);
         if let Ok(Delete::Removed { .. }) = r {
-            writer::wake_after_publish(self.ctrl());
+            self.writer.wake_after_publish(self.site(), &[]);
         }
         r
     }
@@ -1431,6 +1448,14 @@ impl Map {
             reason: "the published copy of the map is inconsistent (bad record, bucket or \
                      length)"
                 .into(),
+        }
+    }
+
+    fn site(&self) -> Site<'_> {
+        Site {
+            seg: &self.seg,
+            ctrl: self.ctrl(),
+            trailer: self.layout.trailer_offset(),
         }
     }
 

@@ -107,11 +107,15 @@ fn a_waiter_never_sleeps_through_a_set() {
         let s = Arc::new(Shared::default());
         let waiter = {
             let s = Arc::clone(&s);
-            thread::spawn(move || match prepare_sleep(&s.ctrl, 0) {
-                Sleep::Changed(_) => false, // saw the change: does not sleep
+            thread::spawn(move || {
+                // `writer::wait`: announce on channel 0, then re-check the version.
+                let w = announce(&s.ctrl.sleepers, &s.ctrl.wake);
+                if s.ctrl.version.load(Ordering::Acquire) != 0 {
+                    return false; // saw the change: does not sleep
+                }
                 // FUTEX_WAIT sleeps only while the word still holds what we saw (the kernel
                 // compares and queues atomically).
-                Sleep::On(w) => s.ctrl.wake.load(Ordering::SeqCst) == w,
+                s.ctrl.wake.load(Ordering::SeqCst) == w
             })
         };
         let woke = s.set(1) == Wake::Sleepers;
