@@ -15,8 +15,8 @@
 //!
 //! On Windows the same API sits on named page-file sections (`Local\\shmem.NAME`, or
 //! `Global\\` with `Namespace::Global`) and named events, whose lifetime the kernel already
-//! counts; there is no directory, file mode or persistent segment there, and `admin` and
-//! [`Map`] are Linux-only (see `platform/windows/`).
+//! counts; there is no directory, file mode or persistent segment there, and `admin` is
+//! Linux-only (see `platform/windows/`).
 //!
 //! ```
 //! use shmem::Value;
@@ -46,7 +46,6 @@ mod error;
 #[cfg(target_os = "linux")]
 mod fork;
 mod header;
-#[cfg(target_os = "linux")]
 mod map;
 mod name;
 mod platform;
@@ -76,7 +75,6 @@ pub mod model {
     };
 
     /// The map's copy-selection and catch-up protocol (`src/map/protocol.rs`).
-    #[cfg(target_os = "linux")]
     pub mod map {
         pub use crate::map::protocol::*;
     }
@@ -84,7 +82,6 @@ pub mod model {
 
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
-#[cfg(target_os = "linux")]
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 #[cfg(windows)]
@@ -92,6 +89,8 @@ pub use segment::Namespace;
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};
+#[doc(hidden)]
+pub use writer::wait_wakeups;
 
 /// Re-exported so that `#[derive(bytemuck::Pod)]` types for [`Typed`] need no extra dependency.
 pub use bytemuck;

@@ -48,6 +48,18 @@ const SPIN_LIMIT: u32 = 400;
 /// nanosecond per byte a reader may copy, so that the slowest reader's copy fits.
 const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
 
+/// How many times a wait of this process came back from a sleep (a wake-up, spurious or
+/// not, or a sleep's timeout): what tests read to check that a waiter is not woken by changes
+/// it does not wait for ([`wait_wakeups`]). One Relaxed increment per sleep.
+static WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a wait (`Value::wait_changed`, `Map::wait_changed`, `Map::wait_any`) of
+/// this process has come back from sleeping in the kernel. For tests.
+#[doc(hidden)]
+pub fn wait_wakeups() -> u64 {
+    WAKEUPS.load(Ordering::Relaxed)
+}
+
 /// A wake word, its may-sleep flag, and the channel's number (0: the control line).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Channel<'a> {
@@ -233,6 +245,7 @@ impl Writer {
                 return Ok(None);
             }
             sleeper.wait(ch.wake, word, remaining)?;
+            WAKEUPS.fetch_add(1, Ordering::Relaxed);
             if let Some(v) = changed()? {
                 return Ok(Some(v));
             }

@@ -170,6 +170,19 @@ impl Builder {
         self.open_kind(Kind::Value, OpenMode::CreateNew)
     }
 
+    pub(crate) fn open_map(&self, create: bool) -> Result<Segment> {
+        let mode = if create {
+            OpenMode::OpenOrCreate
+        } else {
+            OpenMode::OpenExisting
+        };
+        self.open_kind(Kind::Map, mode)
+    }
+
+    pub(crate) fn create_map(&self) -> Result<Segment> {
+        self.open_kind(Kind::Map, OpenMode::CreateNew)
+    }
+
     /// The section's name: `Local\shmem.NAME` or `Global\shmem.NAME`.
     fn object_name(&self) -> String {
         format!("{}{}", self.namespace.prefix(), name::file_name(&self.name))
