@@ -10,7 +10,8 @@
 //!   sleeps on a futex.
 //! - [`Map`]: many keys in one segment, created at run time, with values of any size that
 //!   fits. Readers never block and never see a torn entry; writers that crash at any point
-//!   leave it consistent; waits on one key or on any key sleep on a futex.
+//!   leave it consistent; waits on one key (woken only by changes in its key's wait bucket) or
+//!   on any key sleep in the kernel.
 //! - [`admin`]: list, inspect, remove and collect segments (what the `shmem` tool shows).
 //!
 //! On Windows the same API sits on named page-file sections (`Local\\shmem.NAME`, or

@@ -398,6 +398,56 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_signals_only_its_channel_and_frees_only_its_dead_waiters() {
+        let name = format!("wintest-unit-channels-{}", std::process::id());
+        let m = crate::Map::open(&name, 4096).unwrap();
+        let seg = m.segment();
+        let trailer = seg.mapping().len() - TRAILER_LEN;
+        let sys = WriterSys::new(seg).unwrap();
+        let table = sys.table(seg, trailer);
+        let signalled = |s: &Sleeper<'_>| {
+            sys::wait(&s.registered.as_ref().unwrap().event, Some(Duration::ZERO))
+                == Ok(Waited::Signalled)
+        };
+        let (any, one, five) = (
+            sys.sleeper(seg, trailer, 0).unwrap(),
+            sys.sleeper(seg, trailer, 1).unwrap(),
+            sys.sleeper(seg, trailer, 5).unwrap(),
+        );
+        // A waiter of channel 5 that died asleep: its event is gone, its slot stays.
+        let dead = table
+            .slots
+            .iter()
+            .find(|s| s.load(Ordering::SeqCst) == 0)
+            .unwrap();
+        dead.store((5 << ID_BITS) | 0xfe_dcba, Ordering::SeqCst);
+        sys.wake(seg, trailer, &AtomicU32::new(0), 1);
+        assert!(signalled(&one));
+        assert!(
+            !signalled(&any) && !signalled(&five),
+            "channel 1 woke others"
+        );
+        assert_ne!(
+            dead.load(Ordering::SeqCst),
+            0,
+            "another channel's wake freed the slot"
+        );
+        sys.wake(seg, trailer, &AtomicU32::new(0), 5);
+        assert!(signalled(&five));
+        assert!(
+            !signalled(&any) && !signalled(&one),
+            "channel 5 woke others"
+        );
+        assert_eq!(
+            dead.load(Ordering::SeqCst),
+            0,
+            "its channel's wake frees a dead slot"
+        );
+        sys.wake_all(seg, trailer, &[]);
+        assert!(signalled(&any) && signalled(&one) && signalled(&five));
+    }
+
+    #[test]
     fn a_token_held_by_a_live_handle_is_not_drawn_again_and_its_holder_is_alive() {
         let name = format!("wintest-unit-tokens-{}", std::process::id());
         let v = crate::Value::open(&name, 64).unwrap();
