@@ -18,8 +18,10 @@ use shmem::{Error, Map};
 const KEY_A: &str = "key-a";
 const KEY_B: &str = "key-b";
 
-/// Data offsets (from the end of the 64-byte header) of the control line's lock word and of
-/// the map's 64 wait buckets (`wake` u32, `sleepers` u32 each): map layout 2 (`map.rs`).
+/// Data offsets (from the end of the 64-byte header) of the control line's `sleepers` flag and
+/// lock word and of the map's 64 wait buckets (`wake` u32, `sleepers` u32 each): map layout 2
+/// (`map.rs`).
+const SLEEPERS_AT: usize = 12;
 const LOCK_AT: usize = 16;
 const BUCKETS_AT: usize = 448 - 64;
 
@@ -189,17 +191,23 @@ fn a_one_key_waiter_is_woken_by_its_key_and_not_by_1000_sets_of_another() {
     let m = Map::open(&name, 4096).unwrap();
     let mut h = Helper::spawn("wait-key", &name);
     assert_eq!(h.line(), "waiting 0");
-    // The waiter is about to sleep once a wait bucket's may-sleep flag is set (it sets it
-    // right before its last re-check and the sleep).
-    let start = Instant::now();
-    while !(0..64).any(|b| word_at(&m, BUCKETS_AT + 8 * b + 4) != 0) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the waiter never announced itself"
-        );
-        std::thread::yield_now();
-    }
+    // The waiter is asleep, or about to sleep, while a may-sleep flag is set: the map's own
+    // (`wait_any`'s channel) or a wait bucket's. It sets the flag right before its last
+    // re-check and the sleep, and a publisher that wakes a channel clears its flag. So before
+    // each set of KEY_B, wait until the waiter is announced: a set that woke it makes it
+    // announce itself again before the next, and a wake-up per set would be counted.
+    let announced = || {
+        word_at(&m, SLEEPERS_AT) != 0 || (0..64).any(|b| word_at(&m, BUCKETS_AT + 8 * b + 4) != 0)
+    };
     for i in 0..1000u32 {
+        let start = Instant::now();
+        while !announced() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the waiter never announced itself"
+            );
+            std::thread::yield_now();
+        }
         m.set(KEY_B, &i.to_le_bytes()).unwrap();
     }
     let va = m.set(KEY_A, b"now").unwrap();
