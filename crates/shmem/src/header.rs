@@ -270,7 +270,8 @@ fn fields(name: &str, bytes: &[u8], file_len: u64) -> Result<Header> {
     if u32_at(12) == OLD_MAP_KIND {
         return Err(Error::Incompatible {
             name: name.to_owned(),
-            reason: "a map of map layout 1 (made by an older shmem, without wait buckets);                      this library reads map layout 2"
+            reason: "a map of map layout 1 (made by an older shmem, without wait buckets); \
+                     this library reads map layout 2"
                 .into(),
         });
     }

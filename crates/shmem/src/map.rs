@@ -834,7 +834,7 @@ impl MapBuilder {
         self
     }
 
-    /// How long a wait watches the version before it sleeps on the futex (20 us by default;
+    /// How long a wait watches the version before it sleeps in the kernel (20 us by default;
     /// see [`crate::ValueBuilder::wait_spin`]).
     pub fn wait_spin(mut self, spin: Duration) -> MapBuilder {
         self.wait_spin = spin;
@@ -1186,7 +1186,7 @@ impl Map {
     /// returns it; as [`Map::wait_changed`] otherwise.
     ///
     /// # Errors
-    /// [`Error::Timeout`]; [`Error::Io`] if the futex call fails.
+    /// [`Error::Timeout`]; [`Error::Io`] if the sleep in the kernel fails.
     pub fn wait_any(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
         self.wait_any_unless(since, timeout, || false)
             .map(|v| v.expect("never cancelled"))

@@ -165,9 +165,9 @@ impl WriterSys {
         let map = seg.mapping();
         assert!(trailer % 64 == 0 && trailer + TRAILER_LEN <= map.len());
         // SAFETY: `value.rs` and `map.rs` checked that the segment's size is at least
-        // `trailer + TRAILER_LEN` (and the assertion above re-checks it), `trailer` is a multiple of 64 in a page-aligned
-        // view, and `WaiterTable` is made of atomics, so a shared reference is sound while
-        // other processes write it.
+        // `trailer + TRAILER_LEN` (and the assertion above re-checks it), `trailer` is a
+        // multiple of 64 in a page-aligned view, and `WaiterTable` is made of atomics, so a
+        // shared reference is sound while other processes write it.
         unsafe { &*map.ptr().add(trailer).cast::<WaiterTable>() }
     }
 
