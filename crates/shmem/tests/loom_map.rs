@@ -10,6 +10,7 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p named-shm --test loom_map --release`
 #![cfg(loom)]
 
+use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 use loom::thread;
 use shmem::model::map as mp;
@@ -26,6 +27,8 @@ struct Shared {
     last_key: AtomicU64,
     /// Key `k`'s wait bucket is `buckets[k]` (two keys in two buckets).
     buckets: [mp::WaitBucket; KEYS],
+    /// Set by a publisher when it makes a wake call (a stand-in for `FUTEX_WAKE`).
+    woke: AtomicBool,
 }
 
 /// The operations the writers run, in version order: op `v` sets key `OPS[v-1].0` to version
@@ -81,7 +84,11 @@ impl Shared {
     /// op's key's bucket had sleepers to wake.
     fn wake_after(&self, key: usize) -> Wake {
         after_publish(&self.ctrl); // the fence; no `wait_any` sleeper in these models
-        take_sleepers(&self.buckets[key].sleepers)
+        let wake = take_sleepers(&self.buckets[key].sleepers);
+        if wake == Wake::Sleepers {
+            self.woke.store(true, Ordering::SeqCst);
+        }
+        wake
     }
 
     /// `Map::snapshot` with at most `attempts` passes.
@@ -164,9 +171,16 @@ fn a_one_key_waiter_never_sleeps_through_a_set_of_its_key() {
                 let b = &s.buckets[1];
                 let w = announce(&b.sleepers, &b.wake);
                 match s.read(2) {
+                    // FUTEX_WAIT queues the waiter only while the word still holds what it
+                    // saw (the kernel compares and queues atomically); a wake call made before
+                    // that wakes nobody. So: was a wake already made, then is the word still
+                    // `w` (the sleep happens)?
+                    Some((_, t)) if t[1] == 0 => {
+                        let woken_before = s.woke.load(Ordering::SeqCst);
+                        (b.wake.load(Ordering::SeqCst) == w).then_some(woken_before)
+                    }
                     // Saw the change (or was disturbed: it would retry, not sleep).
-                    Some((_, t)) if t[1] == 0 => b.wake.load(Ordering::SeqCst) == w,
-                    _ => false,
+                    _ => None,
                 }
             })
         };
@@ -179,10 +193,12 @@ fn a_one_key_waiter_never_sleeps_through_a_set_of_its_key() {
         );
         let k1 = s.write(None);
         let woke = s.wake_after(k1) == Wake::Sleepers;
-        let slept = waiter.join().unwrap();
-        assert!(
-            !slept || woke,
-            "the waiter sleeps on key 1's bucket and the set of key 1 did not wake it"
-        );
+        if let Some(woken_before) = waiter.join().unwrap() {
+            assert!(
+                woke && !woken_before,
+                "the waiter sleeps on key 1's bucket and the set of key 1 did not wake it \
+                 (no wake call, or one made before it slept on an unchanged word)"
+            );
+        }
     });
 }
