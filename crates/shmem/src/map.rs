@@ -1803,6 +1803,36 @@ mod tests {
         }
     }
 
+    /// A persistent map file of map layout 1 (header kind 3) is refused by name, untouched.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_map_of_layout_1_is_refused_at_open() {
+        let d = Dir::new();
+        let b = Map::builder("old").dir(&d.0).lifetime(Lifetime::Persistent);
+        b.clone()
+            .capacity(4096)
+            .open()
+            .unwrap()
+            .set("k", b"v")
+            .unwrap();
+        let path = d.0.join(crate::FILE_PREFIX.to_owned() + "old");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12..16].copy_from_slice(&3u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        match b.open_existing() {
+            Err(e @ Error::Incompatible { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("old") && msg.contains("map layout 1"), "{msg}");
+            }
+            other => panic!("a layout 1 map opened as {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the old map was modified"
+        );
+    }
+
     /// The keys the cross-process wait tests use lie in two different wait buckets.
     #[test]
     fn the_wait_test_keys_lie_in_different_buckets() {
