@@ -1142,6 +1142,8 @@ impl Map {
     /// otherwise [`Error::Timeout`] when `timeout` passes first. After watching the key for
     /// the spin window, sleeps on the key's wait bucket (one of 64): a change of a key in
     /// another bucket does not wake it; one in the same bucket costs a wake-up and a re-check.
+    /// On Windows the waits of one map share 64 waiter slots, as a value's do (a 65th
+    /// simultaneous sleeper polls every millisecond; see [`crate::Value::wait_changed`]).
     ///
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::Timeout`]; as [`Map::get`].
