@@ -2,7 +2,9 @@
 # The Windows part of CI, run on this Linux machine under Wine (called from .ci/run; also runs
 # on its own): installs what is missing (mingw, Wine, the Rust target), builds the
 # ProcessPrng stand-in DLL into a fresh Wine prefix under target/, then runs the library's
-# tests for x86_64-pc-windows-gnu under Wine and its lints for that target, and the seed's
+# tests for x86_64-pc-windows-gnu under Wine (unit tests, tests/windows.rs for segments and
+# values, tests/map_procs.rs for maps, each across real processes) and its lints for that
+# target, and the seed's
 # parent and child and a handle-API program against shmem.dll. Any failing step
 # fails the script (set -e), with the step named.
 set -euo pipefail

@@ -1,8 +1,9 @@
 /*
  * The handle API of shmem.dll, checked under Wine by .ci/windows.sh: open (created flag,
  * exclusive), set/get, wait (timeout and change), the Windows-only refusals (a persistent
- * segment, shmem_unlink), close. One process; every result is checked and the first wrong one
- * exits 1 naming the call.
+ * segment, shmem_unlink), close; and the map API on a second name: set/get, a wait on one key
+ * (timeout, then change), NOT_FOUND, a full map that refuses a set (NO_SPACE), delete, len.
+ * One process; every result is checked and the first wrong one exits 1 naming the call.
  *
  *   handles.exe NAME
  */
@@ -57,6 +58,40 @@ int main(int argc, char **argv)
     shmem_close(a);
     shmem_close(b);
     expect(shmem_open(name, 0, 0, &c), SHMEM_ERR_NOT_FOUND, "open existing after the last close");
+
+    char map_name[128];
+    snprintf(map_name, sizeof map_name, "%s-map", name);
+    shmem_map *m = NULL;
+    expect(shmem_map_open(map_name, 4096, SHMEM_CREATE, &m), SHMEM_OK, "map open (create)");
+    expect(shmem_map_wait(m, "k", 0, 10, &v), SHMEM_ERR_TIMEOUT, "map wait with nothing set");
+    uint64_t mv = 0;
+    expect(shmem_map_set(m, "k", "value", 5, &mv), SHMEM_OK, "map set");
+    expect(shmem_map_wait(m, "k", 0, 10000, &seen), SHMEM_OK, "map wait after a set");
+    expect((int)seen, (int)mv, "the key's version waited for");
+    expect(shmem_map_get(m, "k", buf, sizeof buf, &len, &v), SHMEM_OK, "map get");
+    expect((int)len == 5 && memcmp(buf, "value", 5) == 0, 1, "the map bytes read");
+    expect(shmem_map_get(m, "absent", buf, sizeof buf, &len, &v), SHMEM_ERR_NOT_FOUND,
+           "map get of a missing key");
+    static char fill[1000];
+    int filled = 0;
+    for (;;) {
+        char key[16];
+        snprintf(key, sizeof key, "f%d", filled);
+        int r = shmem_map_set(m, key, fill, sizeof fill, NULL);
+        if (r == SHMEM_ERR_NO_SPACE)
+            break;
+        expect(r, SHMEM_OK, "map set until full");
+        filled++;
+    }
+    size_t keys = 0;
+    expect(shmem_map_version(m, &v), SHMEM_OK, "map version when full");
+    expect(shmem_map_len(m, &keys), SHMEM_OK, "map len");
+    expect((int)keys, filled + 1, "a refused set adds no key");
+    expect(shmem_map_version(m, &seen), SHMEM_OK, "map version");
+    expect(seen == v, 1, "a refused set uses no version");
+    expect(shmem_map_delete(m, "k"), SHMEM_OK, "map delete");
+    expect(shmem_map_delete(m, "k"), SHMEM_ERR_NOT_FOUND, "map delete of a missing key");
+    shmem_map_close(m);
     printf("handles: all checks passed\n");
     return 0;
 }

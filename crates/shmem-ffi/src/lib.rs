@@ -15,7 +15,6 @@
 mod dll;
 pub mod error;
 mod ffi;
-#[cfg(target_os = "linux")] // shmem::Map is Linux-only for now
 pub mod map;
 mod panic;
 pub mod value;

@@ -20,7 +20,9 @@ use crate::error::{
     code_of, shmem_result, SHMEM_ERR_BUFFER_TOO_SMALL, SHMEM_ERR_CLOSED,
     SHMEM_ERR_INVALID_ARGUMENT, SHMEM_ERR_IO, SHMEM_ERR_NOT_FOUND, SHMEM_OK,
 };
-use crate::ffi::{self, segment_dir};
+use crate::ffi;
+#[cfg(target_os = "linux")]
+use crate::ffi::segment_dir;
 use crate::panic;
 use crate::value::{Keys, SHMEM_CREATE, SHMEM_EXCLUSIVE, SHMEM_PERSISTENT};
 
@@ -132,10 +134,9 @@ pub unsafe extern "C" fn shmem_map_open(
         } else {
             Lifetime::Transient
         };
-        let builder = Map::builder(name)
-            .dir(segment_dir())
-            .capacity(capacity)
-            .lifetime(lifetime);
+        let builder = Map::builder(name).capacity(capacity).lifetime(lifetime);
+        #[cfg(target_os = "linux")]
+        let builder = builder.dir(segment_dir());
         let opened = if !create {
             builder.open_existing()
         } else if flags & SHMEM_EXCLUSIVE != 0 {

@@ -9,10 +9,10 @@ fn main() {
     divan::main();
 }
 
-/// `Map` is Linux-only for now.
+/// The benchmarks run on Linux only (as the rest of the project's benchmarks).
 #[cfg(not(target_os = "linux"))]
 fn main() {
-    eprintln!("the map benchmarks need Linux: shmem::Map is Linux-only for now");
+    eprintln!("the map benchmarks run on Linux only");
 }
 
 #[cfg(target_os = "linux")]

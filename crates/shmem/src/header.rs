@@ -4,7 +4,8 @@
 //! offset  size  field
 //!      0     8  magic        "SHMEMSEG" (written last by the initialiser)
 //!      8     4  layout       layout version, 2
-//!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs), 3 = a map (map.rs)
+//!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs), 4 = a map
+//!                            (map.rs, map layout 2); 3 was map layout 1, refused
 //!     16     4  lifetime     1 = transient, 2 = persistent
 //!     20     4  creator_pid  pid of the process that initialised this generation
 //!     24     8  size         bytes of the segment's memory, this header included
@@ -93,12 +94,17 @@ pub enum Kind {
     Map,
 }
 
+/// The kind number of a map of the current map layout (2: with wait buckets, `map.rs`).
+const MAP_KIND: u32 = 4;
+/// The kind number of map layout 1 (no wait buckets), which this library refuses.
+const OLD_MAP_KIND: u32 = 3;
+
 impl Kind {
     fn to_raw(self) -> u32 {
         match self {
             Kind::Raw => 1,
             Kind::Value => 2,
-            Kind::Map => 3,
+            Kind::Map => MAP_KIND,
         }
     }
 
@@ -106,7 +112,7 @@ impl Kind {
         match v {
             1 => Some(Kind::Raw),
             2 => Some(Kind::Value),
-            3 => Some(Kind::Map),
+            MAP_KIND => Some(Kind::Map),
             _ => None,
         }
     }
@@ -259,6 +265,14 @@ fn fields(name: &str, bytes: &[u8], file_len: u64) -> Result<Header> {
         return Err(Error::Incompatible {
             name: name.to_owned(),
             reason: format!("layout version {layout}, this library reads {LAYOUT_VERSION}"),
+        });
+    }
+    if u32_at(12) == OLD_MAP_KIND {
+        return Err(Error::Incompatible {
+            name: name.to_owned(),
+            reason: "a map of map layout 1 (made by an older shmem, without wait buckets); \
+                     this library reads map layout 2"
+                .into(),
         });
     }
     let kind = Kind::from_raw(u32_at(12))
@@ -508,5 +522,22 @@ mod tests {
         assert!(corrupt(&bytes(1, 2, 128, 2), 64), "persistent SysV");
         let huge = 2u64 << 40;
         assert!(corrupt(&bytes(1, 1, huge, 1), huge), "2 TiB");
+    }
+
+    #[test]
+    fn a_map_of_the_old_map_layout_is_refused_by_name() {
+        assert_eq!(
+            match parse("t", &bytes(4, 1, 128, 1), 128) {
+                Ok(Parsed::Ready(h)) => Some(h.kind),
+                _ => None,
+            },
+            Some(Kind::Map)
+        );
+        match parse("t", &bytes(3, 1, 128, 1), 128) {
+            Err(e @ Error::Incompatible { .. }) => {
+                assert!(e.to_string().contains("map layout 1"), "{e}")
+            }
+            other => panic!("map layout 1 gave {other:?}"),
+        }
     }
 }

@@ -13,13 +13,14 @@
 //!   sleeps on a futex.
 //! - [`Map`]: many keys in one segment, created at run time, with values of any size that
 //!   fits. Readers never block and never see a torn entry; writers that crash at any point
-//!   leave it consistent; waits on one key or on any key sleep on a futex.
+//!   leave it consistent; waits on one key (woken only by changes in its key's wait bucket) or
+//!   on any key sleep in the kernel.
 //! - [`admin`]: list, inspect, remove and collect segments (what the `shmem` tool shows).
 //!
 //! On Windows the same API sits on named page-file sections (`Local\\shmem.NAME`, or
 //! `Global\\` with `Namespace::Global`) and named events, whose lifetime the kernel already
-//! counts; there is no directory, file mode or persistent segment there, and `admin` and
-//! [`Map`] are Linux-only (see `platform/windows/`).
+//! counts; there is no directory, file mode or persistent segment there, and `admin` is
+//! Linux-only (see `platform/windows/`).
 //!
 //! ```
 //! use shmem::Value;
@@ -49,7 +50,6 @@ mod error;
 #[cfg(target_os = "linux")]
 mod fork;
 mod header;
-#[cfg(target_os = "linux")]
 mod map;
 mod name;
 mod platform;
@@ -65,7 +65,6 @@ mod sys;
 mod typed;
 pub(crate) mod value;
 mod wlock;
-#[cfg(target_os = "linux")]
 mod writer;
 
 /// The value protocol and the writers' lock, for the loom model checks only
@@ -80,7 +79,6 @@ pub mod model {
     };
 
     /// The map's copy-selection and catch-up protocol (`src/map/protocol.rs`).
-    #[cfg(target_os = "linux")]
     pub mod map {
         pub use crate::map::protocol::*;
     }
@@ -88,7 +86,6 @@ pub mod model {
 
 pub use error::{Error, Result};
 pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
-#[cfg(target_os = "linux")]
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 #[cfg(windows)]
@@ -96,6 +93,8 @@ pub use segment::Namespace;
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};
+#[doc(hidden)]
+pub use writer::wait_wakeups;
 
 /// Re-exported so that `#[derive(bytemuck::Pod)]` types for [`Typed`] need no extra dependency.
 pub use bytemuck;

@@ -34,12 +34,23 @@
 //!       hold_off
 //!  128  last-op record (320 B): version u64 (0 while being written), kind u32 (1 set,
 //!       2 delete), key_len u32, key [255]
-//!  448  copy 0: meta line (protocol::CopyMeta: seq, state, bump, count)
+//!  448  wait buckets: 64 x (wake u32, sleepers u32) (protocol::WaitBucket), the channels
+//!       of `wait_changed(key)`: a key sleeps on bucket `tag & 63` only
+//!  960  copy 0: meta line (protocol::CopyMeta: seq, state, bump, count)
 //!               B buckets of u64 (0 empty, else tag << 32 | (heap offset / 8 + 1))
 //!               heap of H bytes: records (key_len u16, 0 u16, val_len u32, version u64,
 //!               key, value), each 8-aligned
-//!  448 + C  copy 1 (C = 64 + 8 B + H)
+//!  960 + C  copy 1 (C = 64 + 8 B + H)
+//!  960 + 2C  the platform's trailer (`platform::TRAILER_LEN` bytes): none on Linux; on
+//!       Windows the waiters' table (`platform/windows/mod.rs`), which records each sleeping
+//!       waiter's channel (0: `wait_any`, `b + 1`: wait bucket `b`)
 //! ```
+//!
+//! This is map layout 2 (header kind 4); layout 1 (kind 3, no wait buckets) is refused with
+//! [`Error::Incompatible`]. The trailer goes last, as after a value's slots: everything up to
+//! it is the same on every platform, its offset follows from the sizes like the rest, and no
+//! segment is ever shared between a Linux and a Windows kernel, so only its length differs.
+//! All-zero memory is a valid trailer too (no waiter registered).
 //!
 //! `H` is the capacity asked for, rounded up to 64; `B` the next power of two at least
 //! `max(16, H / 48)`. At most 3/4 of `B` keys live at once. Both are recomputed from the file
@@ -77,11 +88,12 @@ use std::time::{Duration, Instant};
 use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, HEADER_LEN};
+use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control};
 use crate::sync::{AtomicU64, Ordering};
-use crate::writer::{self, Backoff, WaitFor, WriterToken};
-use protocol::{Applied, CatchUp, CopyMeta, Pass};
+use crate::writer::{self, Channel, Site, WaitFor, Writer};
+use protocol::{Applied, CatchUp, CopyMeta, Pass, WaitBucket, WAIT_BUCKETS};
 
 /// The longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -89,7 +101,8 @@ pub const MAX_KEY_LEN: usize = 255;
 const CTRL_OFFSET: usize = HEADER_LEN;
 const LAST_OP_OFFSET: usize = CTRL_OFFSET + 64;
 const LAST_OP_LEN: usize = 320;
-const COPIES_OFFSET: usize = LAST_OP_OFFSET + LAST_OP_LEN;
+const WAIT_OFFSET: usize = LAST_OP_OFFSET + LAST_OP_LEN;
+const COPIES_OFFSET: usize = WAIT_OFFSET + 8 * WAIT_BUCKETS;
 const META_LEN: usize = 64;
 const ALIGN: usize = 64;
 const MIN_BUCKETS: usize = 16;
@@ -100,7 +113,13 @@ const RECORD_HEADER: usize = 16;
 const MAX_HEAP: usize = (u32::MAX as usize - 1) * 8;
 
 const _: () = assert!(16 + MAX_KEY_LEN <= LAST_OP_LEN);
-const _: () = assert!(COPIES_OFFSET % ALIGN == 0);
+const _: () = assert!(COPIES_OFFSET % ALIGN == 0 && WAIT_OFFSET % ALIGN == 0);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<[WaitBucket; WAIT_BUCKETS]>() == 8 * WAIT_BUCKETS);
+const _: () = assert!((WAIT_BUCKETS as u32) < crate::platform::MAX_CHANNELS); // channels 0..=64
+
+/// Bytes the platform appends after the two copies (the Windows waiters' table).
+const TRAILER: usize = crate::platform::TRAILER_LEN;
 
 const OP_SET: u32 = 1;
 const OP_DELETE: u32 = 2;
@@ -186,7 +205,9 @@ impl Layout {
     }
 
     fn from_size(size: u64) -> Option<Layout> {
-        let rest = usize::try_from(size).ok()?.checked_sub(COPIES_OFFSET)?;
+        let rest = usize::try_from(size)
+            .ok()?
+            .checked_sub(COPIES_OFFSET + TRAILER)?;
         if rest % 2 != 0 {
             return None;
         }
@@ -209,8 +230,16 @@ impl Layout {
         COPIES_OFFSET + self.copy_len() * (copy & 1)
     }
 
+    /// Where the platform's trailer starts: right after the two copies.
+    fn trailer_offset(&self) -> usize {
+        COPIES_OFFSET + 2 * self.copy_len()
+    }
+
     fn file_size(&self) -> Option<u64> {
-        let total = self.copy_len().checked_mul(2)?.checked_add(COPIES_OFFSET)?;
+        let total = self
+            .copy_len()
+            .checked_mul(2)?
+            .checked_add(COPIES_OFFSET + TRAILER)?;
         let total = u64::try_from(total).ok()?;
         (total < crate::MAX_SEGMENT_SIZE).then_some(total)
     }
@@ -282,6 +311,7 @@ impl<'a> Mem<'a> {
 trait SharedLine {}
 impl SharedLine for Control {}
 impl SharedLine for CopyMeta {}
+impl SharedLine for [WaitBucket; WAIT_BUCKETS] {}
 
 /// A record header, parsed and checked against its copy's heap.
 #[derive(Clone, Copy, Debug)]
@@ -646,6 +676,14 @@ enum Op<'k> {
     Delete { key: &'k [u8] },
 }
 
+impl<'k> Op<'k> {
+    fn key(&self) -> &'k [u8] {
+        match *self {
+            Op::Set { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
 /// What [`Map::delete`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Delete {
@@ -754,6 +792,7 @@ pub struct MapBuilder {
 
 impl MapBuilder {
     /// The directory (see [`Builder::dir`]).
+    #[cfg(target_os = "linux")]
     pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> MapBuilder {
         self.seg = self.seg.dir(dir);
         self
@@ -775,6 +814,7 @@ impl MapBuilder {
     }
 
     /// The file mode of a newly created map (see [`Builder::mode`]).
+    #[cfg(target_os = "linux")]
     pub fn mode(mut self, mode: u32) -> MapBuilder {
         self.seg = self.seg.mode(mode);
         self
@@ -794,7 +834,7 @@ impl MapBuilder {
         self
     }
 
-    /// How long a wait watches the version before it sleeps on the futex (20 us by default;
+    /// How long a wait watches the version before it sleeps in the kernel (20 us by default;
     /// see [`crate::ValueBuilder::wait_spin`]).
     pub fn wait_spin(mut self, spin: Duration) -> MapBuilder {
         self.wait_spin = spin;
@@ -862,11 +902,9 @@ impl MapBuilder {
             });
         }
         Ok(Map {
+            writer: Writer::new(&seg, self.lock_timeout, self.wait_spin)?,
             seg,
             layout,
-            lock_timeout: self.lock_timeout,
-            wait_spin: self.wait_spin,
-            writer: WriterToken::default(),
         })
     }
 }
@@ -890,9 +928,8 @@ pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
 pub struct Map {
     seg: Segment,
     layout: Layout,
-    lock_timeout: Duration,
-    wait_spin: Duration,
-    writer: WriterToken,
+    /// The writer's token, lock and waits (`writer.rs`).
+    writer: Writer,
 }
 
 impl Map {
@@ -1108,8 +1145,11 @@ impl Map {
 
     /// Sleeps until the version of `key` (of its last `set`; 0 when absent) differs from
     /// `since`, then returns it. Returns at once if it already differs. `None` waits forever;
-    /// otherwise [`Error::Timeout`] when `timeout` passes first. Sleeps on the map's futex
-    /// (after watching it for the spin window), waking at each change of any key to check.
+    /// otherwise [`Error::Timeout`] when `timeout` passes first. After watching the key for
+    /// the spin window, sleeps on the key's wait bucket (one of 64): a change of a key in
+    /// another bucket does not wake it; one in the same bucket costs a wake-up and a re-check.
+    /// On Windows the waits of one map share 64 waiter slots, as a value's do (a 65th
+    /// simultaneous sleeper polls every millisecond; see [`crate::Value::wait_changed`]).
     ///
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::Timeout`]; as [`Map::get`].
@@ -1138,27 +1178,23 @@ impl Map {
         let key = self.check_key(key.as_ref())?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let w = WaitFor {
-            name: self.name(),
             what: "a change of the key",
             timeout,
-            spin: self.wait_spin,
         };
-        loop {
-            let (kv, map_version) = self.key_version(key)?;
-            if kv != since {
-                return Ok(Some(kv));
-            }
-            if writer::wait_version(self.ctrl(), map_version, deadline, w, &cancelled)?.is_none() {
-                return Ok(None);
-            }
-        }
+        let changed = || {
+            let (kv, _) = self.key_version(key)?;
+            Ok((kv != since).then_some(kv))
+        };
+        let ch = self.channel(tag_of(key));
+        self.writer
+            .wait(self.site(), ch, deadline, w, changed, &cancelled)
     }
 
     /// Sleeps until the map version differs from `since` (any key set or deleted), then
     /// returns it; as [`Map::wait_changed`] otherwise.
     ///
     /// # Errors
-    /// [`Error::Timeout`]; [`Error::Io`] if the futex call fails.
+    /// [`Error::Timeout`]; [`Error::Io`] if the sleep in the kernel fails.
     pub fn wait_any(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
         self.wait_any_unless(since, timeout, || false)
             .map(|v| v.expect("never cancelled"))
@@ -1180,17 +1216,29 @@ impl Map {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let w = WaitFor {
-            name: self.name(),
             what: "a change of the map",
             timeout,
-            spin: self.wait_spin,
         };
-        writer::wait_version(self.ctrl(), since, deadline, w, &cancelled)
+        let ctrl = self.ctrl();
+        let changed = || {
+            let v = ctrl.version.load(Ordering::Acquire);
+            Ok((v != since).then_some(v))
+        };
+        self.writer.wait(
+            self.site(),
+            Channel::control(ctrl),
+            deadline,
+            w,
+            changed,
+            &cancelled,
+        )
     }
 
     /// Wakes every thread, in every process, that sleeps in a wait on this map.
     pub fn wake_waiters(&self) {
-        writer::wake_waiters(self.ctrl());
+        let mut words = vec![&self.ctrl().wake];
+        words.extend(self.wait_buckets().iter().map(|b| &b.wake));
+        self.writer.wake_waiters(self.site(), &words);
     }
 
     // ---- internals ----
@@ -1244,12 +1292,12 @@ impl Map {
         let mem = self.mem();
         let mut backoff = Backoff::default();
         let mut asked = 0u32;
-        writer::ask_hold_off(ctrl, &mut asked);
+        ask_hold_off(ctrl, &mut asked);
         let r = loop {
             match protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c))) {
                 Pass::Done { found, version } => break Ok((found, version)),
                 Pass::Retry { seen } => {
-                    writer::ask_hold_off(ctrl, &mut asked);
+                    ask_hold_off(ctrl, &mut asked);
                     if let Err(e) = backoff.retry(self.name(), "map", seen) {
                         break Err(e);
                     }
@@ -1262,11 +1310,12 @@ impl Map {
 
     /// The writer: lock, catch the other copy up, apply `op` to it, publish, unlock, wake.
     fn write(&self, op: Op<'_>) -> Result<Delete> {
-        let guard = writer::lock(&self.seg, self.ctrl(), &self.writer, self.lock_timeout)?;
+        let guard = self.writer.lock(&self.seg, self.ctrl())?;
         let r = self.write_locked(op);
         drop(guard);
         if let Ok(Delete::Removed { .. }) = r {
-            writer::wake_after_publish(self.ctrl());
+            let ch = self.channel(tag_of(op.key()));
+            self.writer.wake_after_publish(self.site(), &[ch]);
         }
         r
     }
@@ -1313,7 +1362,8 @@ impl Map {
                 };
                 self.write_last_op(next, kind, key);
                 crash_point(Phase::AfterLastOp);
-                seqlock::publish(ctrl, next);
+                let bucket = &self.wait_buckets()[protocol::wait_bucket(tag_of(key))];
+                protocol::publish_op(ctrl, bucket, next);
                 crash_point(Phase::AfterPublish);
                 Ok(Delete::Removed { version: next })
             }
@@ -1440,6 +1490,14 @@ impl Map {
         }
     }
 
+    fn site(&self) -> Site<'_> {
+        Site {
+            seg: &self.seg,
+            ctrl: self.ctrl(),
+            trailer: self.layout.trailer_offset(),
+        }
+    }
+
     fn mem(&self) -> Mem<'_> {
         let m = self.seg.mapping();
         Mem {
@@ -1451,6 +1509,22 @@ impl Map {
 
     fn ctrl(&self) -> &Control {
         self.mem().line(CTRL_OFFSET)
+    }
+
+    fn wait_buckets(&self) -> &[WaitBucket; WAIT_BUCKETS] {
+        self.mem().line(WAIT_OFFSET)
+    }
+
+    /// The channel `wait_changed` of a key with this tag sleeps on: its wait bucket `b`,
+    /// channel `b + 1` (0 is the control line's, `wait_any`'s).
+    fn channel(&self, tag: u32) -> Channel<'_> {
+        let b = protocol::wait_bucket(tag);
+        let bucket = &self.wait_buckets()[b];
+        Channel {
+            wake: &bucket.wake,
+            sleepers: &bucket.sleepers,
+            id: b as u32 + 1,
+        }
     }
 
     fn metas(&self) -> [&CopyMeta; 2] {
@@ -1592,8 +1666,10 @@ mod tests {
     }
 
     /// A private directory on `/dev/shm`, removed on drop.
+    #[cfg(target_os = "linux")]
     struct Dir(std::path::PathBuf);
 
+    #[cfg(target_os = "linux")]
     impl Dir {
         fn new() -> Dir {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -1607,6 +1683,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
     impl Drop for Dir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -1637,12 +1714,20 @@ mod tests {
     /// After every operation the map must equal the model: the dead writer's operation is
     /// visible exactly when it died after publishing, and the next writers repair the rest.
     fn die_at(phases: &[Phase]) {
-        let d = Dir::new();
-        let m = Map::builder("crash")
-            .dir(&d.0)
-            .capacity(768)
-            .open()
-            .unwrap();
+        #[cfg(target_os = "linux")]
+        let (_d, builder) = {
+            let d = Dir::new();
+            let b = Map::builder("crash").dir(&d.0);
+            (d, b)
+        };
+        // Windows: no directory; a name of this process's own.
+        #[cfg(windows)]
+        let builder = {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Map::builder(&format!("unit-map-crash-{}-{n}", std::process::id()))
+        };
+        let m = builder.capacity(768).open().unwrap();
         assert_eq!((m.layout.buckets, m.max_keys()), (16, 12));
         let mut model = Model::new();
         let mut version = 0u64;
@@ -1705,6 +1790,103 @@ mod tests {
         }
         CRASH_AT.with(|c| c.set(None));
         assert_eq!(fired, phases, "every armed phase was reached");
+    }
+
+    /// A map of this process's own (Linux: in a private directory).
+    fn private_map(tag: &str) -> (Map, impl Drop) {
+        #[cfg(target_os = "linux")]
+        {
+            let d = Dir::new();
+            let m = Map::builder(tag).dir(&d.0).capacity(4096).open().unwrap();
+            (m, d)
+        }
+        #[cfg(windows)]
+        {
+            struct Nothing;
+            impl Drop for Nothing {
+                fn drop(&mut self) {}
+            }
+            let name = format!("unit-map-{tag}-{}", std::process::id());
+            (Map::open(&name, 4096).unwrap(), Nothing)
+        }
+    }
+
+    /// A persistent map file of map layout 1 (header kind 3) is refused by name, untouched.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_map_of_layout_1_is_refused_at_open() {
+        let d = Dir::new();
+        let b = Map::builder("old").dir(&d.0).lifetime(Lifetime::Persistent);
+        b.clone()
+            .capacity(4096)
+            .open()
+            .unwrap()
+            .set("k", b"v")
+            .unwrap();
+        let path = d.0.join(crate::FILE_PREFIX.to_owned() + "old");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12..16].copy_from_slice(&3u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        match b.open_existing() {
+            Err(e @ Error::Incompatible { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("old") && msg.contains("map layout 1"), "{msg}");
+            }
+            other => panic!("a layout 1 map opened as {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the old map was modified"
+        );
+    }
+
+    /// The keys the cross-process wait tests use lie in two different wait buckets.
+    #[test]
+    fn the_wait_test_keys_lie_in_different_buckets() {
+        let (a, b) = (tag_of(b"key-a"), tag_of(b"key-b"));
+        assert_ne!(protocol::wait_bucket(a), protocol::wait_bucket(b));
+    }
+
+    /// A waiter that announced itself on a bucket and died: sets of keys in other buckets
+    /// leave its flag alone (no wake-up for them), the first set in its bucket clears it (one
+    /// wake-up), and later sets find it clear (none).
+    #[test]
+    fn a_dead_bucket_waiter_costs_one_wake_up_and_other_buckets_none() {
+        let (m, _d) = private_map("dead-waiter");
+        let ba = &m.wait_buckets()[protocol::wait_bucket(tag_of(b"key-a"))];
+        let w = seqlock::announce(&ba.sleepers, &ba.wake); // and then it is killed
+        for i in 0..3 {
+            m.set("key-b", &[i]).unwrap();
+            assert_eq!(
+                ba.sleepers.load(Ordering::Relaxed),
+                1,
+                "key-b woke key-a's bucket"
+            );
+            assert_eq!(
+                ba.wake.load(Ordering::Relaxed),
+                w,
+                "key-b bumped key-a's bucket"
+            );
+        }
+        m.set("key-a", b"x").unwrap();
+        assert_eq!(
+            ba.sleepers.load(Ordering::Relaxed),
+            0,
+            "one wake-up clears the flag"
+        );
+        assert_eq!(ba.wake.load(Ordering::Relaxed), w + 1);
+        m.delete("key-a").unwrap();
+        assert_eq!(
+            ba.wake.load(Ordering::Relaxed),
+            w + 2,
+            "a delete bumps the bucket too"
+        );
+        assert_eq!(
+            m.ctrl().sleepers.load(Ordering::Relaxed),
+            0,
+            "no wait_any sleeper"
+        );
     }
 
     #[test]

@@ -192,7 +192,14 @@ pub fn publish(ctrl: &Control, next: u64) {
 /// when it is set, so a sleeper that died costs one wake-up at most.
 pub fn after_publish(ctrl: &Control) -> Wake {
     fence(Ordering::SeqCst);
-    if ctrl.sleepers.load(Ordering::Relaxed) != 0 && ctrl.sleepers.swap(0, Ordering::Relaxed) != 0 {
+    take_sleepers(&ctrl.sleepers)
+}
+
+/// After a publisher's SeqCst fence (`after_publish`): whether the channel whose may-sleep
+/// flag is `sleepers` has sleepers to wake. Clears the flag when it is set, so a sleeper that
+/// died costs one wake-up at most. (A map's wait buckets are channels too: `map/protocol.rs`.)
+pub fn take_sleepers(sleepers: &AtomicU32) -> Wake {
+    if sleepers.load(Ordering::Relaxed) != 0 && sleepers.swap(0, Ordering::Relaxed) != 0 {
         Wake::Sleepers
     } else {
         Wake::Nobody
@@ -295,32 +302,20 @@ pub fn read(
     }
 }
 
-/// What a waiter should do after announcing itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sleep {
-    /// The version is still `since`: sleep on `wake` while it holds this value.
-    On(u32),
-    /// The version moved: return it.
-    Changed(u64),
-}
-
-/// The waiter's half of Dekker's pattern: announce, fence, read `wake`, re-check `version`.
-pub fn prepare_sleep(ctrl: &Control, since: u64) -> Sleep {
-    ctrl.sleepers.swap(1, Ordering::SeqCst);
+/// The waiter's half of Dekker's pattern on any channel (a wake word and its may-sleep
+/// flag): set the flag (SeqCst swap), SeqCst fence, read the word. The caller then re-checks
+/// its condition (loads after the fence) and sleeps on the word only while it holds the value
+/// returned.
+pub fn announce(sleepers: &AtomicU32, wake: &AtomicU32) -> u32 {
+    sleepers.swap(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
-    let w = ctrl.wake.load(Ordering::Acquire);
-    let v = ctrl.version.load(Ordering::Acquire);
-    if v != since {
-        Sleep::Changed(v)
-    } else {
-        Sleep::On(w)
-    }
+    wake.load(Ordering::Acquire)
 }
 
-/// Wakes waiters without a new version (cancellation): bump `wake`; the caller then wakes
-/// every sleeper.
-pub fn bump_wake(ctrl: &Control) {
-    ctrl.wake.fetch_add(1, Ordering::Release);
+/// Bumps a channel's wake word (Release): after a publish that concerns the channel, and
+/// to wake waiters without a new version (cancellation), before waking its sleepers.
+pub fn bump_wake(wake: &AtomicU32) {
+    wake.fetch_add(1, Ordering::Release);
 }
 
 #[cfg(all(test, not(loom)))]
@@ -337,7 +332,7 @@ mod tests {
     #[test]
     fn a_sleeper_that_died_costs_one_wake_then_none() {
         let (ctrl, metas) = state();
-        assert_eq!(prepare_sleep(&ctrl, 0), Sleep::On(0)); // and then it is killed
+        assert_eq!(announce(&ctrl.sleepers, &ctrl.wake), 0); // and then it is killed
         for expected in [Wake::Sleepers, Wake::Nobody, Wake::Nobody] {
             let next = write(&ctrl, &metas, 0, |_| {});
             publish(&ctrl, next);

@@ -34,23 +34,21 @@
 //! (sleeping and waking, and the witness that tells a live lock holder from a gone one) are the
 //! platform's, behind `platform/` (Linux: the futex and OFD locks; Windows: named events).
 //!
-//! A writer's identity is a *token* claimed at its handle's first write
-//! (`ValueSys::claim_token`): a witness the kernel releases when the handle's process exits or
-//! crashes (Linux: the OFD lock of one byte far past the data, held on a description that is
-//! never mapped; Windows: a named event the handle keeps open). The token is cached per handle
-//! with the fork generation it was claimed under, so `set` costs no system call.
+//! The writer's token, the lock, the wake-up after a publish and the wait loop are
+//! `writer.rs`'s, shared with `Map`: a value's waits all use channel 0 (the control line).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, HEADER_LEN};
-use crate::platform::{self, ValueSys};
+use crate::platform;
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
-use crate::seqlock::{self, Control, Pass, Sleep, SlotMeta, Wake};
-use crate::wlock::{self, LockError};
+use crate::seqlock::{self, Control, Pass, SlotMeta};
+use crate::wlock;
+use crate::writer::{self, Channel, Site, WaitFor, Writer};
 
 const CTRL_OFFSET: usize = HEADER_LEN;
 const META_OFFSET: usize = 128;
@@ -60,17 +58,6 @@ const TRAILER: usize = platform::TRAILER_LEN;
 /// Data bytes of a value segment besides the two slots.
 const OVERHEAD: usize = DATA_OFFSET - HEADER_LEN + TRAILER;
 const SLOT_ALIGN: usize = 64;
-
-/// How long a writer waits for the lock by default.
-const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a wait watches the version before sleeping, by default (see
-/// [`ValueBuilder::wait_spin`]; docs/BENCHMARKS.md has the measurements behind it).
-const DEFAULT_WAIT_SPIN: Duration = Duration::from_micros(20);
-/// How many times a writer re-reads a busy lock word before it sleeps on it.
-const SPIN_LIMIT: u32 = 400;
-/// The shortest pause a writer makes for readers that asked to hold off; it grows with the
-/// capacity (one nanosecond per byte), so that the slowest reader's copy fits.
-const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
 
 const _: () = assert!(CTRL_OFFSET + 64 == META_OFFSET);
 const _: () = assert!(META_OFFSET + 2 * 64 == DATA_OFFSET);
@@ -186,12 +173,9 @@ impl ValueBuilder {
             });
         }
         Ok(Value {
-            sys: ValueSys::new(&seg)?,
+            writer: Writer::new(&seg, self.lock_timeout, self.wait_spin)?,
             capacity,
-            lock_timeout: self.lock_timeout,
-            wait_spin: self.wait_spin,
             seg,
-            writer: AtomicU64::new(0),
         })
     }
 }
@@ -213,13 +197,8 @@ pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
 pub struct Value {
     seg: Segment,
     capacity: usize,
-    lock_timeout: Duration,
-    wait_spin: Duration,
-    /// This handle's writer token with the fork generation it was claimed under
-    /// (`generation << 32 | token`), 0 before the first write.
-    writer: AtomicU64,
-    /// The platform's per-handle state (witness, events).
-    sys: ValueSys,
+    /// The writer's token, lock and waits (`writer.rs`).
+    writer: Writer,
 }
 
 impl Value {
@@ -228,8 +207,8 @@ impl Value {
         ValueBuilder {
             seg: Segment::builder(name),
             capacity: 0,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            wait_spin: DEFAULT_WAIT_SPIN,
+            lock_timeout: writer::DEFAULT_LOCK_TIMEOUT,
+            wait_spin: writer::DEFAULT_WAIT_SPIN,
         }
     }
 
@@ -326,35 +305,27 @@ impl Value {
 
     /// Takes the writers' lock under this handle's token.
     fn lock(&self) -> Result<wlock::Guard<'_, platform::Park<'_>>> {
-        let token = self.writer_token()?;
-        let park = self.sys.park(&self.seg);
-        wlock::lock(
-            &self.ctrl().lock,
-            token,
-            self.lock_timeout,
-            SPIN_LIMIT,
-            park,
-        )
-        .map_err(|e| self.lock_error(e))
+        self.writer.lock(&self.seg, self.ctrl())
     }
 
     /// With the lock held: hold off for asking readers, fill the next slot, publish.
     fn publish_locked(&self, len: usize, fill: impl FnOnce(usize)) -> u64 {
         let ctrl = self.ctrl();
-        let pause = HOLD_OFF_BASE + Duration::from_nanos(self.capacity as u64);
-        let mut since = None;
-        seqlock::honour_hold_off(ctrl, || {
-            since.get_or_insert_with(Instant::now).elapsed() > pause
-        });
+        writer::honour_hold_off(ctrl, self.capacity);
         let next = seqlock::write(ctrl, self.metas(), len as u64, fill);
         seqlock::publish(ctrl, next);
         next
     }
 
     fn wake_after_publish(&self) {
-        let ctrl = self.ctrl();
-        if seqlock::after_publish(ctrl) == Wake::Sleepers {
-            self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);
+        self.writer.wake_after_publish(self.site(), &[]);
+    }
+
+    fn site(&self) -> Site<'_> {
+        Site {
+            seg: &self.seg,
+            ctrl: self.ctrl(),
+            trailer: self.trailer(),
         }
     }
 
@@ -371,22 +342,6 @@ impl Value {
             value: self,
             _guard: self.lock()?,
         })
-    }
-
-    /// This handle's writer token: cached, or claimed on the first write (and the first after
-    /// a fork, whose child must not write under its parent's witness).
-    fn writer_token(&self) -> Result<u32> {
-        let generation = platform::generation();
-        let cached = self.writer.load(Ordering::Relaxed);
-        if cached != 0 && (cached >> 32) as u32 == generation {
-            return Ok(cached as u32);
-        }
-        let token = self.sys.claim_token(&self.seg, &self.ctrl().claims)?;
-        self.writer.store(
-            (u64::from(generation) << 32) | u64::from(token),
-            Ordering::Relaxed,
-        );
-        Ok(token)
     }
 
     /// Copies the current value into `buf`; returns its length and version. If `buf` is too
@@ -503,78 +458,24 @@ impl Value {
             return Ok(Some(v)); // already changed: no clock read, no system call
         }
         // A timeout too large to represent waits forever.
-        let now = Instant::now();
-        let deadline = timeout.and_then(|t| now.checked_add(t));
-        if let Some(v) = self.spin_for_change(since, now, deadline, &cancelled) {
-            return Ok(Some(v));
-        }
-        let sleeper = self.sys.sleeper(&self.seg, self.trailer())?;
-        loop {
-            if cancelled() {
-                return Ok(None);
-            }
-            let remaining = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(r) if !r.is_zero() => Some(r),
-                    _ => {
-                        return Err(Error::Timeout {
-                            name: self.name().to_owned(),
-                            what: "a change of value",
-                            timeout: timeout.unwrap_or_default(),
-                        })
-                    }
-                },
-            };
-            let w = match seqlock::prepare_sleep(ctrl, since) {
-                Sleep::Changed(v) => return Ok(Some(v)),
-                Sleep::On(w) => w,
-            };
-            if cancelled() {
-                return Ok(None);
-            }
-            sleeper.wait(&ctrl.wake, w, remaining)?;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let w = WaitFor {
+            what: "a change of value",
+            timeout,
+        };
+        let changed = || {
             let v = ctrl.version.load(crate::sync::Ordering::Acquire);
-            if v != since {
-                return Ok(Some(v));
-            }
-        }
-    }
-
-    /// Watches the version for the spin window (bounded by the deadline), checking the cancel
-    /// flag now and then; returns the new version if it moved.
-    fn spin_for_change(
-        &self,
-        since: u64,
-        start: Instant,
-        deadline: Option<Instant>,
-        cancelled: &impl Fn() -> bool,
-    ) -> Option<u64> {
-        if self.wait_spin.is_zero() {
-            return None;
-        }
-        let end = start + self.wait_spin;
-        let end = deadline.map_or(end, |d| d.min(end));
-        let version = &self.ctrl().version;
-        for i in 1u32.. {
-            let v = version.load(crate::sync::Ordering::Acquire);
-            if v != since {
-                return Some(v);
-            }
-            if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
-                return None;
-            }
-            std::hint::spin_loop();
-        }
-        None
+            Ok((v != since).then_some(v))
+        };
+        let at = self.site();
+        self.writer
+            .wait(at, Channel::control(ctrl), deadline, w, changed, &cancelled)
     }
 
     /// Wakes every thread, in every process, that sleeps in a wait on this value. They
     /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
     pub fn wake_waiters(&self) {
-        let ctrl = self.ctrl();
-        seqlock::bump_wake(ctrl);
-        self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);
+        self.writer.wake_waiters(self.site(), &[&self.ctrl().wake]);
     }
 
     /// The length of the current value, as a hint (not checked for consistency).
@@ -584,16 +485,6 @@ impl Value {
             .len
             .load(crate::sync::Ordering::Relaxed);
         len.min(self.capacity as u64) as usize
-    }
-
-    fn lock_error(&self, e: LockError) -> Error {
-        match e {
-            LockError::Timeout => Error::Timeout {
-                name: self.name().to_owned(),
-                what: "the writers' lock",
-                timeout: self.lock_timeout,
-            },
-        }
     }
 
     fn ctrl(&self) -> &Control {

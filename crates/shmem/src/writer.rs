@@ -1,99 +1,256 @@
-//! The writer's and the waiter's machinery shared by [`crate::Value`] and [`crate::Map`]: the
-//! cached writer token, the kernel's side of the writers' lock (`Kernel`), taking the lock,
-//! waking after a publish, waiting for the version to move, and a reader's retry state.
+//! The writer's and the waiter's machinery of [`crate::Value`] and [`crate::Map`], once, on
+//! every platform: the cached writer token, taking the writers' lock with a timeout, the
+//! readers' hold-off pause, waking after a publish, `wake_waiters`, and the wait loop (watch
+//! for the spin window, then sleep). The kernel's part (witnesses, sleeping, waking) is the
+//! platform's, behind `platform/` ([`WriterSys`]); this file has no system call and no
+//! `unsafe`.
 //!
 //! Both structures keep a `seqlock::Control` line at offset 64 of the segment: its `lock` and
 //! `claims` words are the writers' lock (`wlock.rs`), its `version`, `wake` and `sleepers` are
-//! what waits sleep on. The protocols are stated in `wlock.rs` and `seqlock.rs`; this file only
-//! makes the system calls (futex, `F_OFD_GETLK`) and turns outcomes into [`Error`]s.
+//! channel 0 of their waits. A map adds wait buckets, channels `1..` (`map.rs`). The protocols
+//! are stated in `wlock.rs`, `seqlock.rs` and `map/protocol.rs`.
 //!
-//! A writer's identity is a *token* claimed at its handle's first write (`fork::writer_token`):
-//! the OFD lock of one byte far past the data, held on a description that is never mapped, so
-//! the kernel releases it when the handle's process exits, execs or crashes. The token is cached
-//! per handle with the fork generation it was claimed under, so a write costs no system call.
+//! # Channels
+//! A [`Channel`] is a wake word, its may-sleep flag and its number. A waiter announces itself
+//! on its channel (`seqlock::announce`: flag, SeqCst fence, read the word), re-checks its
+//! condition and sleeps on the word only while it holds the value read. A publisher bumps the
+//! word of every channel its change concerns (Release), then (after unlocking) makes one SeqCst
+//! fence and, per channel, takes the flag (`seqlock::take_sleepers`) and wakes that channel's
+//! sleepers only if it was set. Dekker's pattern per channel: either the publisher's flag load
+//! sees the waiter, or the waiter's loads after its fence see the change (or the bumped word,
+//! which makes its sleep return at once). A dead sleeper costs each of its channels one wake-up.
+//!
+//! # Writer token
+//! A writer's identity is a *token* claimed at its handle's first write
+//! (`WriterSys::claim_token`): a witness the kernel releases when the handle's process exits or
+//! crashes (Linux: the OFD lock of one byte far past the data; Windows: a named event the
+//! handle keeps open). It is cached per handle with the fork generation it was claimed under
+//! (`platform::generation`), so a write costs no system call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::fork::{self, ClaimError};
-pub(crate) use crate::retry::{ask_hold_off, Backoff};
+use crate::platform::{self, Park, WriterSys};
 use crate::segment::Segment;
-use crate::seqlock::{self, Control, Sleep, Wake};
+use crate::seqlock::{self, Control, Wake};
 use crate::sync::AtomicU32;
-use crate::sys::{self, ByteLock};
-use crate::wlock::{self, Holder, LockError, Park};
+use crate::wlock::{self, LockError};
 
 /// How long a writer waits for the lock by default.
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a wait watches the version before sleeping, by default (docs/BENCHMARKS.md has the
-/// measurements behind it).
+/// How long a wait watches for a change before sleeping, by default (docs/BENCHMARKS.md has
+/// the measurements behind it).
 pub(crate) const DEFAULT_WAIT_SPIN: Duration = Duration::from_micros(20);
 /// How many times a writer re-reads a busy lock word before it sleeps on it.
 const SPIN_LIMIT: u32 = 400;
 /// The shortest pause a writer makes for readers that asked to hold off; callers add one
 /// nanosecond per byte a reader may copy, so that the slowest reader's copy fits.
-pub(crate) const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
+const HOLD_OFF_BASE: Duration = Duration::from_micros(50);
 
-/// A handle's writer token with the fork generation it was claimed under
-/// (`generation << 32 | token`), 0 before the first write.
-#[derive(Debug, Default)]
-pub(crate) struct WriterToken(AtomicU64);
+/// How many times a wait of this process came back from a sleep (a wake-up, spurious or
+/// not, or a sleep's timeout): what tests read to check that a waiter is not woken by changes
+/// it does not wait for ([`wait_wakeups`]). One Relaxed increment per sleep.
+static WAKEUPS: AtomicU64 = AtomicU64::new(0);
 
-impl WriterToken {
-    /// This handle's token: cached, or claimed on the first write (and the first after a fork,
-    /// whose child must not write under its parent's witness).
-    pub(crate) fn get(&self, seg: &Segment, ctrl: &Control) -> Result<u32> {
-        let generation = fork::generation() as u32;
-        let cached = self.0.load(Ordering::Relaxed);
+/// How many times a wait (`Value::wait_changed`, `Map::wait_changed`, `Map::wait_any`) of
+/// this process has come back from sleeping in the kernel. For tests.
+#[doc(hidden)]
+pub fn wait_wakeups() -> u64 {
+    WAKEUPS.load(Ordering::Relaxed)
+}
+
+/// A wake word, its may-sleep flag, and the channel's number (0: the control line).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Channel<'a> {
+    /// The word sleepers sleep on; bumped by each publish that concerns the channel.
+    pub wake: &'a AtomicU32,
+    /// Set by a waiter about to sleep, cleared by the publisher that wakes.
+    pub sleepers: &'a AtomicU32,
+    /// The channel's number, below `platform::MAX_CHANNELS`.
+    pub id: u32,
+}
+
+impl Channel<'_> {
+    /// Channel 0: the control line's `wake` and `sleepers`.
+    pub(crate) fn control(ctrl: &Control) -> Channel<'_> {
+        Channel {
+            wake: &ctrl.wake,
+            sleepers: &ctrl.sleepers,
+            id: 0,
+        }
+    }
+}
+
+/// Where a segment's waits live: the segment, its control line and the offset of the
+/// platform's trailer (`platform::TRAILER_LEN` bytes, checked by the caller at open).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Site<'a> {
+    /// The segment.
+    pub seg: &'a Segment,
+    /// Its control line.
+    pub ctrl: &'a Control,
+    /// The offset of the platform's trailer in the mapping.
+    pub trailer: usize,
+}
+
+/// What a wait is for, for its error messages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WaitFor {
+    /// What is awaited ("a change of value").
+    pub what: &'static str,
+    /// The timeout the caller gave, for the message.
+    pub timeout: Option<Duration>,
+}
+
+/// One handle's writer: its platform state, its cached token, its lock timeout and wait spin.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    sys: WriterSys,
+    /// `generation << 32 | token`, 0 before the first write.
+    token: AtomicU64,
+    lock_timeout: Duration,
+    wait_spin: Duration,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        seg: &Segment,
+        lock_timeout: Duration,
+        wait_spin: Duration,
+    ) -> Result<Writer> {
+        Ok(Writer {
+            sys: WriterSys::new(seg)?,
+            token: AtomicU64::new(0),
+            lock_timeout,
+            wait_spin,
+        })
+    }
+
+    /// This handle's writer token: cached, or claimed on the first write (and the first after
+    /// a fork, whose child must not write under its parent's witness).
+    fn token(&self, seg: &Segment, ctrl: &Control) -> Result<u32> {
+        let generation = platform::generation();
+        let cached = self.token.load(Ordering::Relaxed);
         if cached != 0 && (cached >> 32) as u32 == generation {
             return Ok(cached as u32);
         }
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&seg.lock_fd());
-        let token = fork::writer_token(fd, &ctrl.claims).map_err(|e| {
-            let name = seg.name().to_owned();
-            match e {
-                ClaimError::Sys(op, errno) => Error::Io {
-                    name,
-                    op,
-                    source: errno.into(),
-                },
-                ClaimError::Unregistered => Error::Io {
-                    name,
-                    op: "claim the writer's liveness witness",
-                    source: std::io::Error::other("this process holds too many segments"),
-                },
-                ClaimError::Exhausted => Error::Corrupt {
-                    name,
-                    reason: "no free writer token: the token counter keeps naming live writers"
-                        .into(),
-                },
-            }
-        })?;
-        self.0.store(
+        let token = self.sys.claim_token(seg, &ctrl.claims)?;
+        self.token.store(
             (u64::from(generation) << 32) | u64::from(token),
             Ordering::Relaxed,
         );
         Ok(token)
     }
-}
 
-/// Takes the writers' lock of `ctrl` (in `seg`) under this handle's token.
-pub(crate) fn lock<'a>(
-    seg: &'a Segment,
-    ctrl: &'a Control,
-    token: &WriterToken,
-    timeout: Duration,
-) -> Result<wlock::Guard<'a, Kernel<'a>>> {
-    let me = token.get(seg, ctrl)?;
-    let park = Kernel { fd: seg.lock_fd() };
-    wlock::lock(&ctrl.lock, me, timeout, SPIN_LIMIT, park).map_err(|e| match e {
-        LockError::Timeout => Error::Timeout {
-            name: seg.name().to_owned(),
-            what: "the writers' lock",
-            timeout,
-        },
-    })
+    /// Takes the writers' lock of `ctrl` (in `seg`) under this handle's token;
+    /// [`Error::Timeout`] when a live writer keeps it longer than the lock timeout.
+    pub(crate) fn lock<'a>(
+        &'a self,
+        seg: &'a Segment,
+        ctrl: &'a Control,
+    ) -> Result<wlock::Guard<'a, Park<'a>>> {
+        let me = self.token(seg, ctrl)?;
+        let park = self.sys.park(seg);
+        wlock::lock(&ctrl.lock, me, self.lock_timeout, SPIN_LIMIT, park).map_err(|e| match e {
+            LockError::Timeout => Error::Timeout {
+                name: seg.name().to_owned(),
+                what: "the writers' lock",
+                timeout: self.lock_timeout,
+            },
+        })
+    }
+
+    /// After a publish and the unlock: one SeqCst fence (`seqlock::after_publish`, channel 0),
+    /// then each further channel of `more` (already bumped); wakes the sleepers of each channel
+    /// whose may-sleep flag was set.
+    pub(crate) fn wake_after_publish(&self, at: Site<'_>, more: &[Channel<'_>]) {
+        if seqlock::after_publish(at.ctrl) == Wake::Sleepers {
+            self.wake(at, Channel::control(at.ctrl));
+        }
+        for &ch in more {
+            if seqlock::take_sleepers(ch.sleepers) == Wake::Sleepers {
+                self.wake(at, ch);
+            }
+        }
+    }
+
+    fn wake(&self, at: Site<'_>, ch: Channel<'_>) {
+        self.sys.wake(at.seg, at.trailer, ch.wake, ch.id);
+    }
+
+    /// Wakes every thread, in every process, that sleeps in a wait on the segment: bumps the
+    /// word of each channel (`words`, the control line's first), then wakes them all. They
+    /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
+    pub(crate) fn wake_waiters(&self, at: Site<'_>, words: &[&AtomicU32]) {
+        for w in words {
+            seqlock::bump_wake(w);
+        }
+        self.sys.wake_all(at.seg, at.trailer, words);
+    }
+
+    /// Sleeps on `ch` until `changed()` reports a version (returned), `deadline` passes
+    /// ([`Error::Timeout`]) or `cancelled()` is true (`Ok(None)`, checked before each sleep).
+    /// Watches `changed()` for the spin window first, then registers with the platform and
+    /// sleeps, announcing itself on the channel before each re-check (module docs).
+    pub(crate) fn wait(
+        &self,
+        at: Site<'_>,
+        ch: Channel<'_>,
+        deadline: Option<Instant>,
+        w: WaitFor,
+        mut changed: impl FnMut() -> Result<Option<u64>>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        if let Some(v) = changed()? {
+            return Ok(Some(v)); // already changed: no clock read, no system call
+        }
+        if !self.wait_spin.is_zero() {
+            let end = Instant::now() + self.wait_spin;
+            let end = deadline.map_or(end, |d| d.min(end));
+            for i in 1u32.. {
+                if let Some(v) = changed()? {
+                    return Ok(Some(v));
+                }
+                if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        debug_assert!(ch.id < platform::MAX_CHANNELS);
+        let sleeper = self.sys.sleeper(at.seg, at.trailer, ch.id)?;
+        loop {
+            if cancelled() {
+                return Ok(None);
+            }
+            let remaining = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => {
+                        return Err(Error::Timeout {
+                            name: at.seg.name().to_owned(),
+                            what: w.what,
+                            timeout: w.timeout.unwrap_or_default(),
+                        })
+                    }
+                },
+            };
+            let word = seqlock::announce(ch.sleepers, ch.wake);
+            if let Some(v) = changed()? {
+                return Ok(Some(v));
+            }
+            if cancelled() {
+                return Ok(None);
+            }
+            sleeper.wait(ch.wake, word, remaining)?;
+            WAKEUPS.fetch_add(1, Ordering::Relaxed);
+            if let Some(v) = changed()? {
+                return Ok(Some(v));
+            }
+        }
+    }
 }
 
 /// With the lock held, before touching anything readers may read: pauses (at most
@@ -104,136 +261,4 @@ pub(crate) fn honour_hold_off(ctrl: &Control, copy_bytes: usize) {
     seqlock::honour_hold_off(ctrl, || {
         since.get_or_insert_with(Instant::now).elapsed() > pause
     });
-}
-
-/// After a publish and the unlock: wakes sleepers if any may sleep (`seqlock::after_publish`).
-pub(crate) fn wake_after_publish(ctrl: &Control) {
-    if seqlock::after_publish(ctrl) == Wake::Sleepers {
-        sys::futex_wake(&ctrl.wake, i32::MAX as u32);
-    }
-}
-
-/// Wakes every thread, in every process, that sleeps in a wait on `ctrl`.
-pub(crate) fn wake_waiters(ctrl: &Control) {
-    seqlock::bump_wake(ctrl);
-    sys::futex_wake(&ctrl.wake, i32::MAX as u32);
-}
-
-/// What a wait is for, for its error messages.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct WaitFor<'a> {
-    /// The segment.
-    pub name: &'a str,
-    /// What is awaited ("a change of value").
-    pub what: &'static str,
-    /// The timeout the caller gave, for the message.
-    pub timeout: Option<Duration>,
-    /// How long to watch the version before sleeping.
-    pub spin: Duration,
-}
-
-/// Sleeps until `ctrl.version` differs from `since` (returns it), `deadline` passes
-/// ([`Error::Timeout`]) or `cancelled()` is true (`Ok(None)`, checked before each sleep).
-/// Watches the version for `w.spin` first, then sleeps on the `wake` futex (Dekker's pattern
-/// with the publisher, `seqlock.rs`).
-pub(crate) fn wait_version(
-    ctrl: &Control,
-    since: u64,
-    deadline: Option<Instant>,
-    w: WaitFor<'_>,
-    cancelled: &impl Fn() -> bool,
-) -> Result<Option<u64>> {
-    let v = ctrl.version.load(crate::sync::Ordering::Acquire);
-    if v != since {
-        return Ok(Some(v)); // already changed: no clock read, no system call
-    }
-    if let Some(v) = spin_for_change(ctrl, since, deadline, w.spin, cancelled) {
-        return Ok(Some(v));
-    }
-    loop {
-        if cancelled() {
-            return Ok(None);
-        }
-        let remaining = match deadline {
-            None => None,
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(r) if !r.is_zero() => Some(r),
-                _ => {
-                    return Err(Error::Timeout {
-                        name: w.name.to_owned(),
-                        what: w.what,
-                        timeout: w.timeout.unwrap_or_default(),
-                    })
-                }
-            },
-        };
-        let word = match seqlock::prepare_sleep(ctrl, since) {
-            Sleep::Changed(v) => return Ok(Some(v)),
-            Sleep::On(word) => word,
-        };
-        if cancelled() {
-            return Ok(None);
-        }
-        sys::futex_wait(&ctrl.wake, word, remaining).map_err(|e| Error::Io {
-            name: w.name.to_owned(),
-            op: "futex(FUTEX_WAIT)",
-            source: e.into(),
-        })?;
-        let v = ctrl.version.load(crate::sync::Ordering::Acquire);
-        if v != since {
-            return Ok(Some(v));
-        }
-    }
-}
-
-/// Watches the version for the spin window (bounded by the deadline), checking the cancel flag
-/// now and then; returns the new version if it moved.
-fn spin_for_change(
-    ctrl: &Control,
-    since: u64,
-    deadline: Option<Instant>,
-    spin: Duration,
-    cancelled: &impl Fn() -> bool,
-) -> Option<u64> {
-    if spin.is_zero() {
-        return None;
-    }
-    let end = Instant::now() + spin;
-    let end = deadline.map_or(end, |d| d.min(end));
-    for i in 1u32.. {
-        let v = ctrl.version.load(crate::sync::Ordering::Acquire);
-        if v != since {
-            return Some(v);
-        }
-        if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
-            return None;
-        }
-        std::hint::spin_loop();
-    }
-    None
-}
-
-/// The kernel's side of the writers' lock for one segment: liveness from the witness bytes'
-/// OFD locks, sleeping on the futex.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Kernel<'a> {
-    fd: std::os::fd::BorrowedFd<'a>,
-}
-
-impl Park for Kernel<'_> {
-    fn holder(&self, token: u32) -> Holder {
-        match sys::ofd_probe(self.fd, fork::WITNESS_BASE + u64::from(token)) {
-            Ok(ByteLock::Free) => Holder::Gone,
-            // A probe that fails tells nothing: never take a lock on a guess.
-            Ok(ByteLock::Held) | Err(_) => Holder::Alive,
-        }
-    }
-
-    fn sleep(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
-        let _ = sys::futex_wait(word, expected, Some(timeout));
-    }
-
-    fn wake_one(&self, word: &AtomicU32) {
-        sys::futex_wake(word, 1);
-    }
 }

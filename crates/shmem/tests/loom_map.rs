@@ -10,10 +10,11 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p named-shm --test loom_map --release`
 #![cfg(loom)]
 
+use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 use loom::thread;
 use shmem::model::map as mp;
-use shmem::model::{publish, AtomicU64, Control, Ordering};
+use shmem::model::{after_publish, announce, take_sleepers, AtomicU64, Control, Ordering, Wake};
 
 const KEYS: usize = 2;
 
@@ -24,6 +25,10 @@ struct Shared {
     tables: [[AtomicU64; KEYS]; 2],
     last_version: AtomicU64,
     last_key: AtomicU64,
+    /// Key `k`'s wait bucket is `buckets[k]` (two keys in two buckets).
+    buckets: [mp::WaitBucket; KEYS],
+    /// Set by a publisher when it makes a wake call (a stand-in for `FUTEX_WAKE`).
+    woke: AtomicBool,
 }
 
 /// The operations the writers run, in version order: op `v` sets key `OPS[v-1].0` to version
@@ -45,8 +50,9 @@ impl Shared {
     }
 
     /// `Map::write_locked` of the next op (the lock held by the caller); `die_after` words
-    /// written to the copy, a writer is killed there (no finish, nothing published).
-    fn write(&self, die_after: Option<usize>) {
+    /// written to the copy, a writer is killed there (no finish, nothing published). Returns
+    /// the op's key.
+    fn write(&self, die_after: Option<usize>) -> usize {
         let plan = mp::plan(
             &self.ctrl,
             self.metas(),
@@ -63,14 +69,26 @@ impl Shared {
         let (key, set) = OPS[(t.next - 1) as usize];
         if die_after == Some(0) {
             dst[key].store(99, Ordering::Relaxed); // half an operation, then killed
-            return;
+            return key;
         }
         dst[key].store(if set { t.next } else { 0 }, Ordering::Relaxed);
         let next = mp::finish(self.metas(), t, mp::Applied::Changed).expect("changed");
         self.last_version.store(0, Ordering::Relaxed);
         self.last_key.store(key as u64, Ordering::Relaxed);
         self.last_version.store(next, Ordering::Relaxed);
-        publish(&self.ctrl, next);
+        mp::publish_op(&self.ctrl, &self.buckets[key], next);
+        key
+    }
+
+    /// `Map::write`'s wake-up after the unlock (`Writer::wake_after_publish`): whether the
+    /// op's key's bucket had sleepers to wake.
+    fn wake_after(&self, key: usize) -> Wake {
+        after_publish(&self.ctrl); // the fence; no `wait_any` sleeper in these models
+        let wake = take_sleepers(&self.buckets[key].sleepers);
+        if wake == Wake::Sleepers {
+            self.woke.store(true, Ordering::SeqCst);
+        }
+        wake
     }
 
     /// `Map::snapshot` with at most `attempts` passes.
@@ -136,5 +154,51 @@ fn a_writer_killed_mid_operation_is_rebuilt_over_and_never_seen() {
         check(s.read(2));
         w.join().unwrap();
         assert_eq!(s.read(1), Some((3, expected(3))));
+    });
+}
+
+/// `Map::wait_changed(key 1, since 0)` (`writer.rs`'s wait loop: announce on the key's
+/// bucket, then a reader pass for the key's version) against a writer of op 1 (key 0, another
+/// bucket) and op 2 (key 1): the waiter never sleeps through the set of its key, and the set of
+/// the other key never wakes its bucket.
+#[test]
+fn a_one_key_waiter_never_sleeps_through_a_set_of_its_key() {
+    loom::model(|| {
+        let s = Arc::new(Shared::default());
+        let waiter = {
+            let s = Arc::clone(&s);
+            thread::spawn(move || {
+                let b = &s.buckets[1];
+                let w = announce(&b.sleepers, &b.wake);
+                match s.read(2) {
+                    // FUTEX_WAIT queues the waiter only while the word still holds what it
+                    // saw (the kernel compares and queues atomically); a wake call made before
+                    // that wakes nobody. So: was a wake already made, then is the word still
+                    // `w` (the sleep happens)?
+                    Some((_, t)) if t[1] == 0 => {
+                        let woken_before = s.woke.load(Ordering::SeqCst);
+                        (b.wake.load(Ordering::SeqCst) == w).then_some(woken_before)
+                    }
+                    // Saw the change (or was disturbed: it would retry, not sleep).
+                    _ => None,
+                }
+            })
+        };
+        let k0 = s.write(None);
+        assert_eq!(k0, 0);
+        assert_eq!(
+            s.wake_after(k0),
+            Wake::Nobody,
+            "key 0's set woke no bucket-1 sleeper"
+        );
+        let k1 = s.write(None);
+        let woke = s.wake_after(k1) == Wake::Sleepers;
+        if let Some(woken_before) = waiter.join().unwrap() {
+            assert!(
+                woke && !woken_before,
+                "the waiter sleeps on key 1's bucket and the set of key 1 did not wake it \
+                 (no wake call, or one made before it slept on an unchanged word)"
+            );
+        }
     });
 }

@@ -105,21 +105,34 @@ fn a_writer_killed_mid_copy_never_damages_what_readers_see() {
 fn a_waiter_never_sleeps_through_a_set() {
     loom::model(|| {
         let s = Arc::new(Shared::default());
+        // Set by the writer when it makes its wake call (a stand-in for `FUTEX_WAKE`).
+        let woke = Arc::new(AtomicBool::new(false));
         let waiter = {
-            let s = Arc::clone(&s);
-            thread::spawn(move || match prepare_sleep(&s.ctrl, 0) {
-                Sleep::Changed(_) => false, // saw the change: does not sleep
-                // FUTEX_WAIT sleeps only while the word still holds what we saw (the kernel
-                // compares and queues atomically).
-                Sleep::On(w) => s.ctrl.wake.load(Ordering::SeqCst) == w,
+            let (s, woke) = (Arc::clone(&s), Arc::clone(&woke));
+            thread::spawn(move || {
+                // `writer::wait`: announce on channel 0, then re-check the version.
+                let w = announce(&s.ctrl.sleepers, &s.ctrl.wake);
+                if s.ctrl.version.load(Ordering::Acquire) != 0 {
+                    return None; // saw the change: does not sleep
+                }
+                // FUTEX_WAIT queues the waiter only while the word still holds what we saw
+                // (the kernel compares and queues atomically); a wake call made before that
+                // wakes nobody. So: was a wake already made, then does the sleep happen?
+                let woken_before = woke.load(Ordering::SeqCst);
+                (s.ctrl.wake.load(Ordering::SeqCst) == w).then_some(woken_before)
             })
         };
-        let woke = s.set(1) == Wake::Sleepers;
-        let slept = waiter.join().unwrap();
-        assert!(
-            !slept || woke,
-            "the waiter sleeps and the writer did not wake it"
-        );
+        let wakes = s.set(1) == Wake::Sleepers;
+        if wakes {
+            woke.store(true, Ordering::SeqCst);
+        }
+        if let Some(woken_before) = waiter.join().unwrap() {
+            assert!(
+                wakes && !woken_before,
+                "the waiter sleeps and the writer did not wake it (no wake call, or one made \
+                 before it slept on an unchanged word)"
+            );
+        }
     });
 }
 

@@ -12,6 +12,8 @@
 //!   copy, only grows), `state` (the map version whose contents the copy holds), `bump` (heap
 //!   bytes used), `count` (live keys).
 //! - the last-op record (`map.rs`): the version and key of the last operation written.
+//! - [`WAIT_BUCKETS`] wait buckets ([`WaitBucket`]: `wake`, `sleepers`), the channels of
+//!   `wait_changed(key)`: a key's bucket is [`wait_bucket`] of its tag.
 //!
 //! # Invariant
 //! Published version `v` lives in copy `v & 1` (its `state` is `v`, its `seq` even); no writer
@@ -28,8 +30,11 @@
 //!    reader can see the new bytes with the old `seq`. Catch up, apply op `v + 1`.
 //! 3. [`finish`]: `state[o] = v + 1` (or `v` when the op changed nothing: a full map, a
 //!    delete of a missing key), then `seq[o]` even (Release).
-//! 4. write the last-op record, then [`seqlock::publish`] `v + 1` (Release) and bump `wake`;
-//!    unlock; [`seqlock::after_publish`] says whether to wake sleepers.
+//! 4. write the last-op record, then [`publish_op`]: [`seqlock::publish`] `v + 1` (Release,
+//!    bumps the control line's `wake`), then bump the `wake` word of the op's key's wait
+//!    bucket (Release); unlock; one SeqCst fence ([`seqlock::after_publish`], which says
+//!    whether `wait_any` sleepers need waking), then [`seqlock::take_sleepers`] of that
+//!    bucket says whether its sleepers do (`writer.rs`).
 //!
 //! # Reader ([`read`], no lock)
 //! `v = version` (Acquire), `c = v & 1`, `q1 = seq[c]` (Acquire): odd means a writer is in
@@ -39,6 +44,21 @@
 //! what was read is state `v` exactly. A lookup that found inconsistent bytes also retries;
 //! a state that stays inconsistent is reported as corrupt by the caller's deadline.
 //!
+//! # One-key waiter (`Map::wait_changed`, over `writer.rs`'s wait loop)
+//! Sleeps on its key's wait bucket only, never on the control line: `seqlock::announce` on
+//! the bucket (`sleepers = 1`, SeqCst swap; SeqCst fence; read the bucket's `wake`), then a
+//! reader pass for the key's version (its loads are after the fence), and sleep on the
+//! bucket's `wake` only if that version is still `since` and the word is unchanged. Dekker's
+//! pattern with step 4: the publisher's stores (version, bucket word) precede its fence and
+//! its flag load; the waiter's flag store precedes its fence and its loads. So either the
+//! publisher sees the flag and wakes the bucket, or the waiter's pass sees the new version
+//! (or its sleep finds the bumped word and returns at once). A publish of a key in another
+//! bucket touches neither this bucket's word nor its flag: it wakes no one here (only keys
+//! that share the bucket, 1 in 64 on average, cost a spurious wake-up and a re-check). A
+//! waiter that died asleep leaves its bucket's flag set: the next publisher in that bucket
+//! clears it and makes one wake call, then the flag stays clear. `tests/loom_map.rs` checks
+//! the lost-wakeup case over [`publish_op`] and the `seqlock` functions.
+//!
 //! A writer killed at any instruction leaves the published copy untouched, and the copy it
 //! was in either odd (rebuilt by the next writer) or finished at a state the next writer
 //! classifies by its `state` field: `v + 1` unpublished is neither `v` nor `v - 1`, so it is
@@ -46,8 +66,34 @@
 //! zeroed before its key is written; or a peer's scribble) forces a rebuild, never a wrong
 //! replay.
 
-use crate::seqlock::Control;
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::seqlock::{self, Control};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// How many wait buckets a map has (a power of two).
+pub const WAIT_BUCKETS: usize = 64;
+
+/// One wait bucket: the channel that `wait_changed` on its keys sleeps on.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct WaitBucket {
+    /// Bumped by every publish of a set or delete of one of its keys; sleepers sleep on it.
+    pub wake: AtomicU32,
+    /// The may-sleep flag: set by a waiter about to sleep, cleared by the publisher that wakes.
+    pub sleepers: AtomicU32,
+}
+
+/// The wait bucket of a key whose tag (`map.rs`: the hash's upper half) is `tag`: its low
+/// bits (the table's home bucket uses its high bits).
+pub fn wait_bucket(tag: u32) -> usize {
+    (tag as usize) & (WAIT_BUCKETS - 1)
+}
+
+/// Step 4 with the lock held, after the last-op record: publishes `next` and bumps the wait
+/// bucket of the op's key.
+pub fn publish_op(ctrl: &Control, bucket: &WaitBucket, next: u64) {
+    seqlock::publish(ctrl, next);
+    seqlock::bump_wake(&bucket.wake);
+}
 
 /// The metadata line of one copy of the table.
 #[repr(C)]

@@ -1,6 +1,7 @@
 //! Linux: the writers' liveness witnesses are OFD locks of bytes far past the data (held on a
 //! description that `fork.rs` keeps per process), sleeping is a futex on the lock word or on
-//! the value's `wake` word. Nothing is appended to the value layout.
+//! a channel's `wake` word (the futex itself tells channels apart: one word each). Nothing is
+//! appended to the value or map layout.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
@@ -20,13 +21,13 @@ pub(crate) fn generation() -> u32 {
     fork::generation() as u32
 }
 
-/// A value's Linux state: none beyond the segment's descriptor.
+/// A writer's Linux state: none beyond the segment's descriptor.
 #[derive(Debug)]
-pub(crate) struct ValueSys;
+pub(crate) struct WriterSys;
 
-impl ValueSys {
-    pub(crate) fn new(_seg: &Segment) -> Result<ValueSys> {
-        Ok(ValueSys)
+impl WriterSys {
+    pub(crate) fn new(_seg: &Segment) -> Result<WriterSys> {
+        Ok(WriterSys)
     }
 
     /// The lock's kernel side for this segment.
@@ -59,14 +60,26 @@ impl ValueSys {
         })
     }
 
-    /// A waiter sleeps on the `wake` futex word: nothing to register.
-    pub(crate) fn sleeper<'a>(&'a self, seg: &'a Segment, _trailer: usize) -> Result<Sleeper<'a>> {
+    /// A waiter sleeps on its channel's `wake` futex word: nothing to register.
+    pub(crate) fn sleeper<'a>(
+        &'a self,
+        seg: &'a Segment,
+        _trailer: usize,
+        _channel: u32,
+    ) -> Result<Sleeper<'a>> {
         Ok(Sleeper { name: seg.name() })
     }
 
-    /// `FUTEX_WAKE` of every sleeper on `wake`.
-    pub(crate) fn wake_all(&self, _seg: &Segment, _trailer: usize, wake: &AtomicU32) {
+    /// `FUTEX_WAKE` of every sleeper on the channel's word `wake`.
+    pub(crate) fn wake(&self, _seg: &Segment, _trailer: usize, wake: &AtomicU32, _channel: u32) {
         sys::futex_wake(wake, i32::MAX as u32);
+    }
+
+    /// `FUTEX_WAKE` of every sleeper on each of `words` (every channel of the segment).
+    pub(crate) fn wake_all(&self, _seg: &Segment, _trailer: usize, words: &[&AtomicU32]) {
+        for w in words {
+            sys::futex_wake(w, i32::MAX as u32);
+        }
     }
 }
 

@@ -19,28 +19,36 @@
 //! # `wait_changed`: the waiters' table
 //!
 //! `WaitOnAddress` does not cross processes, so a sleeping waiter registers an event instead.
-//! The value layout gets a trailer after the two slots (`value.rs`), on Windows only (Linux
-//! sleeps on the futex word and keeps its layout):
+//! A value's layout gets a trailer after its two slots (`value.rs`), a map's after its two
+//! copies (`map.rs`), on Windows only (Linux sleeps on the futex words and keeps its layout):
 //!
 //! ```text
 //!   0  next   u32  the counter waiter ids are drawn from; then 60 bytes of padding
-//!  64  slots  [u32; 64]  a registered waiter's id, 0 = free
+//!  64  slots  [u32; 64]  a registered waiter: channel << 24 | id (id nonzero, 24 bits);
+//!                        0 = free
 //! ```
 //!
-//! - **Register** (one `wait_changed` call that is about to sleep): draw `id` (nonzero),
-//!   `CreateEventW(auto-reset, OBJ.v.id)` (on `ERROR_ALREADY_EXISTS` draw again), then
-//!   `CAS(slot: 0 -> id)` (SeqCst) on the first free slot. Only then the seqlock's
-//!   `prepare_sleep` (sleepers flag, fence, version check) and `WaitForSingleObject`.
-//! - **Wake** (a publisher that found the sleepers flag set, or `wake_waiters`): for each
-//!   nonzero slot (SeqCst loads, after the publisher's fence in `seqlock::after_publish`),
-//!   `OpenEventW(OBJ.v.id)` and `SetEvent`. An id whose event is gone (`ERROR_FILE_NOT_FOUND`:
-//!   its waiter died) has its slot freed, `CAS(id -> 0)`.
-//! - **Leave**: `CAS(slot: id -> 0)`, close the event.
+//! A waiter sleeps on one *channel* (`writer.rs`): 0 for a value's waits and a map's
+//! `wait_any`, `b + 1` for a map's wait bucket `b` (`wait_changed(key)`).
 //!
-//! Why no wake-up is lost: the waiter's slot is written before its sleepers flag (both
-//! SeqCst), so a publisher whose flag check sees the waiter also sees its slot; a publisher
-//! that misses the flag published a version the waiter's re-check sees (Dekker's pattern of
-//! `seqlock.rs`). An event signalled before its waiter waits stays signalled.
+//! - **Register** (one wait that is about to sleep): draw `id` (nonzero, 24 bits),
+//!   `CreateEventW(auto-reset, OBJ.v.id)` (on `ERROR_ALREADY_EXISTS` draw again), then
+//!   `CAS(slot: 0 -> channel << 24 | id)` (SeqCst) on the first free slot. Only then the
+//!   channel's announcement (`seqlock::announce`: its sleepers flag, fence, re-check) and
+//!   `WaitForSingleObject`.
+//! - **Wake** (a publisher that found a channel's sleepers flag set): for each nonzero slot of
+//!   that channel (SeqCst loads, after the publisher's fence in `seqlock::after_publish`),
+//!   `OpenEventW(OBJ.v.id)` and `SetEvent`; slots of other channels are skipped, so a set of
+//!   one key does not wake waiters on another bucket. `wake_waiters` signals every slot. An id
+//!   whose event is gone (`ERROR_FILE_NOT_FOUND`: its waiter died) has its slot freed,
+//!   `CAS(word -> 0)`: a dead waiter costs its channel one wake-up.
+//! - **Leave**: `CAS(slot: word -> 0)`, close the event.
+//!
+//! Why no wake-up is lost: the waiter's slot (with its channel) is written before its
+//! channel's sleepers flag (both SeqCst), so a publisher whose flag check sees the waiter also
+//! sees its slot; a publisher that misses the flag published a change the waiter's re-check
+//! sees (Dekker's pattern, `writer.rs`). An event signalled before its waiter waits stays
+//! signalled.
 //!
 //! With all 64 slots taken by live waiters, a further waiter polls the version every
 //! millisecond instead (and says so in `wait_changed`'s docs).
@@ -66,6 +74,11 @@ const WAITER_SLOTS: usize = 64;
 /// The waiters' table appended to a value segment.
 pub(crate) const TRAILER_LEN: usize = 64 + 4 * WAITER_SLOTS;
 
+/// The bits of a slot word that hold the waiter's id; the channel is above them.
+const ID_BITS: u32 = 24;
+const ID_MASK: u32 = (1 << ID_BITS) - 1;
+const _: () = assert!(crate::platform::MAX_CHANNELS <= u32::MAX >> ID_BITS);
+
 /// How many tokens or ids a claim draws before it gives up.
 const MAX_DRAWS: u32 = 4096;
 
@@ -89,7 +102,7 @@ pub(crate) fn generation() -> u32 {
 
 /// A value's Windows state: its lock event and, once it has written, its witness.
 #[derive(Debug)]
-pub(crate) struct ValueSys {
+pub(crate) struct WriterSys {
     /// `OBJ`, the segment's object name.
     prefix: String,
     /// `OBJ.lock`, auto-reset: lock sleepers wait on it.
@@ -106,12 +119,12 @@ fn io(seg_name: &str, op: &'static str, code: sys::Code) -> Error {
     }
 }
 
-impl ValueSys {
-    pub(crate) fn new(seg: &Segment) -> Result<ValueSys> {
+impl WriterSys {
+    pub(crate) fn new(seg: &Segment) -> Result<WriterSys> {
         let prefix = seg.object_name().to_owned();
         let (lock_event, _) = sys::create_event(&format!("{prefix}.lock"), false)
             .map_err(|c| io(seg.name(), "CreateEventW(lock)", c))?;
-        Ok(ValueSys {
+        Ok(WriterSys {
             prefix,
             lock_event,
             witness: Mutex::new(None),
@@ -151,10 +164,10 @@ impl ValueSys {
     fn table<'a>(&self, seg: &'a Segment, trailer: usize) -> &'a WaiterTable {
         let map = seg.mapping();
         assert!(trailer % 64 == 0 && trailer + TRAILER_LEN <= map.len());
-        // SAFETY: `value.rs` checked that the segment's size is `trailer + TRAILER_LEN` (and
-        // the assertion above re-checks it), `trailer` is a multiple of 64 in a page-aligned
-        // view, and `WaiterTable` is made of atomics, so a shared reference is sound while
-        // other processes write it.
+        // SAFETY: `value.rs` and `map.rs` checked that the segment's size is at least
+        // `trailer + TRAILER_LEN` (and the assertion above re-checks it), `trailer` is a
+        // multiple of 64 in a page-aligned view, and `WaiterTable` is made of atomics, so a
+        // shared reference is sound while other processes write it.
         unsafe { &*map.ptr().add(trailer).cast::<WaiterTable>() }
     }
 
@@ -162,12 +175,18 @@ impl ValueSys {
         format!("{}.v.{id}", self.prefix)
     }
 
-    /// Registers a waiter that is about to sleep (see the module docs).
-    pub(crate) fn sleeper<'a>(&'a self, seg: &'a Segment, trailer: usize) -> Result<Sleeper<'a>> {
+    /// Registers a waiter on `channel` that is about to sleep (see the module docs).
+    pub(crate) fn sleeper<'a>(
+        &'a self,
+        seg: &'a Segment,
+        trailer: usize,
+        channel: u32,
+    ) -> Result<Sleeper<'a>> {
+        debug_assert!(channel < crate::platform::MAX_CHANNELS);
         let table = self.table(seg, trailer);
         let mut event = None;
         for _ in 0..MAX_DRAWS {
-            let id = table.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            let id = table.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & ID_MASK;
             if id == 0 {
                 continue;
             }
@@ -181,52 +200,58 @@ impl ValueSys {
         let Some((id, event)) = event else {
             return Ok(Sleeper::polling(seg));
         };
+        let word = (channel << ID_BITS) | id;
         for round in 0..2 {
             for (i, slot) in table.slots.iter().enumerate() {
                 if slot
-                    .compare_exchange(0, id, Ordering::SeqCst, Ordering::Relaxed)
+                    .compare_exchange(0, word, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
                 {
                     return Ok(Sleeper {
                         name: seg.name(),
                         registered: Some(Registered {
                             slot: &table.slots[i],
-                            id,
+                            word,
                             event,
                         }),
                     });
                 }
             }
             if round == 0 {
-                self.signal(table); // frees the slots of dead waiters (and wakes the live)
+                self.signal(table, None); // frees the slots of dead waiters (and wakes the live)
             }
         }
         Ok(Sleeper::polling(seg))
     }
 
-    /// Signals every registered waiter; frees the slots of those whose event is gone.
-    fn signal(&self, table: &WaiterTable) {
+    /// Signals the registered waiters of `channel` (every one for `None`); frees the slots of
+    /// those whose event is gone.
+    fn signal(&self, table: &WaiterTable, channel: Option<u32>) {
         for slot in &table.slots {
-            let id = slot.load(Ordering::SeqCst);
-            if id == 0 {
+            let word = slot.load(Ordering::SeqCst);
+            if word == 0 || channel.is_some_and(|c| word >> ID_BITS != c) {
                 continue;
             }
-            match sys::open_event(&self.waiter_event(id), EventAccess::Signal) {
+            match sys::open_event(&self.waiter_event(word & ID_MASK), EventAccess::Signal) {
                 Ok(h) => {
                     let _ = sys::set_event(&h);
                 }
                 Err(ERROR_FILE_NOT_FOUND) => {
-                    let _ = slot.compare_exchange(id, 0, Ordering::SeqCst, Ordering::Relaxed);
+                    let _ = slot.compare_exchange(word, 0, Ordering::SeqCst, Ordering::Relaxed);
                 }
                 Err(_) => {}
             }
         }
     }
 
-    /// Wakes every registered waiter (a publish that found the sleepers flag, or
-    /// `wake_waiters`).
-    pub(crate) fn wake_all(&self, seg: &Segment, trailer: usize, _wake: &AtomicU32) {
-        self.signal(self.table(seg, trailer));
+    /// Wakes the waiters of `channel` (a publish that found its sleepers flag set).
+    pub(crate) fn wake(&self, seg: &Segment, trailer: usize, _wake: &AtomicU32, channel: u32) {
+        self.signal(self.table(seg, trailer), Some(channel));
+    }
+
+    /// Wakes every registered waiter, whatever its channel (`wake_waiters`).
+    pub(crate) fn wake_all(&self, seg: &Segment, trailer: usize, _words: &[&AtomicU32]) {
+        self.signal(self.table(seg, trailer), None);
     }
 }
 
@@ -234,7 +259,8 @@ impl ValueSys {
 #[derive(Debug)]
 struct Registered<'a> {
     slot: &'a AtomicU32,
-    id: u32,
+    /// `channel << 24 | id`, as in the slot.
+    word: u32,
     event: OwnedHandle,
 }
 
@@ -285,7 +311,7 @@ impl Drop for Sleeper<'_> {
         if let Some(r) = &self.registered {
             let _ = r
                 .slot
-                .compare_exchange(r.id, 0, Ordering::SeqCst, Ordering::Relaxed);
+                .compare_exchange(r.word, 0, Ordering::SeqCst, Ordering::Relaxed);
         }
     }
 }
@@ -294,7 +320,7 @@ impl Drop for Sleeper<'_> {
 /// sleeping on the segment's lock event.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Park<'a> {
-    sys: &'a ValueSys,
+    sys: &'a WriterSys,
 }
 
 impl wlock::Park for Park<'_> {
@@ -339,16 +365,16 @@ mod tests {
         let v = crate::Value::open(&name, 64).unwrap();
         let seg = v.segment();
         let trailer = seg.mapping().len() - TRAILER_LEN;
-        let sys = ValueSys::new(seg).unwrap();
+        let sys = WriterSys::new(seg).unwrap();
         let table = sys.table(seg, trailer);
         // Every slot names a waiter whose event does not exist: all of them died asleep.
         for (i, slot) in table.slots.iter().enumerate() {
             slot.store(1_000_000 + i as u32, Ordering::SeqCst);
         }
-        let a = sys.sleeper(seg, trailer).unwrap();
+        let a = sys.sleeper(seg, trailer, 0).unwrap();
         let reg = a.registered.as_ref().expect("the sweep freed a slot");
         assert_eq!(live_slots(table), 1, "only the live waiter keeps a slot");
-        let b = sys.sleeper(seg, trailer).unwrap();
+        let b = sys.sleeper(seg, trailer, 0).unwrap();
         assert!(b.registered.is_some());
         assert_eq!(live_slots(table), 2);
         // Not signalled before a wake; signalled by one, once (auto-reset).
@@ -356,7 +382,7 @@ mod tests {
             sys::wait(&reg.event, Some(Duration::ZERO)),
             Ok(Waited::TimedOut)
         );
-        sys.wake_all(seg, trailer, &AtomicU32::new(0));
+        sys.wake(seg, trailer, &AtomicU32::new(0), 0);
         assert_eq!(
             sys::wait(&reg.event, Some(Duration::ZERO)),
             Ok(Waited::Signalled)
@@ -372,12 +398,62 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_signals_only_its_channel_and_frees_only_its_dead_waiters() {
+        let name = format!("wintest-unit-channels-{}", std::process::id());
+        let m = crate::Map::open(&name, 4096).unwrap();
+        let seg = m.segment();
+        let trailer = seg.mapping().len() - TRAILER_LEN;
+        let sys = WriterSys::new(seg).unwrap();
+        let table = sys.table(seg, trailer);
+        let signalled = |s: &Sleeper<'_>| {
+            sys::wait(&s.registered.as_ref().unwrap().event, Some(Duration::ZERO))
+                == Ok(Waited::Signalled)
+        };
+        let (any, one, five) = (
+            sys.sleeper(seg, trailer, 0).unwrap(),
+            sys.sleeper(seg, trailer, 1).unwrap(),
+            sys.sleeper(seg, trailer, 5).unwrap(),
+        );
+        // A waiter of channel 5 that died asleep: its event is gone, its slot stays.
+        let dead = table
+            .slots
+            .iter()
+            .find(|s| s.load(Ordering::SeqCst) == 0)
+            .unwrap();
+        dead.store((5 << ID_BITS) | 0xfe_dcba, Ordering::SeqCst);
+        sys.wake(seg, trailer, &AtomicU32::new(0), 1);
+        assert!(signalled(&one));
+        assert!(
+            !signalled(&any) && !signalled(&five),
+            "channel 1 woke others"
+        );
+        assert_ne!(
+            dead.load(Ordering::SeqCst),
+            0,
+            "another channel's wake freed the slot"
+        );
+        sys.wake(seg, trailer, &AtomicU32::new(0), 5);
+        assert!(signalled(&five));
+        assert!(
+            !signalled(&any) && !signalled(&one),
+            "channel 5 woke others"
+        );
+        assert_eq!(
+            dead.load(Ordering::SeqCst),
+            0,
+            "its channel's wake frees a dead slot"
+        );
+        sys.wake_all(seg, trailer, &[]);
+        assert!(signalled(&any) && signalled(&one) && signalled(&five));
+    }
+
+    #[test]
     fn a_token_held_by_a_live_handle_is_not_drawn_again_and_its_holder_is_alive() {
         let name = format!("wintest-unit-tokens-{}", std::process::id());
         let v = crate::Value::open(&name, 64).unwrap();
         let seg = v.segment();
         let claims = AtomicU32::new(0);
-        let (a, b) = (ValueSys::new(seg).unwrap(), ValueSys::new(seg).unwrap());
+        let (a, b) = (WriterSys::new(seg).unwrap(), WriterSys::new(seg).unwrap());
         let ta = a.claim_token(seg, &claims).unwrap();
         assert_eq!(
             a.claim_token(seg, &claims).unwrap(),
