@@ -89,7 +89,10 @@ pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 #[cfg(windows)]
-pub use segment::Namespace;
+pub use segment::{
+    canonical_sddl, default_dir, list_persistent, sddl_for_mode, user_sid, Listed, Namespace,
+    Securable,
+};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};

@@ -86,7 +86,6 @@ pub struct ValueBuilder {
 
 impl ValueBuilder {
     /// The directory (see [`Builder::dir`]).
-    #[cfg(target_os = "linux")]
     pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> ValueBuilder {
         self.seg = self.seg.dir(dir);
         self
@@ -106,7 +105,6 @@ impl ValueBuilder {
     }
 
     /// The file mode of a newly created value (see [`Builder::mode`]).
-    #[cfg(target_os = "linux")]
     pub fn mode(mut self, mode: u32) -> ValueBuilder {
         self.seg = self.seg.mode(mode);
         self
