@@ -34,7 +34,11 @@ pub fn run(dir: &Path, args: &CreateArgs) -> Result {
         ));
     }
     let capacity = value.capacity();
+    #[cfg(not(windows))]
     let path = value.segment().path().to_owned();
+    // A persistent segment always has its file.
+    #[cfg(windows)]
+    let path = value.segment().path().unwrap_or(dir).to_owned();
     drop(value);
 
     let mut out = io::stdout().lock();

@@ -2,14 +2,21 @@
 
 mod create;
 mod demo;
+#[cfg(target_os = "linux")]
 mod gc;
 mod get;
 mod hold;
+#[cfg(target_os = "linux")]
 mod info;
+#[cfg(target_os = "linux")]
 mod ls;
 mod rm;
 mod set;
 mod watch;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows::{gc, info, ls};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -863,6 +863,21 @@ impl Segment {
         self.header.lifetime
     }
 
+    /// Whether the name still leads to this segment. A transient one always does (a section
+    /// cannot be removed or replaced while a handle holds it); a persistent one while
+    /// `DIR\shmem.NAME` holds this generation's header (false after `rm`, and after a new
+    /// segment took the name).
+    pub fn is_current(&self) -> bool {
+        let Some(path) = &self.path else {
+            return true;
+        };
+        let b = Builder::new(&self.name);
+        match sys::open_file(path, FileOpen::Join, None) {
+            Ok(f) => read_header(&b, &f).is_ok_and(|h| h.token == self.header.token),
+            Err(_) => false,
+        }
+    }
+
     /// A persistent segment's file, `DIR\shmem.NAME` (`None` for a transient one).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
