@@ -419,9 +419,10 @@ void shmem_close(shmem_value *v);
  * that have it open keep their memory until they close it, and the next `shmem_open` with
  * `SHMEM_CREATE` makes a new segment. This is how a persistent segment is deleted.
  *
- * Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where the
- * kernel frees a segment with its last handle and no name outlives it, always
- * `SHMEM_ERR_INVALID_ARGUMENT`.
+ * Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where only a
+ * persistent segment has a name to remove (its file in `$SHMEM_DIR`, else
+ * `%LOCALAPPDATA%\shmem`), `SHMEM_ERR_INVALID_ARGUMENT` for a live transient one: the kernel
+ * frees it with its last handle.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string.
