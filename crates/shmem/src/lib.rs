@@ -15,8 +15,8 @@
 //!
 //! On Windows the same API sits on named page-file sections (`Local\\shmem.NAME`, or
 //! `Global\\` with `Namespace::Global`) and named events, whose lifetime the kernel already
-//! counts; there is no directory, file mode or persistent segment there, and `admin` and
-//! [`Map`] are Linux-only (see `platform/windows/`).
+//! counts; persistent segments are files in `dir` (`%LOCALAPPDATA%\\shmem` by default), the
+//! mode is a DACL, and `admin` and [`Map`] are Linux-only (see `platform/windows/`).
 //!
 //! ```
 //! use shmem::Value;
