@@ -239,6 +239,25 @@ fn a_persistent_segment_is_listed_kept_and_removed() {
 }
 
 #[test]
+fn a_watch_whose_persistent_segment_is_removed_says_so() {
+    let dir = TestDir::new();
+    let name = unique("watch-rm");
+    dir.ok(&["create", &name, "--size", "64", "--persistent"]);
+    let mut watch = Proc::spawn({
+        let mut c = dir.shmem();
+        c.args(["watch", "--json", "--since", "0", &name]);
+        c
+    });
+    dir.ok(&["set", &name, "one"]);
+    let line: serde_json::Value = serde_json::from_str(&watch.line()).unwrap();
+    assert_eq!(line["value"], "one");
+    dir.ok(&["rm", &name]);
+    // The watch holds the removed generation: it notices and exits with code 3.
+    assert_eq!(watch.finish(), Some(3));
+    assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+}
+
+#[test]
 fn what_windows_cannot_do_is_said_with_its_exit_code() {
     let dir = TestDir::new();
     let name = unique("transient");

@@ -427,6 +427,21 @@ fn a_persistent_segment_keeps_its_value_when_nobody_holds_it() {
     );
     assert_eq!(v.segment().lifetime(), Lifetime::Persistent);
     assert_eq!(v.get_string().unwrap(), ("kept".to_owned(), 1));
+    // Its events are named after its generation: a segment of the same name in another
+    // directory shares none of them.
+    let other_dir = TempDir::new("persist-other");
+    let other = Value::builder(&name)
+        .dir(&other_dir.0)
+        .capacity(64)
+        .lifetime(Lifetime::Persistent)
+        .open()
+        .unwrap();
+    assert!(other.created());
+    let prefix = format!("Local\\shmem.{name}.g");
+    assert!(v.segment().object_name().starts_with(&prefix));
+    assert!(other.segment().object_name().starts_with(&prefix));
+    assert_ne!(v.segment().object_name(), other.segment().object_name());
+    drop(other);
     // An open that asks for a transient segment joins the file: one name, one segment.
     let again = Value::builder(&name)
         .dir(&dir.0)

@@ -743,7 +743,10 @@ impl Builder {
         map.set_len(header.size as usize);
         Ok(Segment {
             name: self.name.clone(),
-            object: self.object_name(),
+            // The events' prefix names this file's generation: segments of one name in two
+            // directories, or before and after an `rm`, never share a lock event or a
+            // writer's witness (a witness of one would prove a dead holder of the other alive).
+            object: format!("{}.g{:016x}", self.object_name(), header.token),
             path: Some(path),
             created: made == Some(header.token),
             header,
@@ -847,7 +850,8 @@ impl Segment {
     }
 
     /// The section's kernel object name, `Local\shmem.NAME` or `Global\shmem.NAME`; the prefix
-    /// of the segment's events too.
+    /// of the segment's events too. For a persistent segment (whose section is unnamed) it is
+    /// only that prefix, `Local\shmem.NAME.gTOKEN`, with the token of the file's generation.
     pub fn object_name(&self) -> &str {
         &self.object
     }
