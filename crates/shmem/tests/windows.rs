@@ -638,3 +638,45 @@ fn the_mode_is_the_dacl_of_the_section_and_wine_checks_it_for_the_owner() {
         "D:P(A;;0x17019f;;;S-1-5-21-1)"
     );
 }
+
+#[test]
+fn a_joiner_waits_for_a_creator_at_work_and_times_out_if_it_never_finishes() {
+    use std::os::windows::fs::OpenOptionsExt;
+    let dir = TempDir::new("creator-at-work");
+    let name = unique("at-work");
+    let seg = Segment::builder(&name)
+        .dir(&dir.0)
+        .size(64)
+        .lifetime(Lifetime::Persistent)
+        .open()
+        .unwrap();
+    let path = seg.path().unwrap().to_owned();
+    drop(seg);
+    // What a creator holds while it writes the header: the file, shared with nobody.
+    let creator = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .share_mode(0)
+        .open(&path)
+        .unwrap();
+    let e = Segment::builder(&name)
+        .dir(&dir.0)
+        .attach_timeout(Duration::from_millis(50))
+        .open_existing()
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("the creator to finish"), "{e}");
+    // Once the creator closes, a joiner gets in (whether or not it had started waiting).
+    std::thread::scope(|s| {
+        let joiner = s.spawn(|| {
+            Segment::builder(&name)
+                .dir(&dir.0)
+                .attach_timeout(DEADLINE)
+                .open_existing()
+        });
+        drop(creator);
+        let seg = joiner.join().unwrap().unwrap();
+        assert!(!seg.created());
+    });
+    Segment::builder(&name).dir(&dir.0).remove().unwrap();
+}

@@ -633,7 +633,10 @@ impl Builder {
             && mode != OpenMode::OpenExisting
             && self.data_len > 0;
         let start = Instant::now();
-        for _ in 0..MAX_ATTEMPTS {
+        // Rounds that found the file gone (removed between our create and our open); a round
+        // that waits for a creator does not count, the attach timeout bounds those.
+        let mut vanished = 0;
+        while vanished < MAX_ATTEMPTS {
             let mut made = None;
             if creating {
                 let security = self.security(Securable::File)?;
@@ -643,6 +646,7 @@ impl Builder {
                     Err(ERROR_PATH_NOT_FOUND) if self.dir.is_none() => {
                         std::fs::create_dir_all(self.directory())
                             .map_err(|e| self.file_error("CreateDirectoryW", &e))?;
+                        vanished += 1;
                         continue;
                     }
                     Err(code) => return Err(self.file_code_error("CreateFileW", code)),
@@ -650,10 +654,14 @@ impl Builder {
             }
             let file = match sys::open_file(&path, FileOpen::Join, None) {
                 Ok(f) => f,
-                Err(ERROR_FILE_NOT_FOUND | ERROR_PATH_NOT_FOUND) if creating => continue,
+                Err(ERROR_FILE_NOT_FOUND | ERROR_PATH_NOT_FOUND) if creating => {
+                    vanished += 1;
+                    continue;
+                }
                 Err(ERROR_FILE_NOT_FOUND | ERROR_PATH_NOT_FOUND) => return Ok(None),
                 Err(ERROR_SHARING_VIOLATION) => {
-                    // A creator is between its CREATE_NEW and its close.
+                    // A creator is between its CREATE_NEW and its close: polled, since
+                    // nothing signals the close, until the attach timeout.
                     if start.elapsed() > self.attach_timeout {
                         return Err(Error::Timeout {
                             name: self.name.clone(),
