@@ -48,7 +48,7 @@ Exit codes:
   3  not found (no such segment, or a transient one that nobody holds)
   4  timeout (watch --timeout, get --wait --timeout)
   5  not possible on Windows: `rm` of a transient segment (the kernel frees it with its last
-     handle), `gc --persistent` (Windows cannot tell whether a file is held)";
+     handle)";
 
 /// The `shmem` command line.
 #[derive(Debug, Parser)]

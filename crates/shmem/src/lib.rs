@@ -90,8 +90,8 @@ pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 #[cfg(windows)]
 pub use segment::{
-    canonical_sddl, default_dir, list_persistent, sddl_for_mode, user_sid, Listed, Namespace,
-    Securable,
+    canonical_sddl, collect_persistent, default_dir, list_persistent, sddl_for_mode, user_sid,
+    Collected, Listed, Namespace, Securable,
 };
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;

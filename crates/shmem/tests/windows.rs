@@ -680,3 +680,64 @@ fn a_joiner_waits_for_a_creator_at_work_and_times_out_if_it_never_finishes() {
     });
     Segment::builder(&name).dir(&dir.0).remove().unwrap();
 }
+
+#[test]
+fn collecting_persistent_segments_removes_only_those_nobody_holds() {
+    let dir = TempDir::new("collect");
+    let (held, idle, damaged) = (unique("held"), unique("idle"), unique("damaged"));
+    for n in [&held, &idle] {
+        let v = Value::builder(n)
+            .dir(&dir.0)
+            .capacity(64)
+            .lifetime(Lifetime::Persistent)
+            .open()
+            .unwrap();
+        v.set_str("x").unwrap();
+    }
+    std::fs::write(dir.0.join(format!("shmem.{damaged}")), b"").unwrap();
+    let mut h = Helper::spawn_in("persist-hold", &held, Some(&dir.0));
+    h.expect("holding x");
+    let mut all = vec![
+        format!("shmem.{damaged}"),
+        format!("shmem.{held}"),
+        format!("shmem.{idle}"),
+    ];
+    all.sort();
+
+    let dry = shmem::collect_persistent(&dir.0, true).unwrap();
+    assert_eq!(dry.removed, vec![idle.clone()]);
+    assert_eq!(dry.held, vec![held.clone()]);
+    assert_eq!(dry.skipped.len(), 1);
+    assert_eq!(dry.skipped[0].0, damaged);
+    assert_eq!(dir.entries(), all, "a dry run removes nothing");
+
+    let done = shmem::collect_persistent(&dir.0, false).unwrap();
+    assert_eq!(done.removed, vec![idle.clone()]);
+    assert_eq!(done.held, vec![held.clone()]);
+    all.retain(|e| !e.ends_with(&idle));
+    assert_eq!(dir.entries(), all);
+    // The holder is untouched and still works.
+    writeln!(h.child.stdin.as_mut().unwrap(), "set y").unwrap();
+    h.expect("reads y");
+
+    h.kill(); // its handles go with it: nobody holds it now
+    let start = Instant::now();
+    loop {
+        let done = shmem::collect_persistent(&dir.0, false).unwrap();
+        if done.removed == vec![held.clone()] {
+            break;
+        }
+        assert_eq!(done.held, vec![held.clone()]);
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the killed holder's handles never went"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        dir.entries(),
+        vec![format!("shmem.{damaged}")],
+        "damaged: left alone"
+    );
+    Segment::builder(&damaged).dir(&dir.0).remove().unwrap();
+}

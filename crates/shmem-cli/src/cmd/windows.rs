@@ -6,11 +6,10 @@
 //!   segments of the directory and says on stderr that transient ones cannot be listed;
 //!   `info NAME` attaches by name without creating (`OpenFileMappingW`) and shows the header
 //!   and version, never the holders.
-//! - Nothing is ever stale: the kernel frees a section with its last handle, crash included,
-//!   and leaves no name behind, so `gc` has nothing to collect; persistent segments go only by
-//!   `shmem rm` (`gc --persistent` is refused, exit code 5: Windows cannot tell whether a
-//!   file-backed segment is held without taking it away from a process that opens it
-//!   meanwhile).
+//! - Nothing transient is ever stale: the kernel frees a section with its last handle, crash
+//!   included, and leaves no name behind, so `gc` has nothing to collect there; `gc
+//!   --persistent` removes the persistent segments nobody holds, which the kernel proves by
+//!   letting an unshared open of the file succeed (`shmem::collect_persistent`).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -18,7 +17,7 @@ use std::path::Path;
 use serde_json::json;
 use shmem::{Kind, Value};
 
-use crate::error::{Failure, Result, EXIT_UNSUPPORTED};
+use crate::error::Result;
 
 /// What `ls` prints on stderr, and `gc` explains.
 const NO_LISTING: &str = "transient segments are not listed: Windows has no call that \
@@ -183,27 +182,58 @@ pub mod gc {
     use super::*;
     use crate::cli::GcArgs;
 
-    pub fn run(_dir: &Path, args: &GcArgs) -> Result {
-        if args.persistent {
-            return Err(Failure::new(
-                EXIT_UNSUPPORTED,
-                "gc --persistent: Windows cannot tell whether a persistent segment is held; \
-                 remove one with `shmem rm NAME` (its holders keep their bytes)",
-            ));
-        }
+    pub fn run(dir: &Path, args: &GcArgs) -> Result {
+        let done = if args.persistent {
+            match shmem::collect_persistent(dir, args.dry_run) {
+                Ok(done) => done,
+                // No directory: no persistent segment was ever created there.
+                Err(shmem::Error::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    shmem::Collected::default()
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            shmem::Collected::default()
+        };
         let mut out = io::stdout().lock();
         if args.json {
-            let o = json!({ "dry_run": args.dry_run, "removed": [], "skipped": [] });
+            let skipped: Vec<_> = done
+                .skipped
+                .iter()
+                .map(|(name, reason)| json!({ "name": name, "reason": reason }))
+                .collect();
+            let o = json!({
+                "dry_run": args.dry_run,
+                "removed": done.removed,
+                "held": done.held,
+                "skipped": skipped,
+            });
             serde_json::to_writer_pretty(&mut out, &o).map_err(io::Error::from)?;
             writeln!(out)?;
         } else {
-            writeln!(
-                out,
-                "nothing to collect: Windows frees a transient segment with its last handle, \
-                 crash included, and leaves no name behind"
-            )?;
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            for name in &done.removed {
+                writeln!(out, "{verb} {name}")?;
+            }
+            for (name, reason) in &done.skipped {
+                writeln!(out, "skipped {name}: {reason}")?;
+            }
+            if !args.persistent {
+                writeln!(
+                    out,
+                    "nothing transient to collect: Windows frees a transient segment with its \
+                     last handle, crash included, and leaves no name behind (persistent \
+                     segments nobody holds: --persistent)"
+                )?;
+            }
         }
-        eprintln!("shmem: gc: {NO_LISTING}");
+        out.flush()?;
         Ok(())
     }
 }

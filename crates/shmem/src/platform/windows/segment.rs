@@ -96,7 +96,8 @@
 //!
 //! - Transient segments have no file and no path: the namespace replaces the directory.
 //! - No listing of transient segments: Windows has no call that lists named sections, so there
-//!   is no `admin`; [`list_persistent`] lists a directory's persistent segments.
+//!   is no `admin`; [`list_persistent`] lists a directory's persistent segments and
+//!   [`collect_persistent`] removes those nobody holds.
 
 use std::fs::File;
 use std::os::windows::fs::FileExt;
@@ -1022,6 +1023,62 @@ pub fn list_persistent(dir: &Path) -> Result<Vec<Listed>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// What [`collect_persistent`] did.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The segments removed (with `dry_run`: that nobody holds, which would be).
+    pub removed: Vec<String>,
+    /// The segments somebody holds, left alone.
+    pub held: Vec<String>,
+    /// Damaged, foreign or unreadable files, left alone, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Removes the persistent segments of `dir` that nobody holds (`shmem gc --persistent`).
+/// The proof that nobody does is the kernel's: an open of the file that shares it with no
+/// reader or writer succeeds only when no other handle has it open, and every holder keeps
+/// one. While that open lasts nobody can join (a joiner waits for it, as for a creator), so
+/// the file is deleted under it, after its header is checked again through it: a file that
+/// is not a valid segment of ours is never removed.
+pub fn collect_persistent(dir: &Path, dry_run: bool) -> Result<Collected> {
+    let mut done = Collected::default();
+    for l in list_persistent(dir)? {
+        if let Err(e) = &l.header {
+            done.skipped.push((l.name, e.to_string()));
+            continue;
+        }
+        let b = Builder::new(&l.name).dir(dir);
+        let alone = match sys::open_file(&l.path, FileOpen::Alone, None) {
+            Ok(f) => f,
+            Err(ERROR_SHARING_VIOLATION) => {
+                done.held.push(l.name);
+                continue;
+            }
+            Err(ERROR_FILE_NOT_FOUND) => continue, // removed meanwhile
+            Err(code) => {
+                let e = b.file_code_error("CreateFileW", code);
+                done.skipped.push((l.name, e.to_string()));
+                continue;
+            }
+        };
+        if let Err(e) = read_header(&b, &alone) {
+            done.skipped.push((l.name, e.to_string()));
+            continue;
+        }
+        if !dry_run {
+            // Delete pending under our handle (it shares deleting); gone when it closes.
+            if let Err(e) = std::fs::remove_file(&l.path) {
+                let e = b.file_error("DeleteFileW", &e);
+                done.skipped.push((l.name, e.to_string()));
+                continue;
+            }
+        }
+        drop(alone);
+        done.removed.push(l.name);
+    }
+    Ok(done)
 }
 
 /// The header of a persistent segment's file, checked as an open checks it.

@@ -283,9 +283,13 @@ pub(crate) enum FileOpen {
     /// `OPEN_EXISTING`, shared for reading, writing and deleting (so that `rm` works while
     /// it is held).
     Join,
+    /// `OPEN_EXISTING` for reading, shared for deleting only: it succeeds only if no other
+    /// handle has the file open for reading or writing (every holder does), the kernel's
+    /// proof that nobody holds the segment; while it is open, nobody can join.
+    Alone,
 }
 
-/// `CreateFileW(path, GENERIC_READ | GENERIC_WRITE | READ_CONTROL, share, sa, disposition)`.
+/// `CreateFileW(path, access, share, sa, disposition)`, as [`FileOpen`] says.
 pub(crate) fn open_file(
     path: &Path,
     how: FileOpen,
@@ -296,12 +300,14 @@ pub(crate) fn open_file(
         .encode_wide()
         .chain(std::iter::once(0))
         .collect();
-    let (share, disposition) = match how {
-        FileOpen::CreateAlone => (0, CREATE_NEW),
+    let (access, share, disposition) = match how {
+        FileOpen::CreateAlone => (GENERIC_READ | GENERIC_WRITE | READ_CONTROL, 0, CREATE_NEW),
         FileOpen::Join => (
+            GENERIC_READ | GENERIC_WRITE | READ_CONTROL,
             FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
             OPEN_EXISTING,
         ),
+        FileOpen::Alone => (GENERIC_READ, FILE_SHARE_DELETE, OPEN_EXISTING),
     };
     let sa = security.map(Security::attributes);
     let sa_ptr = sa
@@ -312,7 +318,7 @@ pub(crate) fn open_file(
     let h = unsafe {
         CreateFileW(
             path.as_ptr(),
-            GENERIC_READ | GENERIC_WRITE | READ_CONTROL,
+            access,
             share,
             sa_ptr,
             disposition,
