@@ -124,6 +124,8 @@ fn with_handle<R: From<shmem_result>>(v: *const shmem_value, f: impl FnOnce(&Han
 
 /// Opens the value segment `name` in the segment directory (`$SHMEM_DIR` when set and not
 /// empty, else `/dev/shm`; the file is `<dir>/shmem.<name>`) and stores a new handle in `*out`.
+/// On Windows a transient segment is the section `Local\shmem.<name>`, and only a persistent
+/// one is a file in the directory (default `%LOCALAPPDATA%\shmem`).
 ///
 /// `name` is 1 to 200 bytes of `[A-Za-z0-9._-]`, not starting with a dot. `capacity` is the
 /// largest value in bytes (rounded up to a multiple of 64); it is needed to create, and an

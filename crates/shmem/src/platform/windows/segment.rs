@@ -10,10 +10,14 @@
 //! nothing stale to collect, which is the lifetime the Linux backend builds with OFD locks.
 //!
 //! **Attach.**
-//! 1. Create: `CreateFileMappingW` with the full size. The kernel answers for the name
-//!    atomically: either the section is new (zero-filled, `created = true`), or the call
-//!    returns a handle to the existing one with `ERROR_ALREADY_EXISTS` (its size unchanged).
-//!    Open only: `OpenFileMappingW`; `ERROR_FILE_NOT_FOUND` means nobody holds it.
+//! 1. Open or create: `OpenFileMappingW` first (it asks only for the access a joiner uses,
+//!    which the segment's DACL may grant when `CreateFileMappingW`'s wider request would be
+//!    refused); on `ERROR_FILE_NOT_FOUND`, `CreateFileMappingW` with the full size. The kernel
+//!    answers for the name atomically: either the section is new (zero-filled, `created =
+//!    true`), or the call returns a handle to the existing one with `ERROR_ALREADY_EXISTS`
+//!    (its size unchanged); a create refused access because another creator won meanwhile
+//!    goes back to the open. Open only: `OpenFileMappingW`; `ERROR_FILE_NOT_FOUND` means
+//!    nobody holds it.
 //! 2. Map a view of the whole section (`MapViewOfFile`, size from `VirtualQuery`).
 //! 3. The creator writes the header, magic last (Release). A joiner waits, with the attach
 //!    timeout as its deadline, until it reads a nonzero magic (Acquire), then validates the
@@ -128,8 +132,10 @@ pub enum Namespace {
     #[default]
     Local,
     /// `Global\`: every session, for services and the programs that talk to them. Creating a
-    /// section there needs `SeCreateGlobalPrivilege` (services, administrators); opening an
-    /// existing one does not.
+    /// section there needs `SeCreateGlobalPrivilege` (services, administrators; a refusal is
+    /// [`Error::PermissionDenied`] saying so); opening an existing one needs only its DACL's
+    /// consent (the creator's [`Builder::mode`]). Checked only on paper: the tests run under
+    /// Wine, which models neither this privilege check nor sessions.
     Global,
 }
 
