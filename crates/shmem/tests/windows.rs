@@ -741,3 +741,25 @@ fn collecting_persistent_segments_removes_only_those_nobody_holds() {
     );
     Segment::builder(&damaged).dir(&dir.0).remove().unwrap();
 }
+
+#[test]
+fn a_persistent_files_dacl_reaches_the_file() {
+    // Wine keeps no DACL on files: it turns the one given at creation into the file's unix
+    // mode and reads an ACL back from that mode (SYSTEM, the owner, and everyone for the
+    // other bits). So what can be checked here is that the other bits made it to the file.
+    let dir = TempDir::new("file-dacl");
+    for (mode, everyone) in [(0o600, false), (0o640, false), (0o604, true), (0o666, true)] {
+        let name = unique("file-dacl");
+        let seg = Segment::builder(&name)
+            .dir(&dir.0)
+            .size(64)
+            .mode(mode)
+            .lifetime(Lifetime::Persistent)
+            .open()
+            .unwrap();
+        let dacl = seg.dacl().unwrap();
+        assert_eq!(dacl.contains(";;;WD)"), everyone, "mode {mode:o}: {dacl}");
+        drop(seg);
+        Segment::builder(&name).dir(&dir.0).remove().unwrap();
+    }
+}

@@ -90,8 +90,9 @@
 //! What Wine checks: it stores and returns the DACLs of sections and events (the tests read
 //! them back) and checks a handle's access against them, for the one user it has (tests: a
 //! mode that gives the owner read only refuses the owner a read-write open). Checked only on
-//! paper: access by a second user or by a group (Wine has one user); file DACLs (Wine keeps
-//! an ACL of its own derived from the unix mode, and reads that back); `Global\`, which
+//! paper: access by a second user or by a group (Wine has one user); file DACLs beyond their
+//! other bits (Wine turns a new file's DACL into its unix mode and reads back an ACL made
+//! from that mode: a test checks that everyone's access comes and goes with the other bits); `Global\`, which
 //! needs `SeCreateGlobalPrivilege` to create a section (services and administrators have it;
 //! opening an existing one needs only the DACL's consent) and sessions, neither of which Wine
 //! models.
