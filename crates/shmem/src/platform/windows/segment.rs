@@ -892,7 +892,7 @@ impl Segment {
             return true;
         };
         let b = Builder::new(&self.name);
-        match sys::open_file(path, FileOpen::Join, None) {
+        match sys::open_file(path, FileOpen::Inspect, None) {
             Ok(f) => read_header(&b, &f).is_ok_and(|h| h.token == self.header.token),
             Err(_) => false,
         }
@@ -1018,7 +1018,7 @@ pub fn list_persistent(dir: &Path) -> Result<Vec<Listed>> {
             continue;
         };
         let b = Builder::new(name).dir(dir);
-        let header = match sys::open_file(&entry.path(), FileOpen::Join, None) {
+        let header = match sys::open_file(&entry.path(), FileOpen::Inspect, None) {
             Ok(f) => read_header(&b, &f),
             Err(code) => Err(b.file_code_error("CreateFileW", code)),
         };

@@ -283,6 +283,8 @@ pub(crate) enum FileOpen {
     /// `OPEN_EXISTING`, shared for reading, writing and deleting (so that `rm` works while
     /// it is held).
     Join,
+    /// `OPEN_EXISTING` for reading only, shared for everything: to read a header.
+    Inspect,
     /// `OPEN_EXISTING` for reading, shared for deleting only: it succeeds only if no other
     /// handle has the file open for reading or writing (every holder does), the kernel's
     /// proof that nobody holds the segment; while it is open, nobody can join.
@@ -304,6 +306,11 @@ pub(crate) fn open_file(
         FileOpen::CreateAlone => (GENERIC_READ | GENERIC_WRITE | READ_CONTROL, 0, CREATE_NEW),
         FileOpen::Join => (
             GENERIC_READ | GENERIC_WRITE | READ_CONTROL,
+            FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+            OPEN_EXISTING,
+        ),
+        FileOpen::Inspect => (
+            GENERIC_READ,
             FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
             OPEN_EXISTING,
         ),
