@@ -184,9 +184,13 @@ fn helper() {
             say("holding");
             block();
         }
-        // Dies inside `set_with`, holding the writers' lock.
+        // Dies inside `set_with`, holding the writers' lock (of a persistent value in the
+        // directory, when one is given).
         "die-in-set" => {
-            let v = Value::open(name, 64).unwrap();
+            let v = match &dir {
+                Some(d) => Value::builder(name).dir(d).open_existing().unwrap(),
+                None => Value::open(name, 64).unwrap(),
+            };
             v.set_with(7, |buf| {
                 buf.copy_from_slice(b"partial");
                 say("locked");
@@ -762,4 +766,30 @@ fn a_persistent_files_dacl_reaches_the_file() {
         drop(seg);
         Segment::builder(&name).dir(&dir.0).remove().unwrap();
     }
+}
+
+#[test]
+fn a_writer_killed_holding_a_persistent_values_lock_is_taken_over() {
+    let dir = TempDir::new("killed-writer-persistent");
+    let name = unique("killed-writer-persistent");
+    let v = Value::builder(&name)
+        .dir(&dir.0)
+        .capacity(64)
+        .lifetime(Lifetime::Persistent)
+        .lock_timeout(Duration::from_millis(50))
+        .open()
+        .unwrap();
+    v.set_str("before").unwrap();
+    let mut h = Helper::spawn_in("die-in-set", &name, Some(&dir.0));
+    h.expect("locked");
+    assert!(matches!(v.set_str("too early"), Err(Error::Timeout { .. })));
+    h.kill();
+    let version = v.set_str("after").unwrap();
+    assert_eq!(v.get_string().unwrap(), ("after".to_owned(), version));
+    drop(v);
+    // Nobody holds it now, and the value is still there.
+    let v = Value::builder(&name).dir(&dir.0).open_existing().unwrap();
+    assert_eq!(v.get_string().unwrap().0, "after");
+    drop(v);
+    Segment::builder(&name).dir(&dir.0).remove().unwrap();
 }
