@@ -60,7 +60,7 @@ pub struct Cli {
     pub dir: PathBuf,
 
     /// The directory of persistent segments (transient ones are kernel objects,
-    /// Local\\shmem.NAME).
+    /// Local\shmem.NAME).
     #[cfg(windows)]
     #[arg(long, global = true, env = "SHMEM_DIR", default_value_os_t = shmem::default_dir())]
     pub dir: PathBuf,
