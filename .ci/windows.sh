@@ -37,7 +37,10 @@ export WINEDLLOVERRIDES="mscoree,mshtml="   # no Mono/Gecko install dialogs
 unset DISPLAY
 # A server left running for an earlier prefix at this path would outlive its deleted
 # directory: stop it first.
-if [ -d "$WINEPREFIX" ]; then wineserver -k 2>/dev/null || true; fi
+if [ -d "$WINEPREFIX" ]; then
+  wineserver -k 2>/dev/null || true
+  wineserver -w 2>/dev/null || true # -k only asks; wait until it has exited
+fi
 rm -rf "$WINEPREFIX"
 step "creating the Wine prefix $WINEPREFIX"
 wineboot -i >/dev/null 2>&1
