@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The Windows part of CI, run on this Linux machine under Wine (called from .ci/run; also runs
 # on its own): installs what is missing (mingw, Wine, the Rust target), builds the
-# ProcessPrng stand-in DLL into a fresh Wine prefix under target/, then runs the library's
-# tests for x86_64-pc-windows-gnu under Wine (unit tests, tests/windows.rs for segments and
-# values, tests/map_procs.rs for maps, each across real processes) and its lints for that
-# target, and the seed's
-# parent and child and a handle-API program against shmem.dll. Any failing step
-# fails the script (set -e), with the step named.
+# ProcessPrng stand-in DLL into a fresh Wine prefix under target/, then runs the library's and
+# the CLI's tests for x86_64-pc-windows-gnu under Wine (the library's unit tests,
+# tests/windows.rs for segments and values, tests/map_procs.rs for maps, each across real
+# processes) and their lints for that target, the seed's parent and child and a handle-API
+# program against shmem.dll, and the C library's own tests (crates/shmem-ffi/tests/c, the
+# portable ones, and tests/windows) built with mingw against shmem.dll's import library. Any
+# failing step fails the script (set -e), with the step named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,10 @@ export WINEDLLOVERRIDES="mscoree,mshtml="   # no Mono/Gecko install dialogs
 unset DISPLAY
 # A server left running for an earlier prefix at this path would outlive its deleted
 # directory: stop it first.
-if [ -d "$WINEPREFIX" ]; then wineserver -k 2>/dev/null || true; fi
+if [ -d "$WINEPREFIX" ]; then
+  wineserver -k 2>/dev/null || true
+  wineserver -w 2>/dev/null || true # -k only asks; wait until it has exited
+fi
 rm -rf "$WINEPREFIX"
 step "creating the Wine prefix $WINEPREFIX"
 wineboot -i >/dev/null 2>&1
@@ -57,6 +61,9 @@ step "cargo test -p named-shm --target $TARGET (under Wine)"
 cargo test -p named-shm --target "$TARGET"
 step "cargo clippy -p named-shm --target $TARGET"
 cargo clippy -p named-shm --target "$TARGET" --all-targets -- -D warnings
+step "cargo test -p shmem-cli --target $TARGET (under Wine)"
+cargo test -p shmem-cli --target "$TARGET"
+cargo clippy -p shmem-cli --target "$TARGET" --all-targets -- -D warnings
 
 # The seed's DLL on its own platform: shmem.dll (DllMain attaches the default segment), and the
 # seed's parent and child (examples/windows, the seed's code unchanged) built against it with
@@ -88,7 +95,51 @@ alone=$(cd "$seed" && wine child.exe | tr -d '\r')
 }
 unset SHMEM_COMPAT_NAME
 # The handle API of the same DLL (examples/windows/handles.c checks every result itself).
+# Persistent segments go to a directory of this run's own (a Windows path for the DLL).
+segdir="$target_dir/windows-segments"
+rm -rf "$segdir"
+mkdir -p "$segdir"
+SHMEM_DIR=$(winepath -w "$segdir" 2>/dev/null)
+export SHMEM_DIR
 x86_64-w64-mingw32-gcc -Wall -Wextra -Werror -o "$seed/handles.exe" examples/windows/handles.c \
   -Icrates/shmem-ffi/include -L"$lib" -lshmem
 (cd "$seed" && wine handles.exe "ci-handles-$$")
+
+# The C library's own tests: the portable programs of tests/c (the handle API's contract,
+# persistent segments and shmem_unlink included; shmem_close racing the other calls; shmem_wake;
+# the version) as they are, and tests/windows (two processes sharing a value, a holder
+# terminated). Each must exit 0 with its line; afterwards nothing is left in the directory.
+step "the C library's tests against shmem.dll"
+ctests="$target_dir/ctests-windows"
+rm -rf "$ctests"
+mkdir -p "$ctests"
+cp "$lib/shmem.dll" "$ctests/"
+cbuild() { # NAME SOURCE
+  x86_64-w64-mingw32-gcc -std=c11 -O1 -Wall -Wextra -Werror -o "$ctests/$1.exe" "$2" \
+    -Icrates/shmem-ffi/include -Icrates/shmem-ffi/tests/c -L"$lib" -lshmem \
+    -static-libgcc -Wl,-Bstatic -lpthread -Wl,-Bdynamic
+}
+crun() { # WANT PROGRAM ARGS...: runs it, checks its exit and its output's first line
+  local want=$1
+  shift
+  local out
+  out=$(cd "$ctests" && wine "$@" | tr -d '\r')
+  [ "$(head -n1 <<<"$out")" = "$want" ] || {
+    echo "windows.sh: $1 printed '$out', not '$want'" >&2
+    exit 1
+  }
+}
+for t in handles close_race wake version; do cbuild "$t" "crates/shmem-ffi/tests/c/$t.c"; done
+cbuild two_processes crates/shmem-ffi/tests/windows/two_processes.c
+SHMEM_COMPAT_NAME="ci-ctests-$$" crun ok handles.exe "ci-c-handles-$$"
+crun "ok 50 rounds" close_race.exe "ci-c-race-$$" 50
+crun "-12 wait cancelled by shmem_wake" wake.exe "ci-c-wake-$$"
+crun "libshmem/$(sed -n 's/^version = "\(.*\)"/\1/p' crates/shmem-ffi/Cargo.toml)" version.exe "ci-c-version-$$"
+crun ok two_processes.exe "ci-c-two-$$"
+left=$(ls -A "$segdir")
+[ -z "$left" ] || {
+  echo "windows.sh: the C tests left files in $segdir: $left" >&2
+  exit 1
+}
+unset SHMEM_DIR
 step "all Windows checks passed"

@@ -1,9 +1,11 @@
 /*
  * The handle API of shmem.dll, checked under Wine by .ci/windows.sh: open (created flag,
- * exclusive), set/get, wait (timeout and change), the Windows-only refusals (a persistent
- * segment, shmem_unlink), close; and the map API on a second name: set/get, a wait on one key
- * (timeout, then change), NOT_FOUND, a full map that refuses a set (NO_SPACE), delete, len.
- * One process; every result is checked and the first wrong one exits 1 naming the call.
+ * exclusive), set/get, wait (timeout and change), a persistent segment (a file in $SHMEM_DIR,
+ * else %LOCALAPPDATA%\shmem) kept without users until shmem_unlink, the Windows-only refusal
+ * (shmem_unlink of a transient segment), close; and the map API on a second name: set/get, a
+ * wait on one key (timeout, then change), NOT_FOUND, a full map that refuses a set (NO_SPACE),
+ * delete, len. One process; every result is checked and the first wrong one exits 1 naming
+ * the call.
  *
  *   handles.exe NAME
  */
@@ -37,9 +39,25 @@ int main(int argc, char **argv)
     shmem_value *c = NULL;
     expect(shmem_open(name, 64, SHMEM_CREATE | SHMEM_EXCLUSIVE, &c), SHMEM_ERR_EXISTS,
            "open exclusive of a live name");
-    expect(shmem_open("handles-persistent", 64, SHMEM_CREATE | SHMEM_PERSISTENT, &c),
-           SHMEM_ERR_INVALID_ARGUMENT, "persistent on Windows");
-    expect(shmem_unlink(name), SHMEM_ERR_INVALID_ARGUMENT, "unlink on Windows");
+    expect(shmem_unlink(name), SHMEM_ERR_INVALID_ARGUMENT, "unlink of a transient segment");
+
+    char kept[256];
+    snprintf(kept, sizeof kept, "%s-persistent", name);
+    expect(shmem_open(kept, 64, SHMEM_CREATE | SHMEM_PERSISTENT, &c), SHMEM_OK,
+           "open persistent");
+    expect(shmem_created(c), 1, "a new persistent segment");
+    expect(shmem_set(c, "kept", 4), SHMEM_OK, "set persistent");
+    shmem_close(c);
+    expect(shmem_open(kept, 0, 0, &c), SHMEM_OK, "open persistent after its last close");
+    expect(shmem_created(c), 0, "an existing persistent segment");
+    char k[8];
+    size_t klen = 0;
+    expect(shmem_get(c, k, sizeof k, &klen, NULL), SHMEM_OK, "get persistent");
+    expect((int)klen == 4 && memcmp(k, "kept", 4) == 0, 1, "the value kept");
+    shmem_close(c);
+    expect(shmem_unlink(kept), SHMEM_OK, "unlink persistent");
+    expect(shmem_open(kept, 0, 0, &c), SHMEM_ERR_NOT_FOUND, "open after unlink");
+    expect(shmem_unlink(kept), SHMEM_ERR_NOT_FOUND, "unlink twice");
 
     uint64_t v = 0;
     expect(shmem_wait(b, 0, 10, &v), SHMEM_ERR_TIMEOUT, "wait with nothing set");

@@ -12,6 +12,7 @@ let go frees it, crash included. A *persistent* one stays until `shmem rm`. A se
 value (a byte string with a version, never torn, that readers can wait on) or a map of many
 keys, each such a value (`shmem map`).";
 
+#[cfg(not(windows))]
 const AFTER_HELP: &str = "\
 Examples:
   shmem demo                      the Windows DLL scenario: a parent stores, a child reads
@@ -32,12 +33,39 @@ Exit codes:
   3  not found (no such segment, or a transient one that nobody holds)
   4  timeout (watch --timeout, get --wait --timeout)";
 
+#[cfg(windows)]
+const AFTER_HELP: &str = "\
+Examples:
+  shmem demo                      the Windows DLL scenario: a parent stores, a child reads
+  shmem hold config &             keep the transient value 'config' alive
+  shmem set config 'mode=fast'    store a value
+  shmem get --text config         print it
+  shmem watch config              print every change until Ctrl-C
+  shmem ls                        list the persistent segments (transient ones cannot be)
+  shmem info config               size, version, lifetime, DACL
+
+Exit codes:
+  0  success
+  1  error (the message on stderr names the segment and the cause)
+  2  usage (bad arguments, invalid name)
+  3  not found (no such segment, or a transient one that nobody holds)
+  4  timeout (watch --timeout, get --wait --timeout)
+  5  not possible on Windows: `rm` of a transient segment (the kernel frees it with its last
+     handle)";
+
 /// The `shmem` command line.
 #[derive(Debug, Parser)]
 #[command(name = "shmem", version, about = OVERVIEW, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The directory that holds the segments (a tmpfs).
+    #[cfg(not(windows))]
     #[arg(long, global = true, env = "SHMEM_DIR", default_value = shmem::DEFAULT_DIR)]
+    pub dir: PathBuf,
+
+    /// The directory of persistent segments (transient ones are kernel objects,
+    /// Local\shmem.NAME).
+    #[cfg(windows)]
+    #[arg(long, global = true, env = "SHMEM_DIR", default_value_os_t = shmem::default_dir())]
     pub dir: PathBuf,
 
     #[command(subcommand)]

@@ -11,6 +11,10 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOT_FOUND: u8 = 3;
 /// Exit code 4: a wait timed out.
 pub const EXIT_TIMEOUT: u8 = 4;
+/// Exit code 5: what was asked cannot be done on this platform (Windows: removing a
+/// transient segment).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub const EXIT_UNSUPPORTED: u8 = 5;
 
 /// Why a command failed: a one-line message for stderr and the exit code.
 #[derive(Debug)]

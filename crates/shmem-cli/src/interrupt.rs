@@ -7,10 +7,23 @@
 //! handler runs on a thread of its own (the `ctrlc` crate), never in signal context, so it may
 //! take locks.
 
+//!
+//! On Windows the handler is the console's Ctrl-C and Ctrl-Break handler (`ctrlc` again); a
+//! console event reaches every process of the console, the demo's child included, so there is
+//! no child to stop by hand.
+
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
+#[cfg(target_os = "linux")]
 use rustix::process::{kill_process, Pid, Signal};
 use shmem::{Map, Value};
+
+/// A child process, to stop on a signal (Linux only: see the module docs).
+#[cfg(target_os = "linux")]
+pub type ChildId = Pid;
+/// A child process: on Windows the console event reaches it without our help.
+#[cfg(windows)]
+pub type ChildId = u32;
 
 use crate::error::{Failure, Result};
 
@@ -30,7 +43,7 @@ struct Shared {
 struct State {
     raised: bool,
     /// A child that has not been reaped yet: the handler sends it SIGTERM.
-    child: Option<Pid>,
+    child: Option<ChildId>,
     /// A value or map this process may be waiting on: the handler wakes its waiters, which
     /// then see the raised flag. Weak, so that the handler never keeps a segment attached.
     waiting_on: Option<Weak<dyn Wake>>,
@@ -67,7 +80,7 @@ impl Interrupt {
 
     /// Sets the child to stop on a signal (`None` once it exited, before it is reaped, so that
     /// a reused pid is never signalled). If a signal already arrived, stops it now.
-    pub fn set_child(&self, child: Option<Pid>) {
+    pub fn set_child(&self, child: Option<ChildId>) {
         let mut state = self.state();
         state.child = child;
         if state.raised {
@@ -117,9 +130,14 @@ impl Wake for Map {
     }
 }
 
-fn stop(child: Option<Pid>) {
+#[cfg(target_os = "linux")]
+fn stop(child: Option<ChildId>) {
     if let Some(pid) = child {
         // It may have exited already (not yet reaped): then there is nothing to stop.
         let _ = kill_process(pid, Signal::TERM);
     }
 }
+
+/// The console event has reached the child already.
+#[cfg(windows)]
+fn stop(_child: Option<ChildId>) {}

@@ -10,6 +10,7 @@ mod cmd;
 mod error;
 mod interrupt;
 mod render;
+#[cfg(target_os = "linux")]
 mod report;
 
 use std::process::ExitCode;

@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! End-to-end tests of the `shmem` binary. Each test has its own directory under /dev/shm,
 //! started processes are killed when the test ends, and every wait has a deadline.
 

@@ -1,6 +1,8 @@
 //! End-to-end tests of `shmem map`: a map held by one process, changed and read by others.
 //! Every wait is on a line of output or a process exit, with a deadline.
 
+#![cfg(target_os = "linux")]
+
 mod support;
 
 use rustix::process::Signal;

@@ -307,6 +307,8 @@ void shmem_map_close(shmem_map *m);
 /**
  * Opens the value segment `name` in the segment directory (`$SHMEM_DIR` when set and not
  * empty, else `/dev/shm`; the file is `<dir>/shmem.<name>`) and stores a new handle in `*out`.
+ * On Windows a transient segment is the section `Local\shmem.<name>`, and only a persistent
+ * one is a file in the directory (default `%LOCALAPPDATA%\shmem`).
  *
  * `name` is 1 to 200 bytes of `[A-Za-z0-9._-]`, not starting with a dot. `capacity` is the
  * largest value in bytes (rounded up to a multiple of 64); it is needed to create, and an
@@ -419,9 +421,10 @@ void shmem_close(shmem_value *v);
  * that have it open keep their memory until they close it, and the next `shmem_open` with
  * `SHMEM_CREATE` makes a new segment. This is how a persistent segment is deleted.
  *
- * Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where the
- * kernel frees a segment with its last handle and no name outlives it, always
- * `SHMEM_ERR_INVALID_ARGUMENT`.
+ * Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where only a
+ * persistent segment has a name to remove (its file in `$SHMEM_DIR`, else
+ * `%LOCALAPPDATA%\shmem`), `SHMEM_ERR_INVALID_ARGUMENT` for a live transient one: the kernel
+ * frees it with its last handle.
  *
  * # Safety
  * `name` is NULL or a NUL-terminated string.

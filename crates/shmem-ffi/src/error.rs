@@ -85,7 +85,7 @@ impl From<shmem_result> for c_int {
 pub(crate) fn code_of(e: &shmem_core::Error) -> shmem_result {
     use shmem_core::Error as E;
     match e {
-        // `Unsupported`: a persistent segment asked for on Windows.
+        // `Unsupported`: `shmem_unlink` of a transient segment on Windows.
         E::InvalidName { .. }
         | E::InvalidSize { .. }
         | E::InvalidKey { .. }

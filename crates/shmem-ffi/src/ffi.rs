@@ -6,15 +6,17 @@
 //! exported function.
 
 use std::ffi::{c_char, CStr};
-#[cfg(target_os = "linux")]
 use std::path::PathBuf;
 
-/// The directory of segments: `$SHMEM_DIR` when set and not empty, else `/dev/shm`.
-#[cfg(target_os = "linux")]
+/// The directory of segments: `$SHMEM_DIR` when set and not empty, else `/dev/shm` (on
+/// Windows, where only persistent segments are files: `%LOCALAPPDATA%\shmem`).
 pub(crate) fn segment_dir() -> PathBuf {
     match std::env::var_os("SHMEM_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
+        #[cfg(target_os = "linux")]
         _ => PathBuf::from(shmem_core::DEFAULT_DIR),
+        #[cfg(windows)]
+        _ => shmem_core::default_dir(),
     }
 }
 

@@ -38,7 +38,6 @@ use crate::error::{
     SHMEM_ERR_INVALID_ARGUMENT, SHMEM_ERR_IO, SHMEM_OK,
 };
 use crate::ffi;
-#[cfg(target_os = "linux")]
 use crate::ffi::segment_dir;
 use crate::panic;
 
@@ -125,6 +124,8 @@ fn with_handle<R: From<shmem_result>>(v: *const shmem_value, f: impl FnOnce(&Han
 
 /// Opens the value segment `name` in the segment directory (`$SHMEM_DIR` when set and not
 /// empty, else `/dev/shm`; the file is `<dir>/shmem.<name>`) and stores a new handle in `*out`.
+/// On Windows a transient segment is the section `Local\shmem.<name>`, and only a persistent
+/// one is a file in the directory (default `%LOCALAPPDATA%\shmem`).
 ///
 /// `name` is 1 to 200 bytes of `[A-Za-z0-9._-]`, not starting with a dot. `capacity` is the
 /// largest value in bytes (rounded up to a multiple of 64); it is needed to create, and an
@@ -163,9 +164,10 @@ pub unsafe extern "C" fn shmem_open(
         } else {
             Lifetime::Transient
         };
-        let builder = Value::builder(name).capacity(capacity).lifetime(lifetime);
-        #[cfg(target_os = "linux")]
-        let builder = builder.dir(segment_dir());
+        let builder = Value::builder(name)
+            .capacity(capacity)
+            .lifetime(lifetime)
+            .dir(segment_dir());
         let opened = if !create {
             builder.open_existing()
         } else if flags & SHMEM_EXCLUSIVE != 0 {
@@ -389,9 +391,10 @@ pub extern "C" fn shmem_close(v: *mut shmem_value) {
 /// that have it open keep their memory until they close it, and the next `shmem_open` with
 /// `SHMEM_CREATE` makes a new segment. This is how a persistent segment is deleted.
 ///
-/// Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where the
-/// kernel frees a segment with its last handle and no name outlives it, always
-/// `SHMEM_ERR_INVALID_ARGUMENT`.
+/// Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`, or another error code. On Windows, where only a
+/// persistent segment has a name to remove (its file in `$SHMEM_DIR`, else
+/// `%LOCALAPPDATA%\shmem`), `SHMEM_ERR_INVALID_ARGUMENT` for a live transient one: the kernel
+/// frees it with its last handle.
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string.
@@ -403,15 +406,15 @@ pub unsafe extern "C" fn shmem_unlink(name: *const c_char) -> c_int {
             return SHMEM_ERR_INVALID_ARGUMENT;
         };
         #[cfg(target_os = "linux")]
-        return match shmem_core::admin::remove(&segment_dir(), name, true) {
+        let removed = shmem_core::admin::remove(&segment_dir(), name, true);
+        // A persistent segment's file; a transient segment is `Unsupported`.
+        #[cfg(windows)]
+        let removed = shmem_core::Segment::builder(name)
+            .dir(segment_dir())
+            .remove();
+        match removed {
             Ok(()) => SHMEM_OK,
             Err(e) => code_of(&e),
-        };
-        // Windows frees a section with its last handle: there is no name to remove.
-        #[cfg(windows)]
-        {
-            let _ = name;
-            SHMEM_ERR_INVALID_ARGUMENT
         }
     })
 }

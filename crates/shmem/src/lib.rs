@@ -19,8 +19,8 @@
 //!
 //! On Windows the same API sits on named page-file sections (`Local\\shmem.NAME`, or
 //! `Global\\` with `Namespace::Global`) and named events, whose lifetime the kernel already
-//! counts; there is no directory, file mode or persistent segment there, and `admin` is
-//! Linux-only (see `platform/windows/`).
+//! counts; persistent segments are files in `dir` (`%LOCALAPPDATA%\\shmem` by default), the
+//! mode is a DACL, and `admin` is Linux-only (see `platform/windows/`).
 //!
 //! ```
 //! use shmem::Value;
@@ -89,7 +89,10 @@ pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
 #[cfg(windows)]
-pub use segment::Namespace;
+pub use segment::{
+    canonical_sddl, collect_persistent, default_dir, list_persistent, sddl_for_mode, user_sid,
+    Collected, Listed, Namespace, Securable,
+};
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};

@@ -792,7 +792,6 @@ pub struct MapBuilder {
 
 impl MapBuilder {
     /// The directory (see [`Builder::dir`]).
-    #[cfg(target_os = "linux")]
     pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> MapBuilder {
         self.seg = self.seg.dir(dir);
         self
@@ -814,7 +813,6 @@ impl MapBuilder {
     }
 
     /// The file mode of a newly created map (see [`Builder::mode`]).
-    #[cfg(target_os = "linux")]
     pub fn mode(mut self, mode: u32) -> MapBuilder {
         self.seg = self.seg.mode(mode);
         self
@@ -911,6 +909,7 @@ impl MapBuilder {
 
 /// The heap bytes of a map whose segment is `size` bytes, header included (what `admin` shows
 /// without attaching); `None` if no map layout has that size.
+#[cfg(target_os = "linux")]
 pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
     Layout::from_size(size).map(|l| l.heap)
 }

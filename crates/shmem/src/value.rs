@@ -73,7 +73,6 @@ pub struct ValueBuilder {
 
 impl ValueBuilder {
     /// The directory (see [`Builder::dir`]).
-    #[cfg(target_os = "linux")]
     pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> ValueBuilder {
         self.seg = self.seg.dir(dir);
         self
@@ -93,7 +92,6 @@ impl ValueBuilder {
     }
 
     /// The file mode of a newly created value (see [`Builder::mode`]).
-    #[cfg(target_os = "linux")]
     pub fn mode(mut self, mode: u32) -> ValueBuilder {
         self.seg = self.seg.mode(mode);
         self

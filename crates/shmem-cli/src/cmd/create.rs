@@ -36,7 +36,7 @@ pub fn run(dir: &Path, args: &CreateArgs) -> Result {
         ));
     }
     let capacity = value.capacity();
-    let path = value.segment().path().to_owned();
+    let path = super::file_of(value.segment(), dir);
     drop(value);
 
     let mut out = io::stdout().lock();

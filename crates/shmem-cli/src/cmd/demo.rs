@@ -11,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+#[cfg(target_os = "linux")]
 use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
 use shmem::Value;
 
@@ -64,6 +65,14 @@ pub fn run(dir: &Path, args: &DemoArgs) -> Result {
         "parent: the child attached the same segment with created = {child_created}"
     )?;
 
+    let (what, fate) = detach(dir, value);
+    writeln!(out, "parent: detached; {what} {fate}")?;
+    Ok(())
+}
+
+/// Detaches; says what named the segment and whether it is gone.
+#[cfg(target_os = "linux")]
+fn detach(_dir: &Path, value: Value) -> (String, &'static str) {
     let path = value.segment().path().to_owned();
     drop(value);
     let fate = if std::fs::symlink_metadata(&path).is_ok() {
@@ -71,8 +80,25 @@ pub fn run(dir: &Path, args: &DemoArgs) -> Result {
     } else {
         "is gone: the last user freed it"
     };
-    writeln!(out, "parent: detached; {} {fate}", path.display())?;
-    Ok(())
+    (path.display().to_string(), fate)
+}
+
+/// Detaches; says what named the segment and whether it is gone (an open of the name that
+/// finds no section: the kernel destroyed it with the last handle).
+#[cfg(windows)]
+fn detach(dir: &Path, value: Value) -> (String, &'static str) {
+    let seg = value.segment();
+    let what = match seg.path() {
+        Some(p) => p.display().to_string(),
+        None => seg.object_name().to_owned(),
+    };
+    let name = value.name().to_owned();
+    drop(value);
+    let fate = match shmem::Segment::builder(&name).dir(dir).open_existing() {
+        Err(shmem::Error::NotFound { .. }) => "is gone: the last user freed it",
+        _ => "still exists: other processes hold it",
+    };
+    (what, fate)
 }
 
 /// The child: opens the value as every process that loads the DLL does, prints it.
@@ -98,6 +124,7 @@ pub fn child(dir: &Path, args: &DemoChildArgs) -> Result {
 /// leaves early.
 struct Running<'a> {
     child: Child,
+    #[cfg(target_os = "linux")]
     pid: Pid,
     interrupt: &'a Interrupt,
 }
@@ -119,10 +146,13 @@ impl<'a> Running<'a> {
         let child = command
             .spawn()
             .map_err(|e| Failure::error(format!("demo: cannot start the child process: {e}")))?;
+        #[cfg(target_os = "linux")]
         let pid = Pid::from_child(&child);
+        #[cfg(target_os = "linux")]
         interrupt.set_child(Some(pid));
         Ok(Running {
             child,
+            #[cfg(target_os = "linux")]
             pid,
             interrupt,
         })
@@ -152,6 +182,7 @@ impl<'a> Running<'a> {
     /// reaped, so the handler never signals a pid that the system has given to someone else.
     fn wait(mut self) -> Result<ExitStatus> {
         let failed = |e: io::Error| Failure::error(format!("demo: waiting for the child: {e}"));
+        #[cfg(target_os = "linux")]
         loop {
             match waitid(
                 WaitId::Pid(self.pid),

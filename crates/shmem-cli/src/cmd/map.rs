@@ -73,7 +73,7 @@ fn create(dir: &Path, args: &CreateArgs) -> Result {
         .mode(args.mode)
         .create_new()?;
     let (capacity, max_keys) = (map.capacity(), map.max_keys());
-    let path = map.segment().path().to_owned();
+    let path = super::file_of(map.segment(), dir);
     drop(map);
     let mut out = io::stdout().lock();
     writeln!(

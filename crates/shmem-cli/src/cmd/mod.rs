@@ -2,15 +2,22 @@
 
 mod create;
 mod demo;
+#[cfg(target_os = "linux")]
 mod gc;
 mod get;
 mod hold;
+#[cfg(target_os = "linux")]
 mod info;
+#[cfg(target_os = "linux")]
 mod ls;
 mod map;
 mod rm;
 mod set;
 mod watch;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows::{gc, info, ls};
 
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
@@ -215,6 +222,18 @@ fn hold_until_signalled<T>(name: &str, interrupt: &Interrupt, handle: T) -> Resu
     interrupt.wait();
     drop(handle);
     Ok(())
+}
+
+/// The file of persistent segment `seg` (every persistent segment has one; on Windows a
+/// transient one has none, and `dir` stands for it).
+fn file_of(seg: &Segment, dir: &Path) -> std::path::PathBuf {
+    #[cfg(not(windows))]
+    let _ = dir;
+    #[cfg(not(windows))]
+    let path = seg.path();
+    #[cfg(windows)]
+    let path = seg.path().unwrap_or(dir);
+    path.to_owned()
 }
 
 /// A `--timeout MS` option as the duration and the deadline it sets from now (none if it is

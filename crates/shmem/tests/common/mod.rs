@@ -32,7 +32,16 @@ pub struct Helper {
 
 impl Helper {
     pub fn spawn(role: &str, name: &str) -> Helper {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Helper::spawn_in(role, name, None)
+    }
+
+    /// A helper whose persistent segments live in `dir` (`SHMEM_HELPER_DIR`).
+    pub fn spawn_in(role: &str, name: &str, dir: Option<&std::path::Path>) -> Helper {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        if let Some(d) = dir {
+            cmd.env("SHMEM_HELPER_DIR", d);
+        }
+        let mut child = cmd
             .args([
                 "helper",
                 "--exact",
@@ -61,6 +70,13 @@ impl Helper {
                 None => eprint!("helper: {l}"), // the harness's lines, and any panic
             }
         }
+    }
+
+    /// Writes `line` to its stdin (its roles read commands there).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("the helper's stdin");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
     }
 
     pub fn expect(&mut self, want: &str) {

@@ -122,8 +122,9 @@ fn io(seg_name: &str, op: &'static str, code: sys::Code) -> Error {
 impl WriterSys {
     pub(crate) fn new(seg: &Segment) -> Result<WriterSys> {
         let prefix = seg.object_name().to_owned();
-        let (lock_event, _) = sys::create_event(&format!("{prefix}.lock"), false)
-            .map_err(|c| io(seg.name(), "CreateEventW(lock)", c))?;
+        let (lock_event, _) =
+            sys::create_event(&format!("{prefix}.lock"), false, seg.event_security())
+                .map_err(|c| io(seg.name(), "CreateEventW(lock)", c))?;
         Ok(WriterSys {
             prefix,
             lock_event,
@@ -148,8 +149,12 @@ impl WriterSys {
             if t == 0 {
                 continue;
             }
-            let (h, opened) = sys::create_event(&format!("{}.w.{t}", self.prefix), true)
-                .map_err(|c| io(seg.name(), "CreateEventW(witness)", c))?;
+            let (h, opened) = sys::create_event(
+                &format!("{}.w.{t}", self.prefix),
+                true,
+                seg.event_security(),
+            )
+            .map_err(|c| io(seg.name(), "CreateEventW(witness)", c))?;
             if opened == Opened::Created {
                 *witness = Some((t, h));
                 return Ok(t);
@@ -190,8 +195,9 @@ impl WriterSys {
             if id == 0 {
                 continue;
             }
-            let (h, opened) = sys::create_event(&self.waiter_event(id), false)
-                .map_err(|c| io(seg.name(), "CreateEventW(waiter)", c))?;
+            let (h, opened) =
+                sys::create_event(&self.waiter_event(id), false, seg.event_security())
+                    .map_err(|c| io(seg.name(), "CreateEventW(waiter)", c))?;
             if opened == Opened::Created {
                 event = Some((id, h));
                 break;
