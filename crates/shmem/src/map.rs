@@ -121,17 +121,35 @@ fn hash(key: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let w = rest
-            .iter()
-            .enumerate()
-            .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        h = (h ^ padded_word(rest)).wrapping_mul(K).rotate_left(29);
     }
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// The little-endian word of 1 to 7 bytes, zero-padded: two overlapping loads (or three byte
+/// loads), not a loop over the bytes; the same word as folding them in one by one.
+#[inline]
+fn padded_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let half = |i: usize| {
+            u64::from(u32::from_le_bytes([
+                rest[i],
+                rest[i + 1],
+                rest[i + 2],
+                rest[i + 3],
+            ]))
+        };
+        half(0) | half(n - 4) << (8 * (n - 4))
+    } else {
+        let byte = |i: usize| u64::from(rest[i]) << (8 * i);
+        byte(0) | byte(n / 2) | byte(n - 1)
+    }
 }
 
 /// The 32-bit tag stored in a key's bucket word: the hash's upper half.
@@ -209,6 +227,16 @@ impl Layout {
         COPIES_OFFSET + self.copy_len() * (copy & 1)
     }
 
+    /// Where the parts of copy `copy` lie (computed once at open for the readers).
+    fn copy_at(&self, copy: usize) -> CopyAt {
+        let meta = self.copy_offset(copy);
+        CopyAt {
+            meta,
+            buckets: meta + META_LEN,
+            heap: meta + META_LEN + 8 * self.buckets,
+        }
+    }
+
     fn file_size(&self) -> Option<u64> {
         let total = self.copy_len().checked_mul(2)?.checked_add(COPIES_OFFSET)?;
         let total = u64::try_from(total).ok()?;
@@ -218,6 +246,14 @@ impl Layout {
     fn max_keys(&self) -> usize {
         self.buckets / 4 * 3
     }
+}
+
+/// The offsets of one copy's meta line, buckets and heap in the segment.
+#[derive(Clone, Copy, Debug)]
+struct CopyAt {
+    meta: usize,
+    buckets: usize,
+    heap: usize,
 }
 
 /// Checked access to the mapping: every method checks offset and length against what this
@@ -241,6 +277,33 @@ impl<'a> Mem<'a> {
         // through atomics and `copy.rs`, so a shared reference to an atomic is sound while other
         // processes write it.
         Some(unsafe { &*self.ptr.add(off).cast::<AtomicU64>() })
+    }
+
+    /// The part `off..off + len` of this view, if it lies inside it: a view whose own accesses
+    /// are then checked against `len` alone (check the range once, then work inside it).
+    #[inline]
+    fn sub(&self, off: usize, len: usize) -> Option<Mem<'a>> {
+        if off.checked_add(len)? > self.len {
+            return None;
+        }
+        Some(Mem {
+            ptr: self.ptr.wrapping_add(off),
+            len,
+            _mapping: PhantomData,
+        })
+    }
+
+    /// The `n` atomic words at `off`, if they are aligned and inside the mapping.
+    #[inline]
+    fn words(&self, off: usize, n: usize) -> Option<&'a [AtomicU64]> {
+        if off % 8 != 0 || n.checked_mul(8)?.checked_add(off)? > self.len {
+            return None;
+        }
+        // SAFETY: `off..off + 8 n` lies inside the mapping (checked above), which lives for
+        // `'a` and is page aligned, so the words are 8-aligned; shared memory is only ever
+        // accessed through atomics and `copy.rs`, so shared references to atomics are sound
+        // while other processes write them.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU64>(), n) })
     }
 
     /// A metadata line at a trusted, 64-aligned offset checked at open.
@@ -299,25 +362,6 @@ impl Rec {
     }
 }
 
-/// Parses a record header copied out from heap offset `off`, with `room` heap bytes from
-/// there: `None` unless it is complete and its key and value fit the room.
-#[inline]
-fn parse_header(h: &[u8], off: usize, room: usize) -> Option<Rec> {
-    let h: &[u8; RECORD_HEADER] = h.try_into().ok()?;
-    let key_len = usize::from(u16::from_le_bytes([h[0], h[1]]));
-    let val_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-    let version = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
-    if key_len == 0 || key_len > MAX_KEY_LEN || RECORD_HEADER + key_len + val_len > room {
-        return None;
-    }
-    Some(Rec {
-        off,
-        key_len,
-        val_len,
-        version,
-    })
-}
-
 /// What a probe found.
 #[derive(Clone, Copy, Debug)]
 enum Find {
@@ -337,20 +381,38 @@ enum Find {
 struct Table<'a> {
     mem: Mem<'a>,
     meta: &'a CopyMeta,
+    /// The copy's `B` bucket words.
+    buckets: &'a [AtomicU64],
+    /// The copy's heap, as a view of its own: heap offsets are checked against it alone.
+    heap: Mem<'a>,
+    /// The same heap as atomic words (records are 8-aligned): record headers and keys are
+    /// read and compared a word at a time, in place.
+    heap_words: &'a [AtomicU64],
     buckets_off: usize,
     heap_off: usize,
     layout: Layout,
 }
 
 impl<'a> Table<'a> {
-    #[inline]
     fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
-        let base = layout.copy_offset(copy);
+        let at = layout.copy_at(copy);
+        Table::at(mem, layout, at, mem.line(at.meta))
+    }
+
+    /// The table at `at` (from [`Layout::copy_at`]), whose meta line is `meta`. Each range is
+    /// checked against the mapping here, once; accesses inside them are then checked against
+    /// the range alone.
+    #[inline]
+    fn at(mem: Mem<'a>, layout: Layout, at: CopyAt, meta: &'a CopyMeta) -> Table<'a> {
+        let inside = "copy inside the layout checked at open";
         Table {
             mem,
-            meta: mem.line(base),
-            buckets_off: base + META_LEN,
-            heap_off: base + META_LEN + 8 * layout.buckets,
+            meta,
+            buckets: mem.words(at.buckets, layout.buckets).expect(inside),
+            heap: mem.sub(at.heap, layout.heap).expect(inside),
+            heap_words: mem.words(at.heap, layout.heap / 8).expect(inside),
+            buckets_off: at.buckets,
+            heap_off: at.heap,
             layout,
         }
     }
@@ -367,43 +429,45 @@ impl<'a> Table<'a> {
 
     #[inline]
     fn bucket(&self, i: usize) -> &'a AtomicU64 {
-        self.mem
-            .word(self.buckets_off + 8 * (i & self.mask()))
-            .expect("bucket inside the layout checked at open")
+        &self.buckets[i & self.mask()]
     }
 
-    /// The record a nonzero bucket word points to, checked against the heap.
+    /// The record a bucket word points to, checked against the heap: its header's two words
+    /// loaded in place. `None` for slot 0, a header past the heap, a key length of 0 or over
+    /// [`MAX_KEY_LEN`], or a key and value that run past the heap.
+    #[inline]
     fn record(&self, word: u64) -> Option<Rec> {
-        let slot = (word & 0xffff_ffff) as usize;
-        let off = slot.checked_sub(1)?.checked_mul(8)?;
-        let room = self.layout.heap.checked_sub(off)?;
-        if room < RECORD_HEADER {
+        let slot = ((word & 0xffff_ffff) as usize).checked_sub(1)?;
+        let h0 = u64::from_le(self.heap_words.get(slot)?.load(Ordering::Relaxed));
+        let version = u64::from_le(self.heap_words.get(slot + 1)?.load(Ordering::Relaxed));
+        let key_len = (h0 & 0xffff) as usize;
+        let val_len = (h0 >> 32) as usize;
+        let off = slot * 8;
+        let room = self.layout.heap - off; // `slot + 1` is a heap word, so `off < heap`
+        if key_len == 0 || key_len > MAX_KEY_LEN || RECORD_HEADER + key_len + val_len > room {
             return None;
         }
-        let mut h = [0u8; RECORD_HEADER];
-        self.mem.read(self.heap_off + off, &mut h)?;
-        parse_header(&h, off, room)
-    }
-
-    fn read_key(&self, rec: &Rec, dst: &mut [u8; MAX_KEY_LEN]) -> Option<()> {
-        self.mem.read(
-            self.heap_off + rec.off + RECORD_HEADER,
-            &mut dst[..rec.key_len],
-        )
+        Some(Rec {
+            off,
+            key_len,
+            val_len,
+            version,
+        })
     }
 
     #[inline]
     fn read_value(&self, rec: &Rec, dst: &mut [u8]) -> Option<()> {
         debug_assert_eq!(dst.len(), rec.val_len);
-        self.mem
-            .read(self.heap_off + rec.off + RECORD_HEADER + rec.key_len, dst)
+        self.heap.read(rec.off + RECORD_HEADER + rec.key_len, dst)
     }
 
-    /// Probes for `key`: at most `B` buckets, every record checked.
+    /// Probes for `key`: at most `B` buckets; most are passed on their tag (8 bytes compared,
+    /// no record read); a record whose tag matches is checked against the heap.
     #[inline]
     fn find(&self, key: &[u8], tag: u32) -> Find {
+        let mask = self.mask();
         let mut i = self.home(tag);
-        for _ in 0..self.layout.buckets {
+        for _ in 0..self.buckets.len() {
             let w = self.bucket(i).load(Ordering::Relaxed);
             if w == 0 {
                 return Find::Absent { at: i };
@@ -415,33 +479,39 @@ impl<'a> Table<'a> {
                     None => return Find::Bad,
                 }
             }
-            i = (i + 1) & self.mask();
+            i = (i + 1) & mask;
         }
         Find::Bad
     }
 
     /// Whether the record of bucket word `w` holds `key`: `None` if it is inconsistent.
-    /// Short keys (header and key within 64 bytes) are read with the header in one copy.
+    /// The key is compared a word at a time in place (the last word masked), no copy: the
+    /// record checked by [`Table::record`] holds `16 + key_len` bytes, and the heap is a
+    /// multiple of 8, so the words that hold the key lie inside it.
     #[inline]
     fn matches(&self, w: u64, key: &[u8]) -> Option<Option<Rec>> {
-        const SHORT: usize = 64;
-        if RECORD_HEADER + key.len() <= SHORT {
-            let slot = (w & 0xffff_ffff) as usize;
-            let off = slot.checked_sub(1)?.checked_mul(8)?;
-            let room = self.layout.heap.checked_sub(off)?;
-            let n = (RECORD_HEADER + key.len()).min(room);
-            let mut b = [0u8; SHORT];
-            self.mem.read(self.heap_off + off, &mut b[..n])?;
-            let rec = parse_header(&b[..RECORD_HEADER.min(n)], off, room)?;
-            return Some((rec.key_len == key.len() && &b[RECORD_HEADER..n] == key).then_some(rec));
-        }
         let rec = self.record(w)?;
         if rec.key_len != key.len() {
             return Some(None);
         }
-        let mut k = [0u8; MAX_KEY_LEN];
-        self.read_key(&rec, &mut k)?;
-        Some((&k[..rec.key_len] == key).then_some(rec))
+        let first = rec.off / 8 + 2;
+        let words = self.heap_words.get(first..first + key.len().div_ceil(8))?;
+        let mut chunks = key.chunks_exact(8);
+        for (c, sw) in (&mut chunks).zip(words) {
+            let k = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            if u64::from_le(sw.load(Ordering::Relaxed)) != k {
+                return Some(None);
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let sw = u64::from_le(words.last()?.load(Ordering::Relaxed));
+            let mask = u64::MAX >> (64 - 8 * rest.len());
+            if sw & mask != padded_word(rest) {
+                return Some(None);
+            }
+        }
+        Some(Some(rec))
     }
 
     // ---- writer side: only on the unpublished copy, with the lock held and its seq odd ----
@@ -864,6 +934,7 @@ impl MapBuilder {
         Ok(Map {
             seg,
             layout,
+            copies: [layout.copy_at(0), layout.copy_at(1)],
             lock_timeout: self.lock_timeout,
             wait_spin: self.wait_spin,
             writer: WriterToken::default(),
@@ -884,6 +955,8 @@ impl MapBuilder {
 pub struct Map {
     seg: Segment,
     layout: Layout,
+    /// Where each copy lies, from `layout` (so that a read does not recompute it).
+    copies: [CopyAt; 2],
     lock_timeout: Duration,
     wait_spin: Duration,
     writer: WriterToken,
@@ -1189,19 +1262,25 @@ impl Map {
 
     // ---- internals ----
 
+    #[inline]
     fn check_key<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
-        let reason = if key.is_empty() {
-            "keys must not be empty"
-        } else if key.len() > MAX_KEY_LEN {
-            "keys are at most 255 bytes"
-        } else {
-            return Ok(key);
-        };
-        Err(Error::InvalidKey {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(self.bad_key(key.len()));
+        }
+        Ok(key)
+    }
+
+    #[cold]
+    fn bad_key(&self, len: usize) -> Error {
+        Error::InvalidKey {
             name: self.name().to_owned(),
-            len: key.len(),
-            reason,
-        })
+            len,
+            reason: if len == 0 {
+                "keys must not be empty"
+            } else {
+                "keys are at most 255 bytes"
+            },
+        }
     }
 
     /// The version of `key`'s last set (0 when absent) and the map version it was read at.
@@ -1222,9 +1301,9 @@ impl Map {
         let metas = self.metas();
         let mem = self.mem();
         // The common case first: one undisturbed pass, no retry state.
-        if let Pass::Done { found, version } =
-            protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c)))
-        {
+        if let Pass::Done { found, version } = protocol::read(ctrl, metas, |c, meta| {
+            look(&Table::at(mem, self.layout, self.copies[c], meta))
+        }) {
             return Ok((found, version));
         }
         self.pass_slow(look)
@@ -1240,7 +1319,9 @@ impl Map {
         let mut asked = 0u32;
         writer::ask_hold_off(ctrl, &mut asked);
         let r = loop {
-            match protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c))) {
+            match protocol::read(ctrl, metas, |c, meta| {
+                look(&Table::at(mem, self.layout, self.copies[c], meta))
+            }) {
                 Pass::Done { found, version } => break Ok((found, version)),
                 Pass::Retry { seen } => {
                     writer::ask_hold_off(ctrl, &mut asked);
@@ -1434,6 +1515,7 @@ impl Map {
         }
     }
 
+    #[inline]
     fn mem(&self) -> Mem<'_> {
         let m = self.seg.mapping();
         Mem {
@@ -1443,16 +1525,15 @@ impl Map {
         }
     }
 
+    #[inline]
     fn ctrl(&self) -> &Control {
         self.mem().line(CTRL_OFFSET)
     }
 
+    #[inline]
     fn metas(&self) -> [&CopyMeta; 2] {
         let mem = self.mem();
-        [
-            mem.line(self.layout.copy_offset(0)),
-            mem.line(self.layout.copy_offset(1)),
-        ]
+        [mem.line(self.copies[0].meta), mem.line(self.copies[1].meta)]
     }
 }
 
@@ -1583,6 +1664,20 @@ mod tests {
             probes < 13_000,
             "{probes} probes to insert 10,000 sequential keys"
         );
+    }
+
+    /// The two-load remainder word is the byte-by-byte zero-padded word, for every length.
+    #[test]
+    fn the_padded_word_is_the_bytes_folded_in_one_by_one() {
+        let bytes: Vec<u8> = (1..=7).map(|i| 0x90 + i).collect();
+        for n in 1..8 {
+            let rest = &bytes[..n];
+            let folded = rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+            assert_eq!(padded_word(rest), folded, "{n} bytes");
+        }
     }
 
     /// A private directory on `/dev/shm`, removed on drop.
