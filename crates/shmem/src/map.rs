@@ -113,16 +113,42 @@ const OP_DELETE: u32 = 2;
 #[inline]
 fn hash(key: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(29);
+    let word = |i: usize| u64::from_le_bytes(key[i..i + 8].try_into().expect("8 bytes"));
     let mut h = 0xcbf2_9ce4_8422_2325 ^ (key.len() as u64).wrapping_mul(K);
+    // Keys of up to 16 bytes (most) without the loop: the same steps, straight.
+    let n = key.len();
+    if n <= 16 {
+        h = if n < 8 {
+            if n == 0 {
+                h
+            } else {
+                step(h, padded_word(key))
+            }
+        } else {
+            let h = step(h, word(0));
+            match n {
+                8 => h,
+                16 => step(h, word(8)),
+                _ => step(h, padded_word(&key[8..])),
+            }
+        };
+        return finish_hash(h);
+    }
     let mut chunks = key.chunks_exact(8);
     for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        h = step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        h = (h ^ padded_word(rest)).wrapping_mul(K).rotate_left(29);
+        h = step(h, padded_word(rest));
     }
+    finish_hash(h)
+}
+
+/// murmur3's 64-bit finalizer.
+#[inline]
+fn finish_hash(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -690,6 +716,14 @@ impl<'a> Table<'a> {
         self.meta.count.store(count, Ordering::Relaxed);
         Some(())
     }
+}
+
+/// A reader's state after a disturbed pass (see [`Map::pass`]).
+#[derive(Debug)]
+struct Retrying {
+    backoff: Backoff,
+    /// Hold-off requests this reader made, withdrawn when it is done.
+    asked: u32,
 }
 
 /// Which space of a map is exhausted.
@@ -1294,45 +1328,50 @@ impl Map {
     }
 
     /// Reader passes until one succeeds: `look` on the published copy, validated by its
-    /// sequence; after a disturbed pass the reader asks writers to hold off (`seqlock.rs`).
+    /// sequence; after a disturbed pass the reader asks writers to hold off (`seqlock.rs`) and
+    /// backs off. One call site of `look`, so that it is inlined into the undisturbed pass;
+    /// the retry bookkeeping lives in the cold [`Map::disturbed`].
     #[inline]
     fn pass<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
         let ctrl = self.ctrl();
         let metas = self.metas();
         let mem = self.mem();
-        // The common case first: one undisturbed pass, no retry state.
-        if let Pass::Done { found, version } = protocol::read(ctrl, metas, |c, meta| {
-            look(&Table::at(mem, self.layout, self.copies[c], meta))
-        }) {
-            return Ok((found, version));
+        let mut retrying: Option<Retrying> = None;
+        loop {
+            let pass = protocol::read(ctrl, metas, |c, meta| {
+                look(&Table::at(mem, self.layout, self.copies[c], meta))
+            });
+            match pass {
+                Pass::Done { found, version } => {
+                    if let Some(r) = retrying {
+                        seqlock::end_hold_off(ctrl, r.asked);
+                    }
+                    return Ok((found, version));
+                }
+                Pass::Retry { seen } => self.disturbed(&mut retrying, seen)?,
+            }
         }
-        self.pass_slow(look)
     }
 
-    /// [`Map::pass`] after a disturbed first pass: retries with backoff and hold-off requests.
+    /// After a disturbed pass: the first asks writers to hold off; later ones ask again and
+    /// back off, until the stuck deadline ([`Error::Corrupt`], hold-off requests withdrawn).
     #[cold]
-    fn pass_slow<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
+    #[inline(never)]
+    fn disturbed(&self, retrying: &mut Option<Retrying>, seen: (u64, u64)) -> Result<()> {
         let ctrl = self.ctrl();
-        let metas = self.metas();
-        let mem = self.mem();
-        let mut backoff = Backoff::default();
-        let mut asked = 0u32;
-        writer::ask_hold_off(ctrl, &mut asked);
-        let r = loop {
-            match protocol::read(ctrl, metas, |c, meta| {
-                look(&Table::at(mem, self.layout, self.copies[c], meta))
-            }) {
-                Pass::Done { found, version } => break Ok((found, version)),
-                Pass::Retry { seen } => {
-                    writer::ask_hold_off(ctrl, &mut asked);
-                    if let Err(e) = backoff.retry(self.name(), "map", seen) {
-                        break Err(e);
-                    }
-                }
-            }
+        let Some(r) = retrying else {
+            let mut asked = 0;
+            writer::ask_hold_off(ctrl, &mut asked);
+            *retrying = Some(Retrying {
+                backoff: Backoff::default(),
+                asked,
+            });
+            return Ok(());
         };
-        seqlock::end_hold_off(ctrl, asked);
-        r
+        writer::ask_hold_off(ctrl, &mut r.asked);
+        r.backoff.retry(self.name(), "map", seen).inspect_err(|_| {
+            seqlock::end_hold_off(ctrl, r.asked);
+        })
     }
 
     /// The writer: lock, catch the other copy up, apply `op` to it, publish, unlock, wake.
@@ -1664,6 +1703,36 @@ mod tests {
             probes < 13_000,
             "{probes} probes to insert 10,000 sequential keys"
         );
+    }
+
+    /// The hash as first written (a loop over 8-byte chunks, the rest folded in byte by byte):
+    /// the straight-line forms for short keys must give the same values, or maps written by
+    /// earlier builds would be misread.
+    fn reference_hash(key: &[u8]) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = 0xcbf2_9ce4_8422_2325 ^ (key.len() as u64).wrapping_mul(K);
+        let mut chunks = key.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap());
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let w = rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        }
+        finish_hash(h)
+    }
+
+    #[test]
+    fn the_hash_of_every_key_length_is_the_reference_hash() {
+        let key: Vec<u8> = (0..=255u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+        for n in 1..=MAX_KEY_LEN {
+            assert_eq!(hash(&key[..n]), reference_hash(&key[..n]), "{n} bytes");
+        }
     }
 
     /// The two-load remainder word is the byte-by-byte zero-padded word, for every length.
