@@ -305,20 +305,6 @@ impl<'a> Mem<'a> {
         Some(unsafe { &*self.ptr.add(off).cast::<AtomicU64>() })
     }
 
-    /// The part `off..off + len` of this view, if it lies inside it: a view whose own accesses
-    /// are then checked against `len` alone (check the range once, then work inside it).
-    #[inline]
-    fn sub(&self, off: usize, len: usize) -> Option<Mem<'a>> {
-        if off.checked_add(len)? > self.len {
-            return None;
-        }
-        Some(Mem {
-            ptr: self.ptr.wrapping_add(off),
-            len,
-            _mapping: PhantomData,
-        })
-    }
-
     /// The `n` atomic words at `off`, if they are aligned and inside the mapping.
     #[inline]
     fn words(&self, off: usize, n: usize) -> Option<&'a [AtomicU64]> {
@@ -409,8 +395,6 @@ struct Table<'a> {
     meta: &'a CopyMeta,
     /// The copy's `B` bucket words.
     buckets: &'a [AtomicU64],
-    /// The copy's heap, as a view of its own: heap offsets are checked against it alone.
-    heap: Mem<'a>,
     /// The same heap as atomic words (records are 8-aligned): record headers and keys are
     /// read and compared a word at a time, in place.
     heap_words: &'a [AtomicU64],
@@ -435,7 +419,6 @@ impl<'a> Table<'a> {
             mem,
             meta,
             buckets: mem.words(at.buckets, layout.buckets).expect(inside),
-            heap: mem.sub(at.heap, layout.heap).expect(inside),
             heap_words: mem.words(at.heap, layout.heap / 8).expect(inside),
             buckets_off: at.buckets,
             heap_off: at.heap,
@@ -484,7 +467,10 @@ impl<'a> Table<'a> {
     #[inline]
     fn read_value(&self, rec: &Rec, dst: &mut [u8]) -> Option<()> {
         debug_assert_eq!(dst.len(), rec.val_len);
-        self.heap.read(rec.off + RECORD_HEADER + rec.key_len, dst)
+        // `record` checked that the value lies inside this copy's heap; `read` checks it
+        // against the mapping once more.
+        self.mem
+            .read(self.heap_off + rec.off + RECORD_HEADER + rec.key_len, dst)
     }
 
     /// Probes for `key`: at most `B` buckets; most are passed on their tag (8 bytes compared,
