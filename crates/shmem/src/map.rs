@@ -50,9 +50,11 @@
 //! Open addressing with linear probing over a fixed, unseeded 64-bit hash (so that every
 //! process agrees; see [`hash`] for why not FNV-1a): the tag is the hash's upper 32 bits and a
 //! key's home bucket is a function of the tag alone (Fibonacci hashing), so that a bucket word
-//! alone tells where its entry belongs. A lookup reads one bucket word, then (for keys up to
-//! 48 bytes) the record header and key in one copy. Deletion shifts
-//! the following entries back (no tombstones), so probe sequences never grow with churn.
+//! alone tells where its entry belongs. A lookup reads bucket words, passing those whose tag
+//! differs without reading their record; for a matching tag it loads the record's header
+//! words and compares the key a word at a time in place (atomic loads, no copy), then copies
+//! the value out. Deletion shifts the following entries back (no tombstones), so probe
+//! sequences never grow with churn.
 //! Records are bump-allocated; an overwrite reuses the old record's space when the new one
 //! fits it. When the heap is full the writer rebuilds its copy compacted from the published
 //! copy's live entries (the published copy is stable while the lock is held) and retries; if
