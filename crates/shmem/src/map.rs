@@ -1886,6 +1886,61 @@ mod tests {
         ]);
     }
 
+    /// The in-place probe against hostile words in the unpublished copy (which no reader uses,
+    /// so the test may write it): slots at and past the heap's end, key and value lengths that
+    /// run past it, a key length of 0 or over 255, a matching tag on another key. Each is
+    /// `Bad` or a miss, never an access outside the heap; the intact entry is still found.
+    #[test]
+    fn the_probe_refuses_records_that_leave_the_heap() {
+        let d = Dir::new();
+        let m = Map::builder("probe")
+            .dir(&d.0)
+            .capacity(768)
+            .open()
+            .unwrap();
+        m.set("k", b"v").unwrap();
+        m.set("k", b"w").unwrap(); // both copies now hold "k"
+        let mem = m.mem();
+        let copy = ((m.version() + 1) & 1) as usize;
+        let t = Table::new(mem, m.layout, copy);
+        let tag = tag_of(b"k");
+        assert!(matches!(t.find(b"k", tag), Find::Present { .. }));
+        let at = match t.find(b"k", tag) {
+            Find::Present { at, .. } => at,
+            _ => unreachable!(),
+        };
+        let words = m.layout.heap / 8;
+        let bucket = |slot: usize| (u64::from(tag) << 32) | slot as u64;
+        let header = |key_len: u64, val_len: u64| key_len | val_len << 32;
+        // A record at heap word `slot - 1`; its header is written there when it fits.
+        let cases: [(usize, Option<u64>); 7] = [
+            (words + 1, None),                         // past the heap
+            (words, None),                             // version word past the heap
+            (words - 1, Some(header(1, 0))),           // key past the heap
+            (1, Some(header(0, 1))),                   // empty key
+            (1, Some(header(256, 1))),                 // key over 255 bytes
+            (1, Some(header(1, u64::from(u32::MAX)))), // value past the heap
+            (usize::MAX as u32 as usize, None),        // the largest slot
+        ];
+        for (slot, head) in cases {
+            if let Some(h) = head {
+                let off = t.heap_off + (slot - 1) * 8;
+                mem.write(off, &h.to_le_bytes()).unwrap();
+            }
+            t.bucket(at).store(bucket(slot), Ordering::Relaxed);
+            assert!(
+                matches!(t.find(b"k", tag), Find::Bad),
+                "slot {slot}, header {head:?}"
+            );
+        }
+        // Another key under the same tag: a miss, then the probe goes on to an empty bucket.
+        t.rebuild_from(&Table::new(mem, m.layout, copy ^ 1))
+            .unwrap();
+        assert!(matches!(t.find(b"k", tag), Find::Present { .. }));
+        assert!(matches!(t.find(b"j", tag), Find::Absent { .. }));
+        assert_eq!(m.get("k").unwrap().map(|(v, _)| v), Some(b"w".to_vec()));
+    }
+
     #[test]
     fn garbage_copies_do_not_parse() {
         let l = Layout::for_capacity(4096).unwrap();
