@@ -284,6 +284,106 @@ struct CopyAt {
     heap: usize,
 }
 
+/// Where every part of a map segment lies, derived from its [`Layout`] alone (never from the
+/// segment): the control line, each copy's meta line, buckets and heap, and the end of the last
+/// copy. Built only by [`Geometry::of`], so its offsets are consistent with each other; a
+/// [`Whole`] view relies on that.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    layout: Layout,
+    copies: [CopyAt; 2],
+    /// The segment's size: every part ends at or before it.
+    end: usize,
+}
+
+impl Geometry {
+    fn of(layout: Layout) -> Option<Geometry> {
+        let end = usize::try_from(layout.file_size()?).ok()?;
+        let copies = [layout.copy_at(0), layout.copy_at(1)];
+        // Lines 64-aligned, words 8-aligned, copy 1 (the last part) ending at `end`.
+        let aligned = copies
+            .iter()
+            .all(|c| c.meta % ALIGN == 0 && c.buckets % 8 == 0 && c.heap % ALIGN == 0);
+        let fits = copies[1].heap.checked_add(layout.heap)? == end
+            && copies[0].heap + layout.heap <= copies[1].meta;
+        (aligned && fits && CTRL_OFFSET + 64 <= COPIES_OFFSET).then_some(Geometry {
+            layout,
+            copies,
+            end,
+        })
+    }
+}
+
+/// The mapping, checked once to hold a whole [`Geometry`]: the control line, the meta lines and
+/// a copy's bucket and heap words are then handed out without checking each again (what a
+/// reader's pass needs, in the fewest instructions). Offsets *inside* the heap, read from the
+/// segment, are still checked by [`Table`] against the heap's words.
+#[derive(Clone, Copy, Debug)]
+struct Whole<'a> {
+    mem: Mem<'a>,
+    geo: &'a Geometry,
+}
+
+impl<'a> Whole<'a> {
+    /// `mem` as a whole map of geometry `geo`; `None` if the mapping is shorter (never, once
+    /// the map is open: `finish` checked it, and a mapping does not shrink).
+    #[inline]
+    fn new(mem: Mem<'a>, geo: &'a Geometry) -> Option<Whole<'a>> {
+        (geo.end <= mem.len).then_some(Whole { mem, geo })
+    }
+
+    #[inline]
+    fn ctrl(&self) -> &'a Control {
+        // SAFETY: `CTRL_OFFSET + 64 <= COPIES_OFFSET < geo.end <= mem.len` (`Geometry::of`,
+        // `Whole::new`) and `CTRL_OFFSET` is 64-aligned in a page-aligned mapping; `Control`
+        // is made of atomics only, so a shared reference is sound while other processes
+        // write it.
+        unsafe { &*self.mem.ptr.add(CTRL_OFFSET).cast::<Control>() }
+    }
+
+    #[inline]
+    fn metas(&self) -> [&'a CopyMeta; 2] {
+        let line = |c: &CopyAt| {
+            // SAFETY: the meta line (64 bytes) starts copy `c`, which ends at or before
+            // `geo.end <= mem.len`; it is 64-aligned (`Geometry::of`) and made of atomics only.
+            unsafe { &*self.mem.ptr.add(c.meta).cast::<CopyMeta>() }
+        };
+        [line(&self.geo.copies[0]), line(&self.geo.copies[1])]
+    }
+
+    /// Copy `copy`'s table, whose meta line is `meta`.
+    #[inline]
+    fn table(&self, copy: usize, meta: &'a CopyMeta) -> Table<'a> {
+        let at = self.geo.copies[copy & 1];
+        let layout = self.geo.layout;
+        // SAFETY: the copy's `B` bucket words and `H / 8` heap words lie inside the copy, which
+        // ends at or before `geo.end <= mem.len`; both start 8-aligned (`Geometry::of`); shared
+        // memory is only accessed through atomics and `copy.rs`, so shared references to
+        // atomics are sound while other processes write them.
+        let (buckets, heap_words) = unsafe {
+            (
+                std::slice::from_raw_parts(
+                    self.mem.ptr.add(at.buckets).cast::<AtomicU64>(),
+                    layout.buckets,
+                ),
+                std::slice::from_raw_parts(
+                    self.mem.ptr.add(at.heap).cast::<AtomicU64>(),
+                    layout.heap / 8,
+                ),
+            )
+        };
+        Table {
+            mem: self.mem,
+            meta,
+            buckets,
+            heap_words,
+            buckets_off: at.buckets,
+            heap_off: at.heap,
+            layout,
+        }
+    }
+}
+
 /// Checked access to the mapping: every method checks offset and length against what this
 /// process mapped, so no value read from the segment can lead outside it.
 #[derive(Clone, Copy, Debug)]
@@ -408,18 +508,10 @@ struct Table<'a> {
 impl<'a> Table<'a> {
     fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
         let at = layout.copy_at(copy);
-        Table::at(mem, layout, at, mem.line(at.meta))
-    }
-
-    /// The table at `at` (from [`Layout::copy_at`]), whose meta line is `meta`. Each range is
-    /// checked against the mapping here, once; accesses inside them are then checked against
-    /// the range alone.
-    #[inline]
-    fn at(mem: Mem<'a>, layout: Layout, at: CopyAt, meta: &'a CopyMeta) -> Table<'a> {
         let inside = "copy inside the layout checked at open";
         Table {
             mem,
-            meta,
+            meta: mem.line(at.meta),
             buckets: mem.words(at.buckets, layout.buckets).expect(inside),
             heap_words: mem.words(at.heap, layout.heap / 8).expect(inside),
             buckets_off: at.buckets,
@@ -944,6 +1036,12 @@ impl MapBuilder {
                 reason: format!("the mapping is shorter than the {size} bytes of its layout"),
             });
         }
+        let Some(geo) = Geometry::of(layout) else {
+            return Err(Error::Corrupt {
+                name: seg.name().to_owned(),
+                reason: format!("{size} bytes is not a valid map layout"),
+            });
+        };
         if !seg.created() && layout.heap < self.capacity {
             return Err(Error::InvalidSize {
                 name: seg.name().to_owned(),
@@ -956,7 +1054,7 @@ impl MapBuilder {
         Ok(Map {
             seg,
             layout,
-            copies: [layout.copy_at(0), layout.copy_at(1)],
+            geo,
             lock_timeout: self.lock_timeout,
             wait_spin: self.wait_spin,
             writer: WriterToken::default(),
@@ -977,8 +1075,8 @@ impl MapBuilder {
 pub struct Map {
     seg: Segment,
     layout: Layout,
-    /// Where each copy lies, from `layout` (so that a read does not recompute it).
-    copies: [CopyAt; 2],
+    /// Where each part lies, from `layout` (so that a read does not recompute it).
+    geo: Geometry,
     lock_timeout: Duration,
     wait_spin: Duration,
     writer: WriterToken,
@@ -1321,14 +1419,12 @@ impl Map {
     /// the retry bookkeeping lives in the cold [`Map::disturbed`].
     #[inline]
     fn pass<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
-        let ctrl = self.ctrl();
-        let metas = self.metas();
-        let mem = self.mem();
+        let whole = Whole::new(self.mem(), &self.geo).expect("map layout checked at open");
+        let ctrl = whole.ctrl();
+        let metas = whole.metas();
         let mut retrying: Option<Retrying> = None;
         loop {
-            let pass = protocol::read(ctrl, metas, |c, meta| {
-                look(&Table::at(mem, self.layout, self.copies[c], meta))
-            });
+            let pass = protocol::read(ctrl, metas, |c, meta| look(&whole.table(c, meta)));
             match pass {
                 Pass::Done { found, version } => {
                     if let Some(r) = retrying {
@@ -1560,7 +1656,10 @@ impl Map {
     #[inline]
     fn metas(&self) -> [&CopyMeta; 2] {
         let mem = self.mem();
-        [mem.line(self.copies[0].meta), mem.line(self.copies[1].meta)]
+        [
+            mem.line(self.geo.copies[0].meta),
+            mem.line(self.geo.copies[1].meta),
+        ]
     }
 }
 
