@@ -65,8 +65,11 @@
 //! # Hostile bytes
 //! Everything read from the segment is untrusted: bucket words, record headers, lengths,
 //! counts, the last-op record. Every access goes through [`Mem`], whose methods check the
-//! offset and length against what this process mapped and return `None` otherwise; offsets
-//! read from the segment are further checked against the copy's heap. A probe visits at most
+//! offset and length against what this process mapped and return `None` otherwise, or through
+//! a [`Whole`] view (a reader's pass), checked once against a geometry derived from the file
+//! size, never from the segment's bytes, which hands out the fixed parts (control and meta
+//! lines, a copy's bucket and heap words). Offsets read from the segment are checked against
+//! the copy's heap words (slice accesses that return `None` outside). A probe visits at most
 //! `B` buckets. Readers treat an inconsistency as a retry and report [`Error::Corrupt`] when it
 //! persists (the caller's deadline, as for `Value`); writers rebuild their copy from the
 //! published one, and report `Corrupt` if that is itself unusable.
