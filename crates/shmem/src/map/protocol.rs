@@ -28,8 +28,8 @@
 //!    reader can see the new bytes with the old `seq`. Catch up, apply op `v + 1`.
 //! 3. [`finish`]: `state[o] = v + 1` (or `v` when the op changed nothing: a full map, a
 //!    delete of a missing key), then `seq[o]` even (Release).
-//! 4. write the last-op record, then [`seqlock::publish`] `v + 1` (Release) and bump `wake`;
-//!    unlock; [`seqlock::after_publish`] says whether to wake sleepers.
+//! 4. write the last-op record, then [`crate::seqlock::publish`] `v + 1` (Release) and bump `wake`;
+//!    unlock; [`crate::seqlock::after_publish`] says whether to wake sleepers.
 //!
 //! # Reader ([`read`], no lock)
 //! `v = version` (Acquire), `c = v & 1`, `q1 = seq[c]` (Acquire): odd means a writer is in
