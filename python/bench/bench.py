@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """get/set of 64 B and 4 KiB from Python: shmem.Value against multiprocessing.shared_memory
-(a plain bytes copy, no consistency) and shared-memory-dict (when installed), in one run.
+(a plain bytes copy, no consistency) and shared-memory-dict (when installed), and get/set of a
+64 B value among 10,000 keys and among 100: shmem.Map against shared-memory-dict, in one run.
 
     python3 python/bench/bench.py [--rust shmem-bench.json] [--quick]
 
@@ -12,9 +13,14 @@ operation is called through a lambda (or a function) from the loop; the first ro
 calling an empty lambda. With --rust (the --json output of shmem-bench, e.g. `shmem-bench
 --quick --only get-set --json FILE`), each shmem row also shows its cost over the Rust
 library's p50 for the same operation and size, also less the loop's empty call.
+
+The map rows step through the keys (`key-00000`, ...), one per call, as shmem-bench's `map`
+group does; shared-memory-dict pickles its whole dict into its segment and unpickles it on
+each access, so its cost grows with the number of keys.
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -27,6 +33,8 @@ from multiprocessing import shared_memory
 import shmem
 
 SIZES = [("64 B", 64), ("4 KiB", 4096)]
+MAP_KEYS = [("10k keys", 10_000), ("100 keys", 100)]
+MAP_VALUE = 64
 ROUNDS = 3
 
 
@@ -66,7 +74,8 @@ def rust_figures(path):
     return {
         (m["name"], m["size"]): m["p50"]
         for m in data.get("measurements", [])
-        if m.get("impl") == "shmem" and m.get("name") in ("get", "set")
+        if m.get("impl") == "shmem"
+        and (m.get("name") in ("get", "set") or m.get("name", "").startswith("map "))
     }
 
 
@@ -111,6 +120,44 @@ def cases(stack, tag):
 
         out.append(("get", "shared-memory-dict", label, size, lambda smd=smd: smd["k"]))
         out.append(("set", "shared-memory-dict", label, size, set_smd))
+    out += map_cases(stack, tag, SharedMemoryDict)
+    return out
+
+
+def map_cases(stack, tag, SharedMemoryDict):
+    """get and set of a 64 B value among n keys, one key after the other: shmem.Map and
+    shared-memory-dict (its segment sized for its pickled dict, twice over)."""
+    out = []
+    data = os.urandom(MAP_VALUE)
+    for label, n in MAP_KEYS:
+        keys = [f"key-{i:05}" for i in range(n)]
+        op = f"map get, {label}"
+        m = stack.enter_context(shmem.Map(f"{tag}-map-{n}", n * 128 + 4096))
+        for k in keys:
+            m[k] = data
+        nxt_get, nxt_set = itertools.cycle(keys).__next__, itertools.cycle(keys).__next__
+
+        def map_set(m=m, nxt=nxt_set, data=data):
+            m[nxt()] = data
+
+        out.append((op, "shmem.Map", "64 B", MAP_VALUE,
+                    lambda m=m, nxt=nxt_get: m[nxt()]))
+        out.append((f"map set, {label}", "shmem.Map", "64 B", MAP_VALUE, map_set))
+        if SharedMemoryDict is None:
+            out.append((f"map get/set, {label}", "shared-memory-dict", "64 B", MAP_VALUE, None))
+            continue
+        smd = SharedMemoryDict(name=f"{tag}-smd-map-{n}", size=2 * n * (MAP_VALUE + 32) + 4096)
+        stack.callback(smd.shm.unlink)
+        stack.callback(smd.shm.close)
+        smd.update({k: data for k in keys})
+        sget, sset = itertools.cycle(keys).__next__, itertools.cycle(keys).__next__
+
+        def smd_set(smd=smd, nxt=sset, data=data):
+            smd[nxt()] = data
+
+        out.append((op, "shared-memory-dict", "64 B", MAP_VALUE,
+                    lambda smd=smd, nxt=sget: smd[nxt()]))
+        out.append((f"map set, {label}", "shared-memory-dict", "64 B", MAP_VALUE, smd_set))
     return out
 
 
@@ -146,7 +193,8 @@ def main():
         p50 = statistics.median(got)
         p99 = got[min(len(got) - 1, int(len(got) * 0.99))]
         over = ""
-        r = rust.get((op, size)) if impl == "shmem.Value" else None
+        rust_op = op.replace("map get,", "map get_into,")
+        r = rust.get((rust_op, size)) if impl in ("shmem.Value", "shmem.Map") else None
         if r is not None:
             over = f"+{p50 - r:.0f} ns (+{p50 - base - r:.0f} ns), Rust {r:.1f} ns"
         print(f"| {op} | {impl} | {label} | {p50:.0f} | {p99:.0f} | {len(got)} x {batch} | {over} |")

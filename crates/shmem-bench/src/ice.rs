@@ -495,3 +495,101 @@ pub fn own_method(cx: &Ctx, r: &mut Results) -> io::Result<()> {
     ));
     Ok(())
 }
+
+/// A blackboard of `n` fixed keys (`0..n`, `u64`) with `[u8; 64]` values, for the `map` group:
+/// its figures beside `Map`'s. A blackboard's keys are all declared when it is created, and a
+/// port reaches a value through an entry handle (one per key and port) made by a key lookup.
+pub struct KeyBoard {
+    n: usize,
+    _node: Node<ipc::Service>,
+    _board: blackboard::PortFactory<ipc::Service, u64>,
+    _ports: (Reader<ipc::Service, u64>, Writer<ipc::Service, u64>),
+    /// A reader port of its own for the lookup per call (its handles live one call each).
+    lookup: Reader<ipc::Service, u64>,
+    /// Handles made beforehand, one per key (on a reader and a writer port).
+    reads: Vec<iceoryx2::port::reader::EntryHandle<ipc::Service, u64, Board>>,
+    writes: Vec<iceoryx2::port::writer::EntryHandleMut<ipc::Service, u64, Board>>,
+}
+
+impl std::fmt::Debug for KeyBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyBoard({} keys)", self.n)
+    }
+}
+
+impl KeyBoard {
+    /// Creates the blackboard with keys `0..n` and a handle per key on one reader and one
+    /// writer port.
+    pub fn new(cx: &Ctx, n: usize) -> io::Result<KeyBoard> {
+        let node = node()?;
+        let name = format!("shmem-bench/{}/map-bb-{n}", cx.pid);
+        let mut creator = node
+            .service_builder(&ServiceName::new(&name).map_err(err)?)
+            .blackboard_creator::<u64>();
+        for k in 0..n as u64 {
+            creator = creator.add::<Board>(k, [0x5a; 64]);
+        }
+        let board = creator.create().map_err(err)?;
+        let reader = board.reader_builder().create().map_err(err)?;
+        let lookup = board.reader_builder().create().map_err(err)?;
+        let writer = board.writer_builder().create().map_err(err)?;
+        let mut reads = Vec::with_capacity(n);
+        let mut writes = Vec::with_capacity(n);
+        for k in 0..n as u64 {
+            reads.push(reader.entry::<Board>(&k).map_err(err)?);
+            writes.push(writer.entry::<Board>(&k).map_err(err)?);
+        }
+        Ok(KeyBoard {
+            n,
+            _node: node,
+            _board: board,
+            _ports: (reader, writer),
+            lookup,
+            reads,
+            writes,
+        })
+    }
+
+    /// Its figures: get and set through the handles made beforehand (cycling through the
+    /// keys), and, for the big board, `entry(key)` + `get` per call (a lookup by key).
+    pub fn entries(&self) -> io::Result<Vec<Entry<'_>>> {
+        let label = if self.n >= 1000 {
+            format!("{}k keys", self.n / 1000)
+        } else {
+            format!("{} keys", self.n)
+        };
+        let n = self.n;
+        let step = |mut i: usize| {
+            move || {
+                i = (i + 1) % n;
+                i
+            }
+        };
+        let (mut a, mut b, mut c) = (step(0), step(0), step(0));
+        let mut v = vec![
+            Entry::op(format!("map get, {label}"), IMP, 64, move || {
+                black_box(*self.reads[a()].get());
+                Ok(())
+            }),
+            Entry::op(format!("map set, {label}"), IMP, 64, move || {
+                let i = b();
+                self.writes[i].update_with_copy(black_box([i as u8; 64]));
+                Ok(())
+            }),
+        ];
+        if n >= 1000 {
+            v.push(Entry::op(
+                format!("map get, {label}, entry() per call"),
+                IMP,
+                64,
+                move || {
+                    let k = c() as u64;
+                    let h = self.lookup.entry::<Board>(black_box(&k)).map_err(err)?;
+                    black_box(*h.get());
+                    Ok(())
+                },
+            ));
+        }
+        Ok(v)
+    }
+}

@@ -107,7 +107,10 @@ pub fn groups() -> Vec<(&'static str, Group)> {
             "redis",
             Together(|cx, r| Ok(peers::RedisPeer::new(cx, r)?.and_then(boxed))),
         ),
-        ("map", Alone(map::map)),
+        (
+            "map",
+            Together(|cx, r| Ok(boxed(map::MapGroup::new(cx, r)?))),
+        ),
         ("shared-memory", Together(shared_memory_group)),
         ("iceoryx2", Together(iceoryx2_group)),
         ("iceoryx2-own", Alone(iceoryx2_own)),
@@ -133,7 +136,8 @@ fn shared_memory_group(cx: &Ctx, r: &mut Results) -> io::Result<Option<Box<dyn S
     }
 }
 
-const NO_ICEORYX2: &str = "not built in: install libclang-dev (its bindgen needs it: `apt-get \
+pub(crate) const NO_ICEORYX2: &str =
+    "not built in: install libclang-dev (its bindgen needs it: `apt-get \
                            install libclang-dev`), then build with `--features iceoryx2`";
 
 fn iceoryx2_group(cx: &Ctx, r: &mut Results) -> io::Result<Option<Box<dyn Scenario>>> {
@@ -184,6 +188,7 @@ poll ping-pong, set_with|shmem|4096 ; poll ping-pong, zero-copy|iceoryx2|4096 ; 
 attach+detach|shmem C API|4096 ; attach+detach|shm_open+mmap|4096 ; <=3x ; shmem_open + shmem_close of a live value against the raw cycle
 get one call, writer flat out|shmem|4096 ; ; p99<=20000 ; single calls while another process publishes flat out
 map get_into, 10k keys|shmem|64 ; get, beside the map|shmem|64 ; <=2x ; one key of 10,000 against a one-value segment, same bytes out
+map get_into, 10k keys|shmem|64 ; map get, 10k keys|redis|64 ; >=100x ; not like-for-like: a local lookup against HGET answered by a server over a Unix socket
 get|shmem|{S} ; copy|memcpy|{S} ; ; like-for-like: a checked copy of the same bytes
 set|shmem|{S} ; copy|memcpy|{S} ; ; like-for-like: a locked copy of the same bytes
 get|shmem|{S} ; get|shared_memory+raw_sync|{S} ; ; like-for-like (theirs: a pthread mutex)
@@ -209,6 +214,17 @@ set|shmem|64 ; set|redis|64 ; ; not like-for-like: a local write against a reque
 create+destroy|shmem|4096 ; create+destroy|shm_open+mmap|4096 ; ; the floor
 attach+detach|shmem|4096 ; attach+detach|shared_memory+raw_sync|4096 ; ; like-for-like
 attach+detach|shmem C API|4096 ; attach+detach|shmem|4096 ; ; what the C handle costs
+map get_into, one hot key|shmem|64 ; get, beside the map|shmem|64 ; ; the lookup with its lines in cache
+map get_into, 100 keys|shmem|64 ; get, beside the map|shmem|64 ; ; one key of 100
+map get, 10k keys|shmem|64 ; map get_into, 10k keys|shmem|64 ; ; what returning a Vec costs
+map set, 10k keys|shmem|64 ; map set, 10k keys|redis|64 ; ; not like-for-like: a local locked write (each op applied to both copies) against HSET to a server
+map get_into, 100 keys|shmem|64 ; map get, 100 keys|redis|64 ; ; not like-for-like: as above, 100 keys
+map set, 100 keys|shmem|64 ; map set, 100 keys|redis|64 ; ; not like-for-like: as above, 100 keys
+map get_into, 10k keys|shmem|64 ; map get, 10k keys, entry() per call|iceoryx2|64 ; ; like-for-like: a lookup by key and a 64 B copy out, each call (blackboard: entry() + get)
+map get_into, 10k keys|shmem|64 ; map get, 10k keys|iceoryx2|64 ; ; not like-for-like: our lookup by key against their read through a handle made beforehand
+map set, 10k keys|shmem|64 ; map set, 10k keys|iceoryx2|64 ; ; not like-for-like: our locked two-copy write by key against their one writer's handle made beforehand
+map get_into, 100 keys|shmem|64 ; map get, 100 keys|iceoryx2|64 ; ; not like-for-like: as above, 100 keys
+map set, 100 keys|shmem|64 ; map set, 100 keys|iceoryx2|64 ; ; not like-for-like: as above, 100 keys
 ";
 
 /// A figure `name|impl|size[*scale]` of [`RATIOS`]; `{S}` is `size`.
@@ -662,12 +678,13 @@ mod tests {
             ("get one call, writer flat out", "shmem"),
             ("map get_into, 10k keys", "shmem"),
             ("get, beside the map", "shmem"),
+            ("map get, 10k keys", "redis"),
             ("get", "redis"),
             ("round trip", "pipe"),
         ];
         let specs = ratio_specs(&SIZES);
         let marked: Vec<_> = specs.iter().filter(|s| s.mark != Mark::None).collect();
-        assert_eq!(marked.len(), 14);
+        assert_eq!(marked.len(), 15);
         let m = |i: usize| specs[i].mark;
         assert_eq!(
             m(0),
@@ -699,5 +716,6 @@ mod tests {
         }
         let names: Vec<_> = groups().iter().map(|g| g.0).collect();
         assert!(names.contains(&"syscalls") && names.contains(&"iceoryx2"));
+        assert!(names.contains(&"map"));
     }
 }

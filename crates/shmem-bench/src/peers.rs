@@ -82,9 +82,22 @@ impl Scenario for PipeSocket {
 /// A `redis-server` on a private Unix socket in a temporary directory; killed and its
 /// directory removed on drop.
 #[derive(Debug)]
-struct Redis {
+pub struct Redis {
     child: Child,
     dir: PathBuf,
+    sock: PathBuf,
+}
+
+impl Redis {
+    /// Another connection to the server.
+    pub fn connect(&self) -> io::Result<UnixStream> {
+        UnixStream::connect(&self.sock)
+    }
+
+    /// The server's private directory (removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 impl Drop for Redis {
@@ -95,8 +108,16 @@ impl Drop for Redis {
     }
 }
 
-fn start_redis(cx: &Ctx) -> io::Result<(Redis, UnixStream)> {
-    let dir = std::env::temp_dir().join(format!("shmem-bench-redis-{}", cx.pid));
+/// Whether `redis-server` can be run.
+pub fn redis_installed() -> bool {
+    Path::new("/usr/bin/redis-server").exists() || in_path("redis-server")
+}
+
+/// Starts a private `redis-server` (no persistence, Unix socket only) in a temporary directory
+/// named for this run and `tag`, pinned to the peers' CPU; returns it with a connection that
+/// has answered `PING`.
+pub fn start_redis(cx: &Ctx, tag: &str) -> io::Result<(Redis, UnixStream)> {
+    let dir = std::env::temp_dir().join(format!("shmem-bench-redis-{}-{tag}", cx.pid));
     std::fs::create_dir_all(&dir)?;
     let sock = dir.join("redis.sock");
     let mut cmd = Command::new("redis-server");
@@ -128,6 +149,7 @@ fn start_redis(cx: &Ctx) -> io::Result<(Redis, UnixStream)> {
             }
         },
         dir,
+        sock: sock.clone(),
     };
     let t0 = Instant::now();
     loop {
@@ -150,7 +172,7 @@ fn start_redis(cx: &Ctx) -> io::Result<(Redis, UnixStream)> {
 }
 
 /// One RESP command.
-fn resp(parts: &[&[u8]]) -> Vec<u8> {
+pub fn resp(parts: &[&[u8]]) -> Vec<u8> {
     let mut v = format!("*{}\r\n", parts.len()).into_bytes();
     for p in parts {
         v.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
@@ -170,14 +192,14 @@ pub struct RedisPeer {
 impl RedisPeer {
     /// Starts `redis-server`; `None` (skipped) if it is not installed.
     pub fn new(cx: &Ctx, r: &mut Results) -> io::Result<Option<RedisPeer>> {
-        if !Path::new("/usr/bin/redis-server").exists() && !in_path("redis-server") {
+        if !redis_installed() {
             r.skip(
                 "redis",
                 "redis-server is not installed (apt-get install redis-server)",
             );
             return Ok(None);
         }
-        let (server, sock) = start_redis(cx)?;
+        let (server, sock) = start_redis(cx, "kv")?;
         Ok(Some(RedisPeer {
             _server: server,
             sock,

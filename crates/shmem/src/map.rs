@@ -61,9 +61,11 @@
 //! Open addressing with linear probing over a fixed, unseeded 64-bit hash (so that every
 //! process agrees; see [`hash`] for why not FNV-1a): the tag is the hash's upper 32 bits and a
 //! key's home bucket is a function of the tag alone (Fibonacci hashing), so that a bucket word
-//! alone tells where its entry belongs. A lookup reads one bucket word, then (for keys up to
-//! 48 bytes) the record header and key in one copy. Deletion shifts
-//! the following entries back (no tombstones), so probe sequences never grow with churn.
+//! alone tells where its entry belongs. A lookup reads bucket words, passing those whose tag
+//! differs without reading their record; for a matching tag it loads the record's header
+//! words and compares the key a word at a time in place (atomic loads, no copy), then copies
+//! the value out. Deletion shifts the following entries back (no tombstones), so probe
+//! sequences never grow with churn.
 //! Records are bump-allocated; an overwrite reuses the old record's space when the new one
 //! fits it. When the heap is full the writer rebuilds its copy compacted from the published
 //! copy's live entries (the published copy is stable while the lock is held) and retries; if
@@ -74,8 +76,11 @@
 //! # Hostile bytes
 //! Everything read from the segment is untrusted: bucket words, record headers, lengths,
 //! counts, the last-op record. Every access goes through [`Mem`], whose methods check the
-//! offset and length against what this process mapped and return `None` otherwise; offsets
-//! read from the segment are further checked against the copy's heap. A probe visits at most
+//! offset and length against what this process mapped and return `None` otherwise, or through
+//! a [`Whole`] view (a reader's pass), checked once against a geometry derived from the file
+//! size, never from the segment's bytes, which hands out the fixed parts (control and meta
+//! lines, a copy's bucket and heap words). Offsets read from the segment are checked against
+//! the copy's heap words (slice accesses that return `None` outside). A probe visits at most
 //! `B` buckets. Readers treat an inconsistency as a retry and report [`Error::Corrupt`] when it
 //! persists (the caller's deadline, as for `Value`); writers rebuild their copy from the
 //! published one, and report `Corrupt` if that is itself unusable.
@@ -132,25 +137,69 @@ const OP_DELETE: u32 = 2;
 #[inline]
 fn hash(key: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(29);
+    let word = |i: usize| u64::from_le_bytes(key[i..i + 8].try_into().expect("8 bytes"));
     let mut h = 0xcbf2_9ce4_8422_2325 ^ (key.len() as u64).wrapping_mul(K);
+    // Keys of up to 16 bytes (most) without the loop: the same steps, straight.
+    let n = key.len();
+    if n <= 16 {
+        h = if n < 8 {
+            if n == 0 {
+                h
+            } else {
+                step(h, padded_word(key))
+            }
+        } else {
+            let h = step(h, word(0));
+            match n {
+                8 => h,
+                16 => step(h, word(8)),
+                _ => step(h, padded_word(&key[8..])),
+            }
+        };
+        return finish_hash(h);
+    }
     let mut chunks = key.chunks_exact(8);
     for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        h = step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let w = rest
-            .iter()
-            .enumerate()
-            .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        h = step(h, padded_word(rest));
     }
+    finish_hash(h)
+}
+
+/// murmur3's 64-bit finalizer.
+#[inline]
+fn finish_hash(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// The little-endian word of 1 to 7 bytes, zero-padded: two overlapping loads (or three byte
+/// loads), not a loop over the bytes; the same word as folding them in one by one.
+#[inline]
+fn padded_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let half = |i: usize| {
+            u64::from(u32::from_le_bytes([
+                rest[i],
+                rest[i + 1],
+                rest[i + 2],
+                rest[i + 3],
+            ]))
+        };
+        half(0) | half(n - 4) << (8 * (n - 4))
+    } else {
+        let byte = |i: usize| u64::from(rest[i]) << (8 * i);
+        byte(0) | byte(n / 2) | byte(n - 1)
+    }
 }
 
 /// The 32-bit tag stored in a key's bucket word: the hash's upper half.
@@ -235,6 +284,16 @@ impl Layout {
         COPIES_OFFSET + 2 * self.copy_len()
     }
 
+    /// Where the parts of copy `copy` lie (computed once at open for the readers).
+    fn copy_at(&self, copy: usize) -> CopyAt {
+        let meta = self.copy_offset(copy);
+        CopyAt {
+            meta,
+            buckets: meta + META_LEN,
+            heap: meta + META_LEN + 8 * self.buckets,
+        }
+    }
+
     fn file_size(&self) -> Option<u64> {
         let total = self
             .copy_len()
@@ -246,6 +305,114 @@ impl Layout {
 
     fn max_keys(&self) -> usize {
         self.buckets / 4 * 3
+    }
+}
+
+/// The offsets of one copy's meta line, buckets and heap in the segment.
+#[derive(Clone, Copy, Debug)]
+struct CopyAt {
+    meta: usize,
+    buckets: usize,
+    heap: usize,
+}
+
+/// Where every part of a map segment lies, derived from its [`Layout`] alone (never from the
+/// segment): the control line, each copy's meta line, buckets and heap, and the end of the last
+/// copy. Built only by [`Geometry::of`], so its offsets are consistent with each other; a
+/// [`Whole`] view relies on that.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    layout: Layout,
+    copies: [CopyAt; 2],
+    /// The segment's size: every part ends at or before it.
+    end: usize,
+}
+
+impl Geometry {
+    fn of(layout: Layout) -> Option<Geometry> {
+        let end = usize::try_from(layout.file_size()?).ok()?;
+        let copies = [layout.copy_at(0), layout.copy_at(1)];
+        // Lines 64-aligned, words 8-aligned, copy 1 (the last part) ending at `end`.
+        let aligned = copies
+            .iter()
+            .all(|c| c.meta % ALIGN == 0 && c.buckets % 8 == 0 && c.heap % ALIGN == 0);
+        let fits = copies[1].heap.checked_add(layout.heap)? == end
+            && copies[0].heap + layout.heap <= copies[1].meta;
+        (aligned && fits && CTRL_OFFSET + 64 <= COPIES_OFFSET).then_some(Geometry {
+            layout,
+            copies,
+            end,
+        })
+    }
+}
+
+/// The mapping, checked once to hold a whole [`Geometry`]: the control line, the meta lines and
+/// a copy's bucket and heap words are then handed out without checking each again (what a
+/// reader's pass needs, in the fewest instructions). Offsets *inside* the heap, read from the
+/// segment, are still checked by [`Table`] against the heap's words.
+#[derive(Clone, Copy, Debug)]
+struct Whole<'a> {
+    mem: Mem<'a>,
+    geo: &'a Geometry,
+}
+
+impl<'a> Whole<'a> {
+    /// `mem` as a whole map of geometry `geo`; `None` if the mapping is shorter (never, once
+    /// the map is open: `finish` checked it, and a mapping does not shrink).
+    #[inline]
+    fn new(mem: Mem<'a>, geo: &'a Geometry) -> Option<Whole<'a>> {
+        (geo.end <= mem.len).then_some(Whole { mem, geo })
+    }
+
+    #[inline]
+    fn ctrl(&self) -> &'a Control {
+        // SAFETY: `CTRL_OFFSET + 64 <= COPIES_OFFSET < geo.end <= mem.len` (`Geometry::of`,
+        // `Whole::new`) and `CTRL_OFFSET` is 64-aligned in a page-aligned mapping; `Control`
+        // is made of atomics only, so a shared reference is sound while other processes
+        // write it.
+        unsafe { &*self.mem.ptr.add(CTRL_OFFSET).cast::<Control>() }
+    }
+
+    #[inline]
+    fn metas(&self) -> [&'a CopyMeta; 2] {
+        let line = |c: &CopyAt| {
+            // SAFETY: the meta line (64 bytes) starts copy `c`, which ends at or before
+            // `geo.end <= mem.len`; it is 64-aligned (`Geometry::of`) and made of atomics only.
+            unsafe { &*self.mem.ptr.add(c.meta).cast::<CopyMeta>() }
+        };
+        [line(&self.geo.copies[0]), line(&self.geo.copies[1])]
+    }
+
+    /// Copy `copy`'s table, whose meta line is `meta`.
+    #[inline]
+    fn table(&self, copy: usize, meta: &'a CopyMeta) -> Table<'a> {
+        let at = self.geo.copies[copy & 1];
+        let layout = self.geo.layout;
+        // SAFETY: the copy's `B` bucket words and `H / 8` heap words lie inside the copy, which
+        // ends at or before `geo.end <= mem.len`; both start 8-aligned (`Geometry::of`); shared
+        // memory is only accessed through atomics and `copy.rs`, so shared references to
+        // atomics are sound while other processes write them.
+        let (buckets, heap_words) = unsafe {
+            (
+                std::slice::from_raw_parts(
+                    self.mem.ptr.add(at.buckets).cast::<AtomicU64>(),
+                    layout.buckets,
+                ),
+                std::slice::from_raw_parts(
+                    self.mem.ptr.add(at.heap).cast::<AtomicU64>(),
+                    layout.heap / 8,
+                ),
+            )
+        };
+        Table {
+            mem: self.mem,
+            meta,
+            buckets,
+            heap_words,
+            buckets_off: at.buckets,
+            heap_off: at.heap,
+            layout,
+        }
     }
 }
 
@@ -270,6 +437,19 @@ impl<'a> Mem<'a> {
         // through atomics and `copy.rs`, so a shared reference to an atomic is sound while other
         // processes write it.
         Some(unsafe { &*self.ptr.add(off).cast::<AtomicU64>() })
+    }
+
+    /// The `n` atomic words at `off`, if they are aligned and inside the mapping.
+    #[inline]
+    fn words(&self, off: usize, n: usize) -> Option<&'a [AtomicU64]> {
+        if off % 8 != 0 || n.checked_mul(8)?.checked_add(off)? > self.len {
+            return None;
+        }
+        // SAFETY: `off..off + 8 n` lies inside the mapping (checked above), which lives for
+        // `'a` and is page aligned, so the words are 8-aligned; shared memory is only ever
+        // accessed through atomics and `copy.rs`, so shared references to atomics are sound
+        // while other processes write them.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU64>(), n) })
     }
 
     /// A metadata line at a trusted, 64-aligned offset checked at open.
@@ -329,25 +509,6 @@ impl Rec {
     }
 }
 
-/// Parses a record header copied out from heap offset `off`, with `room` heap bytes from
-/// there: `None` unless it is complete and its key and value fit the room.
-#[inline]
-fn parse_header(h: &[u8], off: usize, room: usize) -> Option<Rec> {
-    let h: &[u8; RECORD_HEADER] = h.try_into().ok()?;
-    let key_len = usize::from(u16::from_le_bytes([h[0], h[1]]));
-    let val_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-    let version = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
-    if key_len == 0 || key_len > MAX_KEY_LEN || RECORD_HEADER + key_len + val_len > room {
-        return None;
-    }
-    Some(Rec {
-        off,
-        key_len,
-        val_len,
-        version,
-    })
-}
-
 /// What a probe found.
 #[derive(Clone, Copy, Debug)]
 enum Find {
@@ -367,20 +528,27 @@ enum Find {
 struct Table<'a> {
     mem: Mem<'a>,
     meta: &'a CopyMeta,
+    /// The copy's `B` bucket words.
+    buckets: &'a [AtomicU64],
+    /// The same heap as atomic words (records are 8-aligned): record headers and keys are
+    /// read and compared a word at a time, in place.
+    heap_words: &'a [AtomicU64],
     buckets_off: usize,
     heap_off: usize,
     layout: Layout,
 }
 
 impl<'a> Table<'a> {
-    #[inline]
     fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
-        let base = layout.copy_offset(copy);
+        let at = layout.copy_at(copy);
+        let inside = "copy inside the layout checked at open";
         Table {
             mem,
-            meta: mem.line(base),
-            buckets_off: base + META_LEN,
-            heap_off: base + META_LEN + 8 * layout.buckets,
+            meta: mem.line(at.meta),
+            buckets: mem.words(at.buckets, layout.buckets).expect(inside),
+            heap_words: mem.words(at.heap, layout.heap / 8).expect(inside),
+            buckets_off: at.buckets,
+            heap_off: at.heap,
             layout,
         }
     }
@@ -397,43 +565,48 @@ impl<'a> Table<'a> {
 
     #[inline]
     fn bucket(&self, i: usize) -> &'a AtomicU64 {
-        self.mem
-            .word(self.buckets_off + 8 * (i & self.mask()))
-            .expect("bucket inside the layout checked at open")
+        &self.buckets[i & self.mask()]
     }
 
-    /// The record a nonzero bucket word points to, checked against the heap.
+    /// The record a bucket word points to, checked against the heap: its header's two words
+    /// loaded in place. `None` for slot 0, a header past the heap, a key length of 0 or over
+    /// [`MAX_KEY_LEN`], or a key and value that run past the heap.
+    #[inline]
     fn record(&self, word: u64) -> Option<Rec> {
-        let slot = (word & 0xffff_ffff) as usize;
-        let off = slot.checked_sub(1)?.checked_mul(8)?;
-        let room = self.layout.heap.checked_sub(off)?;
-        if room < RECORD_HEADER {
+        let slot = ((word & 0xffff_ffff) as usize).checked_sub(1)?;
+        let h0 = u64::from_le(self.heap_words.get(slot)?.load(Ordering::Relaxed));
+        let version = u64::from_le(self.heap_words.get(slot + 1)?.load(Ordering::Relaxed));
+        let key_len = (h0 & 0xffff) as usize;
+        let val_len = (h0 >> 32) as usize;
+        let off = slot * 8;
+        let room = self.layout.heap - off; // `slot + 1` is a heap word, so `off < heap`
+        if key_len == 0 || key_len > MAX_KEY_LEN || RECORD_HEADER + key_len + val_len > room {
             return None;
         }
-        let mut h = [0u8; RECORD_HEADER];
-        self.mem.read(self.heap_off + off, &mut h)?;
-        parse_header(&h, off, room)
-    }
-
-    fn read_key(&self, rec: &Rec, dst: &mut [u8; MAX_KEY_LEN]) -> Option<()> {
-        self.mem.read(
-            self.heap_off + rec.off + RECORD_HEADER,
-            &mut dst[..rec.key_len],
-        )
+        Some(Rec {
+            off,
+            key_len,
+            val_len,
+            version,
+        })
     }
 
     #[inline]
     fn read_value(&self, rec: &Rec, dst: &mut [u8]) -> Option<()> {
         debug_assert_eq!(dst.len(), rec.val_len);
+        // `record` checked that the value lies inside this copy's heap; `read` checks it
+        // against the mapping once more.
         self.mem
             .read(self.heap_off + rec.off + RECORD_HEADER + rec.key_len, dst)
     }
 
-    /// Probes for `key`: at most `B` buckets, every record checked.
+    /// Probes for `key`: at most `B` buckets; most are passed on their tag (8 bytes compared,
+    /// no record read); a record whose tag matches is checked against the heap.
     #[inline]
     fn find(&self, key: &[u8], tag: u32) -> Find {
+        let mask = self.mask();
         let mut i = self.home(tag);
-        for _ in 0..self.layout.buckets {
+        for _ in 0..self.buckets.len() {
             let w = self.bucket(i).load(Ordering::Relaxed);
             if w == 0 {
                 return Find::Absent { at: i };
@@ -445,33 +618,39 @@ impl<'a> Table<'a> {
                     None => return Find::Bad,
                 }
             }
-            i = (i + 1) & self.mask();
+            i = (i + 1) & mask;
         }
         Find::Bad
     }
 
     /// Whether the record of bucket word `w` holds `key`: `None` if it is inconsistent.
-    /// Short keys (header and key within 64 bytes) are read with the header in one copy.
+    /// The key is compared a word at a time in place (the last word masked), no copy: the
+    /// record checked by [`Table::record`] holds `16 + key_len` bytes, and the heap is a
+    /// multiple of 8, so the words that hold the key lie inside it.
     #[inline]
     fn matches(&self, w: u64, key: &[u8]) -> Option<Option<Rec>> {
-        const SHORT: usize = 64;
-        if RECORD_HEADER + key.len() <= SHORT {
-            let slot = (w & 0xffff_ffff) as usize;
-            let off = slot.checked_sub(1)?.checked_mul(8)?;
-            let room = self.layout.heap.checked_sub(off)?;
-            let n = (RECORD_HEADER + key.len()).min(room);
-            let mut b = [0u8; SHORT];
-            self.mem.read(self.heap_off + off, &mut b[..n])?;
-            let rec = parse_header(&b[..RECORD_HEADER.min(n)], off, room)?;
-            return Some((rec.key_len == key.len() && &b[RECORD_HEADER..n] == key).then_some(rec));
-        }
         let rec = self.record(w)?;
         if rec.key_len != key.len() {
             return Some(None);
         }
-        let mut k = [0u8; MAX_KEY_LEN];
-        self.read_key(&rec, &mut k)?;
-        Some((&k[..rec.key_len] == key).then_some(rec))
+        let first = rec.off / 8 + 2;
+        let words = self.heap_words.get(first..first + key.len().div_ceil(8))?;
+        let mut chunks = key.chunks_exact(8);
+        for (c, sw) in (&mut chunks).zip(words) {
+            let k = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            if u64::from_le(sw.load(Ordering::Relaxed)) != k {
+                return Some(None);
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let sw = u64::from_le(words.last()?.load(Ordering::Relaxed));
+            let mask = u64::MAX >> (64 - 8 * rest.len());
+            if sw & mask != padded_word(rest) {
+                return Some(None);
+            }
+        }
+        Some(Some(rec))
     }
 
     // ---- writer side: only on the unpublished copy, with the lock held and its seq odd ----
@@ -650,6 +829,14 @@ impl<'a> Table<'a> {
         self.meta.count.store(count, Ordering::Relaxed);
         Some(())
     }
+}
+
+/// A reader's state after a disturbed pass (see [`Map::pass`]).
+#[derive(Debug)]
+struct Retrying {
+    backoff: Backoff,
+    /// Hold-off requests this reader made, withdrawn when it is done.
+    asked: u32,
 }
 
 /// Which space of a map is exhausted.
@@ -890,6 +1077,12 @@ impl MapBuilder {
                 reason: format!("the mapping is shorter than the {size} bytes of its layout"),
             });
         }
+        let Some(geo) = Geometry::of(layout) else {
+            return Err(Error::Corrupt {
+                name: seg.name().to_owned(),
+                reason: format!("{size} bytes is not a valid map layout"),
+            });
+        };
         if !seg.created() && layout.heap < self.capacity {
             return Err(Error::InvalidSize {
                 name: seg.name().to_owned(),
@@ -903,6 +1096,7 @@ impl MapBuilder {
             writer: Writer::new(&seg, self.lock_timeout, self.wait_spin)?,
             seg,
             layout,
+            geo,
         })
     }
 }
@@ -929,6 +1123,8 @@ pub struct Map {
     layout: Layout,
     /// The writer's token, lock and waits (`writer.rs`).
     writer: Writer,
+    /// Where each part lies, from `layout` (so that a read does not recompute it).
+    geo: Geometry,
 }
 
 impl Map {
@@ -1242,19 +1438,25 @@ impl Map {
 
     // ---- internals ----
 
+    #[inline]
     fn check_key<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
-        let reason = if key.is_empty() {
-            "keys must not be empty"
-        } else if key.len() > MAX_KEY_LEN {
-            "keys are at most 255 bytes"
-        } else {
-            return Ok(key);
-        };
-        Err(Error::InvalidKey {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(self.bad_key(key.len()));
+        }
+        Ok(key)
+    }
+
+    #[cold]
+    fn bad_key(&self, len: usize) -> Error {
+        Error::InvalidKey {
             name: self.name().to_owned(),
-            len: key.len(),
-            reason,
-        })
+            len,
+            reason: if len == 0 {
+                "keys must not be empty"
+            } else {
+                "keys are at most 255 bytes"
+            },
+        }
     }
 
     /// The version of `key`'s last set (0 when absent) and the map version it was read at.
@@ -1268,43 +1470,48 @@ impl Map {
     }
 
     /// Reader passes until one succeeds: `look` on the published copy, validated by its
-    /// sequence; after a disturbed pass the reader asks writers to hold off (`seqlock.rs`).
+    /// sequence; after a disturbed pass the reader asks writers to hold off (`seqlock.rs`) and
+    /// backs off. One call site of `look`, so that it is inlined into the undisturbed pass;
+    /// the retry bookkeeping lives in the cold [`Map::disturbed`].
     #[inline]
     fn pass<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
-        let ctrl = self.ctrl();
-        let metas = self.metas();
-        let mem = self.mem();
-        // The common case first: one undisturbed pass, no retry state.
-        if let Pass::Done { found, version } =
-            protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c)))
-        {
-            return Ok((found, version));
+        let whole = Whole::new(self.mem(), &self.geo).expect("map layout checked at open");
+        let ctrl = whole.ctrl();
+        let metas = whole.metas();
+        let mut retrying: Option<Retrying> = None;
+        loop {
+            let pass = protocol::read(ctrl, metas, |c, meta| look(&whole.table(c, meta)));
+            match pass {
+                Pass::Done { found, version } => {
+                    if let Some(r) = retrying {
+                        seqlock::end_hold_off(ctrl, r.asked);
+                    }
+                    return Ok((found, version));
+                }
+                Pass::Retry { seen } => self.disturbed(&mut retrying, seen)?,
+            }
         }
-        self.pass_slow(look)
     }
 
-    /// [`Map::pass`] after a disturbed first pass: retries with backoff and hold-off requests.
+    /// After a disturbed pass: the first asks writers to hold off; later ones ask again and
+    /// back off, until the stuck deadline ([`Error::Corrupt`], hold-off requests withdrawn).
     #[cold]
-    fn pass_slow<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
+    #[inline(never)]
+    fn disturbed(&self, retrying: &mut Option<Retrying>, seen: (u64, u64)) -> Result<()> {
         let ctrl = self.ctrl();
-        let metas = self.metas();
-        let mem = self.mem();
-        let mut backoff = Backoff::default();
-        let mut asked = 0u32;
-        ask_hold_off(ctrl, &mut asked);
-        let r = loop {
-            match protocol::read(ctrl, metas, |c, _| look(&Table::new(mem, self.layout, c))) {
-                Pass::Done { found, version } => break Ok((found, version)),
-                Pass::Retry { seen } => {
-                    ask_hold_off(ctrl, &mut asked);
-                    if let Err(e) = backoff.retry(self.name(), "map", seen) {
-                        break Err(e);
-                    }
-                }
-            }
+        let Some(r) = retrying else {
+            let mut asked = 0;
+            ask_hold_off(ctrl, &mut asked);
+            *retrying = Some(Retrying {
+                backoff: Backoff::default(),
+                asked,
+            });
+            return Ok(());
         };
-        seqlock::end_hold_off(ctrl, asked);
-        r
+        ask_hold_off(ctrl, &mut r.asked);
+        r.backoff.retry(self.name(), "map", seen).inspect_err(|_| {
+            seqlock::end_hold_off(ctrl, r.asked);
+        })
     }
 
     /// The writer: lock, catch the other copy up, apply `op` to it, publish, unlock, wake.
@@ -1497,6 +1704,7 @@ impl Map {
         }
     }
 
+    #[inline]
     fn mem(&self) -> Mem<'_> {
         let m = self.seg.mapping();
         Mem {
@@ -1506,6 +1714,7 @@ impl Map {
         }
     }
 
+    #[inline]
     fn ctrl(&self) -> &Control {
         self.mem().line(CTRL_OFFSET)
     }
@@ -1526,11 +1735,12 @@ impl Map {
         }
     }
 
+    #[inline]
     fn metas(&self) -> [&CopyMeta; 2] {
         let mem = self.mem();
         [
-            mem.line(self.layout.copy_offset(0)),
-            mem.line(self.layout.copy_offset(1)),
+            mem.line(self.geo.copies[0].meta),
+            mem.line(self.geo.copies[1].meta),
         ]
     }
 }
@@ -1662,6 +1872,50 @@ mod tests {
             probes < 13_000,
             "{probes} probes to insert 10,000 sequential keys"
         );
+    }
+
+    /// The hash as first written (a loop over 8-byte chunks, the rest folded in byte by byte):
+    /// the straight-line forms for short keys must give the same values, or maps written by
+    /// earlier builds would be misread.
+    fn reference_hash(key: &[u8]) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = 0xcbf2_9ce4_8422_2325 ^ (key.len() as u64).wrapping_mul(K);
+        let mut chunks = key.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap());
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let w = rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        }
+        finish_hash(h)
+    }
+
+    #[test]
+    fn the_hash_of_every_key_length_is_the_reference_hash() {
+        let key: Vec<u8> = (0..=255u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+        for n in 1..=MAX_KEY_LEN {
+            assert_eq!(hash(&key[..n]), reference_hash(&key[..n]), "{n} bytes");
+        }
+    }
+
+    /// The two-load remainder word is the byte-by-byte zero-padded word, for every length.
+    #[test]
+    fn the_padded_word_is_the_bytes_folded_in_one_by_one() {
+        let bytes: Vec<u8> = (1..=7).map(|i| 0x90 + i).collect();
+        for n in 1..8 {
+            let rest = &bytes[..n];
+            let folded = rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+            assert_eq!(padded_word(rest), folded, "{n} bytes");
+        }
     }
 
     /// A private directory on `/dev/shm`, removed on drop.
@@ -1919,6 +2173,61 @@ mod tests {
             MidCompaction,
             AfterCatchUp,
         ]);
+    }
+
+    /// The in-place probe against hostile words in the unpublished copy (which no reader uses,
+    /// so the test may write it): slots at and past the heap's end, key and value lengths that
+    /// run past it, a key length of 0 or over 255, a matching tag on another key. Each is
+    /// `Bad` or a miss, never an access outside the heap; the intact entry is still found.
+    #[test]
+    fn the_probe_refuses_records_that_leave_the_heap() {
+        let d = Dir::new();
+        let m = Map::builder("probe")
+            .dir(&d.0)
+            .capacity(768)
+            .open()
+            .unwrap();
+        m.set("k", b"v").unwrap();
+        m.set("k", b"w").unwrap(); // both copies now hold "k"
+        let mem = m.mem();
+        let copy = ((m.version() + 1) & 1) as usize;
+        let t = Table::new(mem, m.layout, copy);
+        let tag = tag_of(b"k");
+        assert!(matches!(t.find(b"k", tag), Find::Present { .. }));
+        let at = match t.find(b"k", tag) {
+            Find::Present { at, .. } => at,
+            _ => unreachable!(),
+        };
+        let words = m.layout.heap / 8;
+        let bucket = |slot: usize| (u64::from(tag) << 32) | slot as u64;
+        let header = |key_len: u64, val_len: u64| key_len | val_len << 32;
+        // A record at heap word `slot - 1`; its header is written there when it fits.
+        let cases: [(usize, Option<u64>); 7] = [
+            (words + 1, None),                         // past the heap
+            (words, None),                             // version word past the heap
+            (words - 1, Some(header(1, 0))),           // key past the heap
+            (1, Some(header(0, 1))),                   // empty key
+            (1, Some(header(256, 1))),                 // key over 255 bytes
+            (1, Some(header(1, u64::from(u32::MAX)))), // value past the heap
+            (usize::MAX as u32 as usize, None),        // the largest slot
+        ];
+        for (slot, head) in cases {
+            if let Some(h) = head {
+                let off = t.heap_off + (slot - 1) * 8;
+                mem.write(off, &h.to_le_bytes()).unwrap();
+            }
+            t.bucket(at).store(bucket(slot), Ordering::Relaxed);
+            assert!(
+                matches!(t.find(b"k", tag), Find::Bad),
+                "slot {slot}, header {head:?}"
+            );
+        }
+        // Another key under the same tag: a miss, then the probe goes on to an empty bucket.
+        t.rebuild_from(&Table::new(mem, m.layout, copy ^ 1))
+            .unwrap();
+        assert!(matches!(t.find(b"k", tag), Find::Present { .. }));
+        assert!(matches!(t.find(b"j", tag), Find::Absent { .. }));
+        assert_eq!(m.get("k").unwrap().map(|(v, _)| v), Some(b"w".to_vec()));
     }
 
     #[test]

@@ -231,6 +231,7 @@ pub enum Pass<T> {
 /// One reader pass: `look(copy, meta)` runs on the published copy and returns `None` when
 /// what it read is inconsistent (bounds, probe count); its result counts only if the copy did
 /// not move meanwhile.
+#[inline]
 pub fn read<T>(
     ctrl: &Control,
     metas: [&CopyMeta; 2],
