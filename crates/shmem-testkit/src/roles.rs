@@ -69,6 +69,10 @@ pub fn run(args: &[String]) -> ! {
             map_waiter(dir, name, key, num(since), num(timeout_ms))
         }
         ["scribble-all", file, seed, iters] => scribble_all(file, num(seed), num(iters)),
+        ["ro-hold", dir, name] => ro_hold(dir, name),
+        ["ro-waiter", dir, name, since, timeout_ms] => {
+            ro_waiter(dir, name, num(since), num(timeout_ms))
+        }
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -873,5 +877,43 @@ fn scribble_all(file: &str, seed: u64, iters: u64) -> Res {
         f.write_at(&bytes, off)?;
     }
     println!("done");
+    Ok(())
+}
+
+/// A read-only handle on value `name` (`Access::ReadOnly`).
+fn open_read_only(dir: &str, name: &str) -> Result<Value, shmem::Error> {
+    Value::builder(name)
+        .dir(dir)
+        .access(shmem::Access::ReadOnly)
+        .open_existing()
+}
+
+/// `ro-hold DIR NAME`: open value NAME read-only, report its value and what a `set` gets,
+/// hold it until stdin closes.
+fn ro_hold(dir: &str, name: &str) -> Res {
+    let v = open_read_only(dir, name)?;
+    let (s, version) = v.get_string()?;
+    let set = match v.set(b"x") {
+        Ok(_) => "accepted".to_owned(),
+        Err(e @ shmem::Error::PermissionDenied { .. }) => format!("refused({e})"),
+        Err(e) => return Err(e.into()),
+    };
+    println!("ready version={version} value={s} set={set}");
+    wait_stdin_eof();
+    drop(v);
+    println!("detached");
+    Ok(())
+}
+
+/// `ro-waiter DIR NAME SINCE TIMEOUT_MS`: waits on a read-only handle for the version to move
+/// past SINCE.
+fn ro_waiter(dir: &str, name: &str, since: u64, timeout_ms: u64) -> Res {
+    let v = open_read_only(dir, name)?;
+    println!("waiting");
+    match v.wait_changed(since, Some(Duration::from_millis(timeout_ms))) {
+        Ok(version) => println!("changed {version} {}", v.get_string()?.0),
+        Err(shmem::Error::Timeout { .. }) => println!("timeout"),
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }

@@ -362,7 +362,7 @@ fn sysv_orphans(dry_run: bool) -> Vec<i32> {
         if uid != me.as_raw() && !me.is_root() {
             continue;
         }
-        let Ok(map) = Mapping::attach_shm(shmid, HEADER_LEN) else {
+        let Ok(map) = Mapping::attach_shm(shmid, HEADER_LEN, crate::sys::Prot::ReadWrite) else {
             continue;
         };
         let mut head = [0u8; HEADER_LEN];

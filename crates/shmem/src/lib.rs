@@ -84,10 +84,12 @@ pub mod model {
 }
 
 pub use error::{Error, Result};
-pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
+pub use header::{Header, Kind, Lifetime, Storage, WakePolicy, HEADER_LEN, LAYOUT_VERSION};
 #[cfg(target_os = "linux")]
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
+#[cfg(target_os = "linux")]
+pub use segment::Access;
 #[cfg(windows)]
 pub use segment::Namespace;
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};

@@ -317,6 +317,23 @@ pub fn prepare_sleep(ctrl: &Control, since: u64) -> Sleep {
     }
 }
 
+/// The waiter's half for a waiter that cannot write (a read-only handle): read `wake`, then
+/// re-check `version`, announcing nothing. Sound only where every publish wakes
+/// (`WakePolicy::EveryPublish`): if the version read is still `since`, the `wake` read came
+/// before the publisher's bump (the bump is Release after the version store, the load
+/// Acquire before the version load), so a sleep on that value either fails at once (the bump
+/// came meanwhile) or is queued before the bump and woken by the publisher's unconditional
+/// wake-up after it.
+pub fn prepare_sleep_unannounced(ctrl: &Control, since: u64) -> Sleep {
+    let w = ctrl.wake.load(Ordering::Acquire);
+    let v = ctrl.version.load(Ordering::Acquire);
+    if v != since {
+        Sleep::Changed(v)
+    } else {
+        Sleep::On(w)
+    }
+}
+
 /// Wakes waiters without a new version (cancellation): bump `wake`; the caller then wakes
 /// every sleeper.
 pub fn bump_wake(ctrl: &Control) {

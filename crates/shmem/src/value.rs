@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use crate::copy;
 use crate::error::{Error, Result};
-use crate::header::{Lifetime, HEADER_LEN};
+use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
 use crate::platform::{self, ValueSys};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
@@ -105,10 +105,25 @@ impl ValueBuilder {
         self
     }
 
-    /// The file mode of a newly created value (see [`Builder::mode`]).
+    /// The file mode of a newly created value (see [`Builder::mode`]). A mode that lets group
+    /// or others read without writing (0644, 0640) makes every `set` wake waiters, so that
+    /// read-only handles can wait ([`crate::WakePolicy`]).
     #[cfg(target_os = "linux")]
     pub fn mode(mut self, mode: u32) -> ValueBuilder {
         self.seg = self.seg.mode(mode);
+        self
+    }
+
+    /// Read-write (the default) or read-only access (see [`crate::Access`]). A read-only value
+    /// needs only read permission and never writes the segment: `get` and `version` work,
+    /// `set`, `set_with` and `sole_writer` fail with [`Error::PermissionDenied`].
+    /// Its readers cannot ask writers to hold off, so under a writer that never pauses a
+    /// `get` is bounded only by its deadline ([`Error::Corrupt`] after 2 s of disturbed
+    /// passes). `wait_changed` works on values whose writers wake at every publish
+    /// ([`crate::WakePolicy::EveryPublish`]) and is refused on the others.
+    #[cfg(target_os = "linux")]
+    pub fn access(mut self, access: crate::Access) -> ValueBuilder {
+        self.seg = self.seg.access(access);
         self
     }
 
@@ -271,6 +286,7 @@ impl Value {
     /// longer than the lock timeout (a dead one is taken over at once); [`Error::Io`] when this
     /// handle cannot claim its liveness witness (first write only).
     pub fn set(&self, data: &[u8]) -> Result<u64> {
+        self.writable("set")?;
         self.publish_with(data.len(), |slot| {
             // SAFETY: slot `slot` spans `capacity` bytes inside the mapping (checked in
             // `finish`), `publish_with` checked `data.len() <= capacity`, and we hold the
@@ -292,6 +308,7 @@ impl Value {
     /// # Errors
     /// As [`Value::set`].
     pub fn set_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
+        self.writable("set_with")?;
         self.publish_with(len, |slot| {
             // SAFETY: slot `slot` spans `capacity >= len` bytes inside the mapping (checked in
             // `finish` and `publish_with`); we hold the writers' lock, so no cooperating process
@@ -353,7 +370,10 @@ impl Value {
 
     fn wake_after_publish(&self) {
         let ctrl = self.ctrl();
-        if seqlock::after_publish(ctrl) == Wake::Sleepers {
+        let announced = seqlock::after_publish(ctrl) == Wake::Sleepers;
+        // A value that read-only handles may wait on wakes at every publish: they cannot
+        // announce themselves (`WakePolicy`, header.rs).
+        if announced || self.seg.header().wake == WakePolicy::EveryPublish {
             self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);
         }
     }
@@ -367,6 +387,7 @@ impl Value {
     /// # Errors
     /// As [`Value::set`], for taking the lock.
     pub fn sole_writer(&self) -> Result<SoleWriter<'_>> {
+        self.writable("sole_writer")?;
         Ok(SoleWriter {
             value: self,
             _guard: self.lock()?,
@@ -400,7 +421,11 @@ impl Value {
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let ctrl = self.ctrl();
-        let mut backoff = Backoff::default();
+        let mut backoff = if self.read_only() {
+            Backoff::without_hold_off()
+        } else {
+            Backoff::default()
+        };
         let mut asked = 0u32;
         let r = loop {
             let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
@@ -422,7 +447,10 @@ impl Value {
                     })
                 }
                 Pass::Retry { seen } => {
-                    ask_hold_off(ctrl, &mut asked);
+                    // A read-only handle cannot ask: its deadline bounds it (retry.rs).
+                    if !self.read_only() {
+                        ask_hold_off(ctrl, &mut asked);
+                    }
                     if let Err(e) = backoff.retry(self.name(), "value", seen) {
                         break Err(e);
                     }
@@ -509,6 +537,10 @@ impl Value {
             return Ok(Some(v));
         }
         let sleeper = self.sys.sleeper(&self.seg, self.trailer())?;
+        #[cfg(target_os = "linux")]
+        if self.read_only() {
+            return self.wait_read_only(&sleeper, since, timeout, deadline, &cancelled);
+        }
         loop {
             if cancelled() {
                 return Ok(None);
@@ -538,6 +570,87 @@ impl Value {
             if v != since {
                 return Ok(Some(v));
             }
+        }
+    }
+
+    /// `wait_changed_unless` on a read-only handle, after the spin: no `sleepers` flag (that
+    /// would be a write); sleeps on `wake` and this handle's private cancel word
+    /// (`platform/linux.rs`), which only a value whose every publish wakes allows.
+    #[cfg(target_os = "linux")]
+    fn wait_read_only(
+        &self,
+        sleeper: &platform::Sleeper<'_>,
+        since: u64,
+        timeout: Option<Duration>,
+        deadline: Option<Instant>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        if self.seg.header().wake != WakePolicy::EveryPublish {
+            return Err(Error::PermissionDenied {
+                name: self.name().to_owned(),
+                reason: "a read-only handle cannot announce itself to writers, and this \
+                         value's writers wake only announced waiters (its mode gave no one \
+                         read access without write access when it was created: \
+                         WakePolicy::Announced); open it read-write to wait"
+                    .into(),
+            });
+        }
+        let ctrl = self.ctrl();
+        loop {
+            // Read before the cancel check, so that a cancel after it changes this word.
+            let cancel_seen = sleeper.cancel_seen();
+            if cancelled() {
+                return Ok(None);
+            }
+            let remaining = self.remaining(deadline, timeout)?;
+            let w = match seqlock::prepare_sleep_unannounced(ctrl, since) {
+                Sleep::Changed(v) => return Ok(Some(v)),
+                Sleep::On(w) => w,
+            };
+            sleeper.wait_unannounced(&ctrl.wake, w, cancel_seen, remaining)?;
+            let v = ctrl.version.load(crate::sync::Ordering::Acquire);
+            if v != since {
+                return Ok(Some(v));
+            }
+        }
+    }
+
+    /// What is left of a wait's deadline (`None`: forever), or the wait's timeout error.
+    #[cfg(target_os = "linux")]
+    fn remaining(
+        &self,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Duration>> {
+        match deadline {
+            None => Ok(None),
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(r) if !r.is_zero() => Ok(Some(r)),
+                _ => Err(Error::Timeout {
+                    name: self.name().to_owned(),
+                    what: "a change of value",
+                    timeout: timeout.unwrap_or_default(),
+                }),
+            },
+        }
+    }
+
+    /// Whether this handle is read-only (Linux only; Windows handles always write).
+    fn read_only(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.seg.access() == crate::Access::ReadOnly;
+        #[cfg(not(target_os = "linux"))]
+        return false;
+    }
+
+    /// `Ok` when this handle may write; the permission error for `op` on a read-only one.
+    fn writable(&self, op: &str) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        return self.seg.writable(op);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = op;
+            Ok(())
         }
     }
 
@@ -571,7 +684,16 @@ impl Value {
 
     /// Wakes every thread, in every process, that sleeps in a wait on this value. They
     /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
+    ///
+    /// On a read-only handle, which may not write the segment's wake-up counter, it wakes this
+    /// handle's own waiters only (how a wait is cancelled from another thread; they sleep on
+    /// a private word of the handle as well), and waiters elsewhere sleep on.
     pub fn wake_waiters(&self) {
+        #[cfg(target_os = "linux")]
+        if self.read_only() {
+            self.sys.wake_local();
+            return;
+        }
         let ctrl = self.ctrl();
         seqlock::bump_wake(ctrl);
         self.sys.wake_all(&self.seg, self.trailer(), &ctrl.wake);

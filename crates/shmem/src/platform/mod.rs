@@ -19,7 +19,7 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{generation, Park, ValueSys, TRAILER_LEN};
+pub(crate) use linux::{generation, Park, Sleeper, ValueSys, TRAILER_LEN};
 
 #[cfg(windows)]
 pub(crate) mod windows;
