@@ -1001,7 +1001,7 @@ impl Builder {
                         let ro = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
                         let readable = rfs::open(path, ro | OFlags::CLOEXEC, Mode::empty()).is_ok();
                         let hint = if readable {
-                            "; it may be opened read-only (Access::ReadOnly)"
+                            "; this user may open it read-only"
                         } else {
                             ""
                         };

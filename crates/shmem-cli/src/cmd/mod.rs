@@ -39,27 +39,49 @@ pub fn run(cli: Cli) -> Result {
     }
 }
 
+/// What a command needs of the value it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// To read it (and wait on it): read-write when the mode allows it, else read-only.
+    Read,
+    /// To write it: read-write only.
+    Write,
+}
+
 /// Attaches the value `name` that somebody holds (or a persistent one), never creating it:
 /// a transient value created here would vanish as soon as this command exits.
-fn open_existing(dir: &Path, name: &str) -> Result<Value> {
-    Value::builder(name)
-        .dir(dir)
-        .open_existing()
-        .map_err(|e| match e {
-            shmem::Error::NotFound { .. } => Failure::new(
-                EXIT_NOT_FOUND,
-                format!(
-                    "segment '{name}' does not exist in {}{}: a transient segment lives only \
+///
+/// Another user's segment is opened when its mode lets this user in: these commands create
+/// nothing, the user names the segment, and `shmem info` shows its owner (the library's
+/// owner-only rule protects programs that create their segment from a name planted before
+/// them; `hold` keeps it unless `--mode` shares). Readers open read-write when they may,
+/// since a read-write reader can ask writers to hold off and wait on any value, and fall back
+/// to read-only when the mode refuses writing (a 0644 segment of another user).
+fn open_existing(dir: &Path, name: &str, need: Need) -> Result<Value> {
+    // A group/other mode is the library's way to accept another user's name file; nothing
+    // is created here, so it sets no file's mode.
+    let builder = Value::builder(name).dir(dir).mode(0o666);
+    let opened = match builder.open_existing() {
+        Err(shmem::Error::PermissionDenied { .. }) if need == Need::Read => {
+            builder.access(shmem::Access::ReadOnly).open_existing()
+        }
+        r => r,
+    };
+    opened.map_err(|e| match e {
+        shmem::Error::NotFound { .. } => Failure::new(
+            EXIT_NOT_FOUND,
+            format!(
+                "segment '{name}' does not exist in {}{}: a transient segment lives only \
                      while a process holds it; keep one with `shmem hold {name}`, or create a \
                      persistent one with `shmem create {name} --size N --persistent`",
-                    dir.display(),
-                    did_you_mean(dir, name)
-                        .map(|n| format!(" (did you mean '{n}'?)"))
-                        .unwrap_or_default()
-                ),
+                dir.display(),
+                did_you_mean(dir, name)
+                    .map(|n| format!(" (did you mean '{n}'?)"))
+                    .unwrap_or_default()
             ),
-            e => e.into(),
-        })
+        ),
+        e => e.into(),
+    })
 }
 
 /// The name of a segment in `dir` closest to `name`, if one is close enough to be a typo
