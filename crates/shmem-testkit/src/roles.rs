@@ -70,6 +70,8 @@ pub fn run(args: &[String]) -> ! {
         }
         ["scribble-all", file, seed, iters] => scribble_all(file, num(seed), num(iters)),
         ["ro-hold", dir, name] => ro_hold(dir, name),
+        ["serde-set", dir, name, n] => serde_set(dir, name, num(n) as u32),
+        ["serde-get", dir, name] => serde_get(dir, name),
         ["ro-waiter", dir, name, since, timeout_ms] => {
             ro_waiter(dir, name, num(since), num(timeout_ms))
         }
@@ -913,6 +915,33 @@ fn ro_waiter(dir: &str, name: &str, since: u64, timeout_ms: u64) -> Res {
     match v.wait_changed(since, Some(Duration::from_millis(timeout_ms))) {
         Ok(version) => println!("changed {version} {}", v.get_string()?.0),
         Err(shmem::Error::Timeout { .. }) => println!("timeout"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `serde-set DIR NAME N`: stores `Reading::nth(1..=N)` in the live value NAME as
+/// `Serde<Reading>`.
+fn serde_set(dir: &str, name: &str, n: u32) -> Res {
+    let v =
+        shmem::Serde::<crate::Reading>::with(Value::builder(name).dir(dir), |b| b.open_existing())?;
+    let mut last = 0;
+    for i in 1..=n {
+        last = v.set(&crate::Reading::nth(i))?;
+    }
+    println!("stored {last}");
+    Ok(())
+}
+
+/// `serde-get DIR NAME`: reads the live value NAME as `Serde<Reading>` and prints
+/// `value VERSION DEBUG`, `unset`, or `codec-error MESSAGE`.
+fn serde_get(dir: &str, name: &str) -> Res {
+    let v =
+        shmem::Serde::<crate::Reading>::with(Value::builder(name).dir(dir), |b| b.open_existing())?;
+    match v.get() {
+        Ok(Some((r, version))) => println!("value {version} {r:?}"),
+        Ok(None) => println!("unset"),
+        Err(e @ shmem::Error::Codec { .. }) => println!("codec-error {e}"),
         Err(e) => return Err(e.into()),
     }
     Ok(())

@@ -56,6 +56,8 @@ mod segment;
 #[cfg(windows)]
 use platform::windows::segment;
 mod seqlock;
+#[cfg(feature = "serde")]
+mod serialized;
 mod sync;
 #[cfg(target_os = "linux")]
 mod sys;
@@ -93,6 +95,8 @@ pub use segment::Access;
 #[cfg(windows)]
 pub use segment::Namespace;
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
+#[cfg(feature = "serde")]
+pub use serialized::Serde;
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};
 
