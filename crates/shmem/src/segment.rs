@@ -148,6 +148,38 @@
 //! protocol never tests: `/proc/locks` shows the pid of `flock` holders (it shows `-1` for OFD
 //! locks), so that is how [`crate::admin`] tells who is attached.
 //!
+//! # Read-only handles
+//!
+//! A handle opened with [`Access::ReadOnly`] opens the name file `O_RDONLY`, attaches SysV
+//! memory with `SHM_RDONLY` and maps file storage `PROT_READ` (through an `O_RDONLY`
+//! description), so read permission is all it needs. It cannot take the write lock (`F_WRLCK`
+//! needs a descriptor open for writing), so it never initialises, repairs or unlinks; it takes
+//! the read lock like every attached handle, and that is all the protocol asks of a holder:
+//!
+//! - **It keeps the segment alive.** Its read lock makes every writer's try of the write lock
+//!   fail, so no detacher unlinks the name and no attacher starts a new generation while it is
+//!   attached; its SysV attachment keeps the memory (the kernel counts it like any other).
+//!   When it leaves (drop, exit, crash) the lock and the attachment go with it, and the last
+//!   detacher's step (or the next open, or `gc`) proceeds as after any holder.
+//! - **`admin` judges it live.** It shows in `/proc/locks` (the OFD read lock and the `flock`
+//!   pid marker, both allowed on a read-only descriptor) and in the SysV attach count.
+//! - **Joining.** It takes the read lock (waiting out an initialiser or a detacher holding the
+//!   write lock, as a losing attacher does) and reads the header. It joins only a generation
+//!   that is provably live: a persistent segment; a SysV generation whose memory it can attach
+//!   with the announced token (a marked segment exists only while attached, and the name
+//!   file's header is complete only after the creator marked it); a transient file-storage
+//!   segment only if some other description held a lock when it first looked (before its own
+//!   lock, which would otherwise answer for itself). That last rule gives a read-only joiner
+//!   exactly the read-write joiner's guarantee: both join a generation that had a holder when
+//!   they found the name held. An unfinished header under its read lock means its initialiser
+//!   died. Anything not provably live is [`Error::NotFound`]: only a writer may start a new
+//!   generation, and a dead one is for the next writer or `gc` to replace.
+//! - **It never writes.** Writes through the API are refused before they touch the memory
+//!   (`Segment::write`, `Value::set`...: [`Error::PermissionDenied`] naming the segment); the
+//!   value's readers skip the hold-off request and its waiters the `sleepers` flag
+//!   (`value.rs`), the two words readers and waiters otherwise write.
+//! - **Fork.** `fork.rs` opens the child's spare description with the handle's access mode.
+//!
 //! # Trust
 //!
 //! A name file owned by another user is opened at all only when the caller asked for a mode

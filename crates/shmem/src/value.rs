@@ -34,6 +34,28 @@
 //! (sleeping and waking, and the witness that tells a live lock holder from a gone one) are the
 //! platform's, behind `platform/` (Linux: the futex and OFD locks; Windows: named events).
 //!
+//! # Read-only handles
+//!
+//! A handle opened read-only (`Access::ReadOnly`: `SHM_RDONLY`/`PROT_READ`) writes nothing:
+//! `set`, `set_with` and `sole_writer` are refused with a permission error before any lock or
+//! slot is touched. Its reader never asks writers to hold off (that is a write of `hold_off`),
+//! so under a writer that republishes faster than it copies it is bounded by the read
+//! deadline only (`retry.rs`, `Corrupt` after 2 s saying so). Its waiter cannot set the
+//! `sleepers` flag, and writers make the wake-up system call only when they find that flag
+//! set, so a read-only wait needs the writers to wake unannounced: a value created with a
+//! mode that lets group or others read without writing (0644, 0640) records
+//! `WakePolicy::EveryPublish` in its header, and every publish on it makes the `FUTEX_WAKE`
+//! call (one system call per `set`, on such values only: about 0.5 us here, BENCHMARKS.md).
+//! The waiter then reads `wake` and re-checks `version` without announcing itself
+//! (`seqlock::prepare_sleep_unannounced`, which states why no wake-up is lost) and sleeps with
+//! `futex_waitv` on `wake` and a private word of its handle, which `wake_waiters` on a
+//! read-only handle bumps and wakes (so its own threads can still cancel its waits without
+//! writing the segment). A read-only wait on a value without the flag is refused with a
+//! permission error that says to open it read-write; that avoids polling, and a value whose
+//! mode lets nobody read without writing has no reader that needs it. Why not poll, or make
+//! every value wake always: polling costs latency or CPU for every read-only waiter, and waking
+//! always costs every `set` a system call on values that no read-only reader can open.
+//!
 //! A writer's identity is a *token* claimed at its handle's first write
 //! (`ValueSys::claim_token`): a witness the kernel releases when the handle's process exits or
 //! crashes (Linux: the OFD lock of one byte far past the data, held on a description that is
