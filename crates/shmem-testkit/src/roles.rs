@@ -677,11 +677,18 @@ fn fork_hold(dir: &str, name: &str, rest: &[&str]) -> Res {
     } else {
         Lifetime::Transient
     };
-    let v = Value::builder(name)
+    let b = Value::builder(name)
         .dir(dir)
         .capacity(64)
-        .lifetime(lifetime)
-        .open()?;
+        .lifetime(lifetime);
+    let v = if rest.contains(&"readonly") {
+        // A sharing mode is how a handle accepts another user's segment (nothing is created).
+        b.access(shmem::Access::ReadOnly)
+            .mode(0o644)
+            .open_existing()?
+    } else {
+        b.open()?
+    };
     // SAFETY: this helper is single-threaded here, so the child may run arbitrary code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {

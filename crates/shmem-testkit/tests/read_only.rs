@@ -321,3 +321,61 @@ fn a_read_only_wait_is_cancelled_from_another_thread_without_writing() {
     }
     assert_eq!(sut.version(), 0, "nothing was published");
 }
+
+#[test]
+fn a_forked_child_of_a_read_only_holder_holds_the_segment_with_its_own_lock() {
+    let dir = TestDir::new("ro");
+    let d = dir.path().to_str().unwrap();
+    let name = unique_name("ro-fork");
+    let creator = Value::builder(&name)
+        .dir(d)
+        .capacity(64)
+        .mode(0o644)
+        .open()
+        .unwrap();
+    creator.set(b"inherited").unwrap();
+    // As another user when we can (root): one who may not open the file for writing, so the
+    // fork handler's description must be a read-only one.
+    let args = ["fork-hold", d, &name, "readonly"];
+    let mut p = if rustix::process::geteuid().is_root() {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(shmem_testkit::helper_path())
+            .args(args);
+        Proc::spawn_cmd(&mut cmd)
+    } else {
+        Proc::spawn(args)
+    };
+    let lines = [p.line(T), p.line(T)];
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("child="))
+        .unwrap()
+        .clone();
+    assert!(lines.contains(&"forked".to_owned()), "{lines:?}");
+    let child: u32 = field(&line, "child").parse().unwrap();
+    let parent: u32 = field(&line, "parent").parse().unwrap();
+    assert!(wait_for(T, || {
+        std::fs::read_to_string(format!("/proc/{parent}/stat")).map_or(true, |s| s.contains(") Z "))
+    }));
+    drop(creator);
+    // Only the child holds it now, through a read-only description of its own (the fork
+    // handler reopened it O_RDONLY): its pid marks the lock.
+    let info = admin::inspect(dir.path(), &name).unwrap();
+    assert_eq!(
+        (info.state.clone(), info.attached, info.pids.clone()),
+        (admin::State::Live, 1, vec![child]),
+        "{info:?}"
+    );
+    let reader = read_only(&dir, &name).open_existing().unwrap();
+    assert_eq!(reader.get_vec().unwrap().0, b"inherited");
+    drop(reader);
+    p.close_stdin();
+    // Its exit frees the memory; a last detacher that does not own the name file leaves it
+    // stale (not its to unlink), for `gc` or `rm`.
+    assert!(wait_for(T, || admin::inspect(dir.path(), &name).is_ok_and(
+        |i| i.state == admin::State::Stale && i.memory.is_none()
+    )));
+    admin::remove(dir.path(), &name, false).unwrap();
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}

@@ -225,7 +225,9 @@ const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 /// fail with [`Error::PermissionDenied`] naming the segment, never a fault. It never creates
 /// (opening is [`Builder::open_existing`]'s, whatever method is called) and holds the segment
 /// like any other handle (a read lock on the name file), so the segment lives while it is
-/// attached.
+/// attached. As for read-write handles, another user's segment is opened only with a mode
+/// that shares with group or others ([`Builder::mode`]; nothing is created with it), so a
+/// program cannot be fed a planted segment in place of its own without asking for sharing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Access {
     /// Read and write; may create.

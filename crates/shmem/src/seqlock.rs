@@ -324,6 +324,7 @@ pub fn prepare_sleep(ctrl: &Control, since: u64) -> Sleep {
 /// Acquire before the version load), so a sleep on that value either fails at once (the bump
 /// came meanwhile) or is queued before the bump and woken by the publisher's unconditional
 /// wake-up after it.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn prepare_sleep_unannounced(ctrl: &Control, since: u64) -> Sleep {
     let w = ctrl.wake.load(Ordering::Acquire);
     let v = ctrl.version.load(Ordering::Acquire);
