@@ -171,7 +171,7 @@ pub enum Error {
         /// What was asked for.
         what: &'static str,
     },
-    /// A [`crate::Serde`] value that could not be encoded, or stored bytes that do not
+    /// A `Serde` value (feature `serde`) that could not be encoded, or stored bytes that do not
     /// decode as the type asked for (a writer of another type or version, or garbage).
     #[error("segment '{name}': {reason}")]
     Codec {

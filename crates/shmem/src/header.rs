@@ -85,6 +85,7 @@ impl Lifetime {
 
 /// What a segment holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Kind {
     /// Raw bytes, for the caller to lay out ([`crate::Segment`]).
     Raw,
@@ -124,6 +125,7 @@ impl Kind {
 
 /// Where a segment's memory lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Storage {
     /// In the name file itself (persistent segments, hugetlbfs directories): the file's pages
     /// live until the file is unlinked and unmapped.
@@ -169,6 +171,7 @@ impl Storage {
 /// publish, for such segments only), and read-only handles may wait. Decided from the name
 /// file's mode when the generation is made; a later `chmod` applies to the next generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum WakePolicy {
     /// Writers wake only announced waiters (no system call per publish otherwise); a
     /// read-only handle cannot wait on such a value.
@@ -204,6 +207,7 @@ impl WakePolicy {
 
 /// The header's fields, validated and copied out of shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Header {
     /// What the segment holds.
     pub kind: Kind,

@@ -333,18 +333,44 @@ impl Builder {
     }
 
     /// Opens the segment, creating it if nobody holds it (like `CreateFileMapping`).
-    /// [`Segment::created`] tells whether this call created and zero-filled it.
+    /// [`Segment::created`] tells whether this call created and zero-filled it. A read-only
+    /// builder ([`Access::ReadOnly`]) only opens a live segment, as [`Builder::open_existing`].
+    ///
+    /// # Errors
+    /// - [`Error::InvalidName`] for a bad name; [`Error::InvalidSize`] for a size too large,
+    ///   or an existing segment smaller than [`Builder::size`];
+    /// - [`Error::PermissionDenied`] when the mode or owner of the name file (or of its SysV
+    ///   memory) refuses this process, naming both, or for another user's file without a
+    ///   sharing [`Builder::mode`];
+    /// - [`Error::Foreign`] for a file under the name that is not a segment of ours (never
+    ///   touched); [`Error::Incompatible`] for another layout version or kind;
+    ///   [`Error::Corrupt`] for a damaged header;
+    /// - [`Error::Timeout`] when a process holds the exclusive lock past
+    ///   [`Builder::attach_timeout`]; [`Error::AttachRetries`] when generations keep vanishing;
+    /// - [`Error::Io`] for any other failed system call, naming it.
+    /// - [`Error::NoSpace`] when the memory, the SysV limits or the directory are short,
+    ///   saying which; [`Error::InvalidSize`] for a size of 0 when nothing exists;
+    ///   [`Error::NotFound`] on a read-only builder when no live segment has the name.
     pub fn open(&self) -> Result<Segment> {
         self.open_kind(Kind::Raw, OpenMode::OpenOrCreate)
     }
 
     /// Creates the segment; fails with [`Error::Exists`] if a live one has the name.
     /// A transient segment that nobody holds any more (its users crashed) does not count.
+    ///
+    /// # Errors
+    /// [`Error::Exists`]; [`Error::PermissionDenied`] on a read-only builder; otherwise as
+    /// [`Builder::open`].
     pub fn create_new(&self) -> Result<Segment> {
         self.open_kind(Kind::Raw, OpenMode::CreateNew)
     }
 
     /// Opens a live segment; fails with [`Error::NotFound`] if there is none.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no live segment has the name (a stale name of a transient
+    /// segment whose users all left counts as none); otherwise as [`Builder::open`], less
+    /// the errors of creating.
     pub fn open_existing(&self) -> Result<Segment> {
         self.open_kind(Kind::Raw, OpenMode::OpenExisting)
     }
@@ -1259,6 +1285,9 @@ impl Segment {
     }
 
     /// Opens or creates transient segment `name` in `/dev/shm` with `size` data bytes.
+    ///
+    /// # Errors
+    /// As [`Builder::open`].
     pub fn open(name: &str, size: usize) -> Result<Segment> {
         Builder::new(name).size(size).open()
     }
@@ -1363,6 +1392,9 @@ impl Segment {
 
     /// Copies `buf.len()` data bytes starting at `offset` into `buf`. Not atomic: bytes that
     /// another process writes meanwhile may be old or new (use [`crate::Value`] for that).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSize`] for a range outside the data area.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         // SAFETY: `offset + len <= data_len`, checked above, so the range is inside the mapping.
