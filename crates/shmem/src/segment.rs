@@ -309,11 +309,6 @@ impl Builder {
         self
     }
 
-    /// The access asked for.
-    pub fn access_asked(&self) -> Access {
-        self.access
-    }
-
     /// How long attaching waits for a process that holds the segment's exclusive lock (an
     /// initialiser reserving a large segment, or a detacher) before [`Error::Timeout`]:
     /// 10 s by default.
