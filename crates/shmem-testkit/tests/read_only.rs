@@ -62,6 +62,13 @@ fn a_read_only_handle_reads_through_a_read_only_mapping_and_every_write_is_refus
         let ro = read_only(&dir, &name).open_existing().unwrap();
         assert_eq!(ro.segment().access(), Access::ReadOnly);
         assert!(!ro.created());
+        // admin counts it as a holder (its read lock, its pid marker, its SysV attachment).
+        let info = admin::inspect(dir.path(), &name).unwrap();
+        assert_eq!(
+            (info.state.clone(), info.attached),
+            (admin::State::Live, 2),
+            "{lifetime:?}"
+        );
         assert_eq!(ro.get_vec().unwrap(), (b"hello".to_vec(), 1));
         // The kernel mapped it without write permission: a write through it could only fault.
         let perms = mapping_perms(ro.segment().as_ptr() as usize);
