@@ -102,6 +102,11 @@ fn another_user_reads_and_watches_a_0644_segment_but_cannot_set_it() {
         None,
     );
     assert_eq!((got.code, got.stdout.as_str()), (0, "first\n"), "{got:?}");
+    // `info` peeks read-only: the other user sees the version and how waiters are woken.
+    let info = run(&mut shmem_as(&dir, NOBODY, NOBODY, &["info", name]), None);
+    assert_eq!(info.code, 0, "{info:?}");
+    assert!(info.stdout.contains("version:    1\n"), "{info:?}");
+    assert!(info.stdout.contains("woken at every set"), "{info:?}");
 
     // A watch by the other user sleeps read-only and is woken by the owner's set.
     let watch = Proc::spawn(&mut shmem_as(

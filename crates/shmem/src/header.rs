@@ -197,6 +197,14 @@ impl WakePolicy {
         }
     }
 
+    /// `"announced"` or `"every-publish"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WakePolicy::Announced => "announced",
+            WakePolicy::EveryPublish => "every-publish",
+        }
+    }
+
     fn to_flags(self) -> u32 {
         match self {
             WakePolicy::Announced => 0,

@@ -41,6 +41,9 @@ struct Output {
     lifetime: Option<&'static str>,
     /// `sysv` (memory in a SysV segment the kernel frees with its last attachment) or `file`.
     storage: Option<&'static str>,
+    /// How writers wake waiters: `announced` (read-only watchers refused) or `every-publish`
+    /// (a mode that lets someone read without writing: read-only watchers woken too).
+    wake: Option<&'static str>,
     /// The SysV segment's id and attachments, while it exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     shmid: Option<i32>,
@@ -91,6 +94,7 @@ pub fn run(dir: &Path, args: &InfoArgs) -> Result {
         kind: info.header.map(|h| h.kind.as_str()),
         lifetime: info.header.map(|h| h.lifetime.as_str()),
         storage: info.header.map(|h| h.storage.as_str()),
+        wake: info.header.map(|h| h.wake.as_str()),
         shmid: info.memory.map(|m| m.shmid),
         attachments: info.memory.map(|m| m.attachments),
         size: info.size,
@@ -146,7 +150,13 @@ fn peek(dir: &Path, info: &admin::Info) -> Result<u64, String> {
     if info.state == State::Stale && header.lifetime == Lifetime::Transient {
         return Err("nobody holds it, and attaching would start it anew".into());
     }
-    match Value::builder(&info.name).dir(dir).open_existing() {
+    // Read-only: a peek needs only read permission and writes nothing (a sharing mode is how
+    // another user's segment is accepted; nothing is created).
+    let peek = Value::builder(&info.name)
+        .dir(dir)
+        .access(shmem::Access::ReadOnly)
+        .mode(0o666);
+    match peek.open_existing() {
         Ok(value) => Ok(value.version()),
         Err(shmem::Error::NotFound { .. }) => Err("its last holder let go meanwhile".into()),
         Err(e) => Err(e.to_string()),
@@ -172,6 +182,17 @@ fn print(out: &mut impl Write, o: &Output) -> io::Result<()> {
         }
         (Some(storage), _, _) => writeln!(out, "storage:    {storage}")?,
         _ => writeln!(out, "storage:    unknown")?,
+    }
+    match o.wake {
+        Some("every-publish") => writeln!(
+            out,
+            "waiters:    woken at every set (read-only watchers too)"
+        )?,
+        Some(_) => writeln!(
+            out,
+            "waiters:    woken when they announce themselves (read-only watchers refused)"
+        )?,
+        None => {}
     }
     writeln!(out, "size:       {} bytes", o.size)?;
     match o.capacity {
