@@ -28,10 +28,17 @@ fn unlink(py: Python<'_>, name: &str, force: bool, dir: Option<PathBuf>) -> PyRe
         .map_err(errors::to_py)
 }
 
-/// Opens the live value `name` in `dir` (how a pickled `Value` is unpickled).
+/// Opens the live value `name` in `dir` (how a pickled `Value` is unpickled), read-only if the
+/// pickled handle was (pickles made before read-only handles existed have no such flag).
 #[pyfunction]
-fn _reopen_value(py: Python<'_>, name: &str, dir: PathBuf) -> PyResult<value::Value> {
-    value::Value::reopen(py, name, dir)
+#[pyo3(signature = (name, dir, readonly = false))]
+fn _reopen_value(
+    py: Python<'_>,
+    name: &str,
+    dir: PathBuf,
+    readonly: bool,
+) -> PyResult<value::Value> {
+    value::Value::reopen(py, name, dir, readonly)
 }
 
 /// Opens the live segment `name` in `dir` (how a pickled `Segment` is unpickled).

@@ -56,6 +56,8 @@ enum Open {
     OrCreate,
     Create,
     Existing,
+    /// `Existing`, read-only.
+    ReadOnly,
 }
 
 /// A value shared between processes by name: a byte string of up to `capacity` bytes and a
@@ -72,18 +74,21 @@ pub(crate) struct Value {
 }
 
 impl Value {
-    /// Opens the live one named `name` in `dir`, whatever its size (for unpickling).
-    pub(crate) fn reopen(py: Python<'_>, name: &str, dir: PathBuf) -> PyResult<Value> {
+    /// Opens the live one named `name` in `dir`, whatever its size (for unpickling),
+    /// read-only if the pickled handle was.
+    pub(crate) fn reopen(
+        py: Python<'_>,
+        name: &str,
+        dir: PathBuf,
+        readonly: bool,
+    ) -> PyResult<Value> {
         let zero = 0u8.into_pyobject(py)?;
-        Value::attach(
-            py,
-            name,
-            zero.as_any(),
-            false,
-            0o600,
-            Some(dir),
-            Open::Existing,
-        )
+        let how = if readonly {
+            Open::ReadOnly
+        } else {
+            Open::Existing
+        };
+        Value::attach(py, name, zero.as_any(), false, 0o600, Some(dir), how)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -107,12 +112,18 @@ impl Value {
             .capacity(capacity)
             .lifetime(lifetime)
             .mode(args::mode(name, mode)?);
+        // Read-only: a sharing mode is how the core crate accepts another user's value (it
+        // creates nothing, so the mode sets no file's mode).
+        let builder = match how {
+            Open::ReadOnly => builder.access(shmem::Access::ReadOnly).mode(0o644),
+            _ => builder,
+        };
         // Attaching may wait for another process that is initialising the segment.
         let value = py
             .detach(|| match how {
                 Open::OrCreate => builder.open(),
                 Open::Create => builder.create_new(),
-                Open::Existing => builder.open_existing(),
+                Open::Existing | Open::ReadOnly => builder.open_existing(),
             })
             .map_err(errors::to_py)?;
         Ok(Value {
@@ -254,19 +265,34 @@ impl Value {
     }
 
     /// Opens the live value `name`; `FileNotFoundError` if there is none. A `capacity` above 0
-    /// is the least it must hold.
+    /// is the least it must hold. With `readonly=True` it needs only read permission (also on
+    /// another user's value whose mode lets this user read it) and never writes: `set` raises
+    /// `PermissionError`, and waits work on values created with a mode that lets someone read
+    /// without writing (0o644, 0o640), whose every `set` wakes them.
     #[classmethod]
-    #[pyo3(signature = (name, capacity = None, *, dir = None))]
+    #[pyo3(signature = (name, capacity = None, *, dir = None, readonly = false))]
     fn open(
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         name: &str,
         capacity: Option<&Bound<'_, PyAny>>,
         dir: Option<PathBuf>,
+        readonly: bool,
     ) -> PyResult<Value> {
         let zero = 0u8.into_pyobject(py)?;
         let capacity = capacity.unwrap_or(zero.as_any());
-        Value::attach(py, name, capacity, false, 0o600, dir, Open::Existing)
+        let how = if readonly {
+            Open::ReadOnly
+        } else {
+            Open::Existing
+        };
+        Value::attach(py, name, capacity, false, 0o600, dir, how)
+    }
+
+    /// Whether this handle was opened read-only (`Value.open(..., readonly=True)`).
+    #[getter]
+    fn readonly(&self) -> PyResult<bool> {
+        Ok(self.slot.get()?.value.segment().access() == shmem::Access::ReadOnly)
     }
 
     /// Creates value `name`; `FileExistsError` if a live one has that name. A persistent value
@@ -466,10 +492,16 @@ impl Value {
     /// Pickles as its name (and directory): unpickling opens the live value again, as
     /// `Value.open` does, so a `multiprocessing` child can be handed one. `FileNotFoundError`
     /// there if nobody holds it any more.
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String, PathBuf))> {
-        let dir = self.slot.get()?.value.segment().dir().to_owned();
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, (String, PathBuf, bool))> {
+        let shared = self.slot.get()?;
+        let segment = shared.value.segment();
+        let readonly = segment.access() == shmem::Access::ReadOnly;
+        let dir = segment.dir().to_owned();
         let reopen = py.import("shmem._shmem")?.getattr("_reopen_value")?;
-        Ok((reopen, (self.slot.name().to_owned(), dir)))
+        Ok((reopen, (self.slot.name().to_owned(), dir, readonly)))
     }
 
     fn __repr__(&self) -> String {

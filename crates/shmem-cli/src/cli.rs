@@ -96,7 +96,9 @@ pub enum Command {
          one: it would vanish as soon as `set` exits. Keep one alive with `shmem hold NAME`, \
          or make a persistent one with `shmem create NAME --size N --persistent`.\n\n\
          Examples:\n  shmem set config 'mode=fast'\n  echo hello | shmem set config -\n  \
-         shmem set config --file settings.json\n\n",
+         shmem set config --file settings.json\n\n\
+         Another user's segment is written when its mode lets this user write it (0666, or \
+         0660 for its group); otherwise the permission error names the segment and its mode.\n\n",
         "Exit codes: 0 stored, 1 error (e.g. too large), 2 usage, 3 no such segment"
     ))]
     Set(SetArgs),
@@ -107,7 +109,11 @@ pub enum Command {
          shmem get --json config\n  shmem get --wait --timeout 5000 config   \
          (waits for the next change)\n  shmem get --wait --since 7 config        \
          (returns at once if the version is no longer 7)\n\n",
-        "Exit codes: 0 printed, 1 error, 2 usage, 3 no such segment, 4 timeout"
+        "Another user's segment is read when its mode lets this user read it: read-only when \
+         it may not be written (0644). `--wait` on such a segment works when every write wakes \
+         read-only waiters, which segments created with a read-without-write mode do.\n\n\
+         Exit codes: 0 printed, 1 error (e.g. permission denied), 2 usage, 3 no such segment, \
+         4 timeout"
     ))]
     Get(GetArgs),
 
@@ -125,7 +131,10 @@ pub enum Command {
          shmem watch --since 0 config   (prints the current value first if it was ever set)\n\n\
          If the segment is removed (`shmem rm --force`) or a new generation takes its name, the \
          watch says so and exits with code 3 within a quarter of a second: it held the old \
-         generation, which no new value reaches.\n\n",
+         generation, which no new value reaches.\n\n\
+         Another user's segment that this user may read but not write (0644) is watched \
+         read-only, without announcing the watch to writers: segments created with such a mode \
+         wake every waiter at each write, others refuse a read-only watch.\n\n",
         "Exit codes: 0 done or interrupted, 1 error, 2 usage, 3 no such segment (or removed while \
          watched), 4 timeout"
     ))]
@@ -154,7 +163,8 @@ pub enum Command {
     #[command(after_help = concat!(
         "Prints `holding NAME (pid P)` once attached, then sleeps. This is what a service \
          does to keep a transient segment alive; when the last holder exits it is freed.\n\n\
-         Examples:\n  shmem hold config &\n  shmem hold --size 65536 big-config\n\n",
+         Examples:\n  shmem hold config &\n  shmem hold --size 65536 big-config\n  \
+         shmem hold --mode 0644 status &   (others may read and watch it, only you write)\n\n",
         "Exit codes: 0 released after a signal, 1 error, 2 usage"
     ))]
     Hold(HoldArgs),
@@ -468,8 +478,8 @@ pub struct CreateArgs {
     #[arg(long)]
     pub persistent: bool,
 
-    /// The file mode, in octal.
-    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    /// The file mode, in octal. 0644 or 0640 lets others read and watch it read-only.
+    #[arg(long, short, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
 }
 
@@ -494,6 +504,11 @@ pub struct HoldArgs {
     /// map); an existing one must hold at least this much.
     #[arg(long, short, value_parser = parse_size)]
     pub size: Option<usize>,
+
+    /// The file mode, in octal, if the value has to be created. A mode that shares with
+    /// group or others (0640, 0644, 0660, 0666) also lets `hold` join another user's segment.
+    #[arg(long, short, default_value = "0600", value_parser = parse_mode)]
+    pub mode: u32,
 }
 
 /// `shmem info`.

@@ -46,6 +46,16 @@
 #define SHMEM_PERSISTENT 4
 
 /**
+ * `shmem_open` flag, without `SHMEM_CREATE` (Linux): open a live segment read-only. The
+ * handle needs only read permission, also on a segment another user owns whose mode lets
+ * this user read it (it writes nothing there); `shmem_get` works, `shmem_set` returns
+ * `SHMEM_ERR_PERMISSION`, and `shmem_wait` works on segments created with a mode that lets
+ * someone read without writing (0644, 0640), whose every `shmem_set` wakes waiters (others
+ * return `SHMEM_ERR_PERMISSION`). `shmem_wake` on such a handle ends its own waits only.
+ */
+#define SHMEM_READONLY 8
+
+/**
  * The result of a libshmem call: 0 for success, a negative code for each kind of failure.
  * Functions return these as `int`.
  */
@@ -313,9 +323,9 @@ void shmem_map_close(shmem_map *m);
  * `name` is 1 to 200 bytes of `[A-Za-z0-9._-]`, not starting with a dot. `capacity` is the
  * largest value in bytes (rounded up to a multiple of 64); it is needed to create, and an
  * existing segment must hold at least that much (0 accepts any). `flags` is 0 (open a live
- * segment only: `SHMEM_ERR_NOT_FOUND` if there is none) or `SHMEM_CREATE`, optionally with
- * `SHMEM_EXCLUSIVE` and/or `SHMEM_PERSISTENT`. A new segment is readable and writable by its
- * owner only.
+ * segment only: `SHMEM_ERR_NOT_FOUND` if there is none), `SHMEM_READONLY` (the same,
+ * read-only; Linux) or `SHMEM_CREATE`, optionally with `SHMEM_EXCLUSIVE` and/or
+ * `SHMEM_PERSISTENT`. A new segment is readable and writable by its owner only.
  *
  * Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged (`SHMEM_ERR_IO` also when
  * this thread already has 131,040 handles open). Close the handle with `shmem_close`.

@@ -51,8 +51,15 @@ pub const SHMEM_EXCLUSIVE: u32 = 2;
 /// closes it, until `shmem_unlink`. Without it, a segment is transient: it is freed when the
 /// last process that has it open closes it, exits or crashes.
 pub const SHMEM_PERSISTENT: u32 = 4;
+/// `shmem_open` flag, without `SHMEM_CREATE` (Linux): open a live segment read-only. The
+/// handle needs only read permission, also on a segment another user owns whose mode lets
+/// this user read it (it writes nothing there); `shmem_get` works, `shmem_set` returns
+/// `SHMEM_ERR_PERMISSION`, and `shmem_wait` works on segments created with a mode that lets
+/// someone read without writing (0644, 0640), whose every `shmem_set` wakes waiters (others
+/// return `SHMEM_ERR_PERMISSION`). `shmem_wake` on such a handle ends its own waits only.
+pub const SHMEM_READONLY: u32 = 8;
 
-const ALL_FLAGS: u32 = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT;
+const ALL_FLAGS: u32 = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT | SHMEM_READONLY;
 
 /// A value shared between processes: a byte string of up to a fixed capacity, with a version
 /// that grows by one at each `shmem_set`. Readers never see a torn value and never block.
@@ -130,9 +137,9 @@ fn with_handle<R: From<shmem_result>>(v: *const shmem_value, f: impl FnOnce(&Han
 /// `name` is 1 to 200 bytes of `[A-Za-z0-9._-]`, not starting with a dot. `capacity` is the
 /// largest value in bytes (rounded up to a multiple of 64); it is needed to create, and an
 /// existing segment must hold at least that much (0 accepts any). `flags` is 0 (open a live
-/// segment only: `SHMEM_ERR_NOT_FOUND` if there is none) or `SHMEM_CREATE`, optionally with
-/// `SHMEM_EXCLUSIVE` and/or `SHMEM_PERSISTENT`. A new segment is readable and writable by its
-/// owner only.
+/// segment only: `SHMEM_ERR_NOT_FOUND` if there is none), `SHMEM_READONLY` (the same,
+/// read-only; Linux) or `SHMEM_CREATE`, optionally with `SHMEM_EXCLUSIVE` and/or
+/// `SHMEM_PERSISTENT`. A new segment is readable and writable by its owner only.
 ///
 /// Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged (`SHMEM_ERR_IO` also when
 /// this thread already has 131,040 handles open). Close the handle with `shmem_close`.
@@ -156,8 +163,10 @@ pub unsafe extern "C" fn shmem_open(
             return SHMEM_ERR_INVALID_ARGUMENT;
         }
         let create = flags & SHMEM_CREATE != 0;
-        if !create && flags != 0 {
-            return SHMEM_ERR_INVALID_ARGUMENT; // EXCLUSIVE or PERSISTENT without CREATE
+        let read_only = flags & SHMEM_READONLY != 0;
+        if (read_only && flags != SHMEM_READONLY) || (!create && !read_only && flags != 0) {
+            // EXCLUSIVE or PERSISTENT without CREATE, or READONLY with anything else
+            return SHMEM_ERR_INVALID_ARGUMENT;
         }
         let lifetime = if flags & SHMEM_PERSISTENT != 0 {
             Lifetime::Persistent
@@ -168,6 +177,18 @@ pub unsafe extern "C" fn shmem_open(
             .capacity(capacity)
             .lifetime(lifetime)
             .dir(segment_dir());
+        // A group/other mode is how the core crate accepts another user's segment; nothing is
+        // created read-only, so it sets no file's mode.
+        #[cfg(target_os = "linux")]
+        let builder = if read_only {
+            builder.access(shmem_core::Access::ReadOnly).mode(0o644)
+        } else {
+            builder
+        };
+        #[cfg(not(target_os = "linux"))]
+        if read_only {
+            return SHMEM_ERR_INVALID_ARGUMENT;
+        }
         let opened = if !create {
             builder.open_existing()
         } else if flags & SHMEM_EXCLUSIVE != 0 {

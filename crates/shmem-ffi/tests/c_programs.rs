@@ -299,6 +299,19 @@ fn children_forked_during_calls_still_exit() {
 }
 
 #[test]
+fn a_read_only_handle_reads_and_every_write_is_a_permission_error() {
+    let fx = Fixture::new("readonly");
+    let prog = fx.compile(
+        "readonly",
+        &["crates/shmem-ffi/tests/c/readonly.c"],
+        Link::Shared,
+        &[],
+    );
+    assert_eq!(run_ok(fx.command(&prog).arg(&fx.name)), "ok\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
 fn shmem_wake_cancels_a_wait_forever() {
     let fx = Fixture::new("wake");
     let prog = fx.compile(

@@ -20,6 +20,44 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The type the serde tests store (`shmem::Serde<Reading>`), in the test and the helper.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reading {
+    /// A string field.
+    pub sensor: String,
+    /// A float.
+    pub celsius: f64,
+    /// A sequence (length-prefixed in the encoding).
+    pub samples: Vec<u32>,
+    /// An enum.
+    pub state: ReadingState,
+}
+
+/// An enum field of [`Reading`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum ReadingState {
+    /// Fine.
+    Ok,
+    /// With a code.
+    Fault(u16),
+}
+
+impl Reading {
+    /// The `i`-th reading of the tests.
+    pub fn nth(i: u32) -> Reading {
+        Reading {
+            sensor: format!("sensor-{i}"),
+            celsius: f64::from(i) / 4.0,
+            samples: (0..i % 17).collect(),
+            state: if i % 3 == 0 {
+                ReadingState::Fault(i as u16)
+            } else {
+                ReadingState::Ok
+            },
+        }
+    }
+}
+
 /// Whether a test that needs something this machine may lack can run: `why` is `None` when
 /// it can. Otherwise it is skipped with a message naming `what` and `why`, except under CI
 /// (the `CI` variable set, as `.ci/run` does), where a test that cannot run fails.

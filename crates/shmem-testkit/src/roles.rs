@@ -71,6 +71,12 @@ pub fn run(args: &[String]) -> ! {
             map_waiter(dir, name, key, num(since), num(timeout_ms))
         }
         ["scribble-all", file, seed, iters] => scribble_all(file, num(seed), num(iters)),
+        ["ro-hold", dir, name] => ro_hold(dir, name),
+        ["serde-set", dir, name, n] => serde_set(dir, name, num(n) as u32),
+        ["serde-get", dir, name] => serde_get(dir, name),
+        ["ro-waiter", dir, name, since, timeout_ms] => {
+            ro_waiter(dir, name, num(since), num(timeout_ms))
+        }
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -728,11 +734,18 @@ fn fork_hold(dir: &str, name: &str, rest: &[&str]) -> Res {
     } else {
         Lifetime::Transient
     };
-    let v = Value::builder(name)
+    let b = Value::builder(name)
         .dir(dir)
         .capacity(64)
-        .lifetime(lifetime)
-        .open()?;
+        .lifetime(lifetime);
+    let v = if rest.contains(&"readonly") {
+        // A sharing mode is how a handle accepts another user's segment (nothing is created).
+        b.access(shmem::Access::ReadOnly)
+            .mode(0o644)
+            .open_existing()?
+    } else {
+        b.open()?
+    };
     // SAFETY: this helper is single-threaded here, so the child may run arbitrary code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -930,5 +943,70 @@ fn scribble_all(file: &str, seed: u64, iters: u64) -> Res {
         f.write_at(&bytes, off)?;
     }
     println!("done");
+    Ok(())
+}
+
+/// A read-only handle on value `name` (`Access::ReadOnly`).
+fn open_read_only(dir: &str, name: &str) -> Result<Value, shmem::Error> {
+    Value::builder(name)
+        .dir(dir)
+        .access(shmem::Access::ReadOnly)
+        .open_existing()
+}
+
+/// `ro-hold DIR NAME`: open value NAME read-only, report its value and what a `set` gets,
+/// hold it until stdin closes.
+fn ro_hold(dir: &str, name: &str) -> Res {
+    let v = open_read_only(dir, name)?;
+    let (s, version) = v.get_string()?;
+    let set = match v.set(b"x") {
+        Ok(_) => "accepted".to_owned(),
+        Err(e @ shmem::Error::PermissionDenied { .. }) => format!("refused({e})"),
+        Err(e) => return Err(e.into()),
+    };
+    println!("ready version={version} value={s} set={set}");
+    wait_stdin_eof();
+    drop(v);
+    println!("detached");
+    Ok(())
+}
+
+/// `ro-waiter DIR NAME SINCE TIMEOUT_MS`: waits on a read-only handle for the version to move
+/// past SINCE.
+fn ro_waiter(dir: &str, name: &str, since: u64, timeout_ms: u64) -> Res {
+    let v = open_read_only(dir, name)?;
+    println!("waiting");
+    match v.wait_changed(since, Some(Duration::from_millis(timeout_ms))) {
+        Ok(version) => println!("changed {version} {}", v.get_string()?.0),
+        Err(shmem::Error::Timeout { .. }) => println!("timeout"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `serde-set DIR NAME N`: stores `Reading::nth(1..=N)` in the live value NAME as
+/// `Serde<Reading>`.
+fn serde_set(dir: &str, name: &str, n: u32) -> Res {
+    let v =
+        shmem::Serde::<crate::Reading>::with(Value::builder(name).dir(dir), |b| b.open_existing())?;
+    let mut last = 0;
+    for i in 1..=n {
+        last = v.set(&crate::Reading::nth(i))?;
+    }
+    println!("stored {last}");
+    Ok(())
+}
+
+/// `serde-get DIR NAME`: reads the live value NAME as `Serde<Reading>` and prints
+/// `value VERSION DEBUG`, `unset`, or `codec-error MESSAGE`.
+fn serde_get(dir: &str, name: &str) -> Res {
+    let v =
+        shmem::Serde::<crate::Reading>::with(Value::builder(name).dir(dir), |b| b.open_existing())?;
+    match v.get() {
+        Ok(Some((r, version))) => println!("value {version} {r:?}"),
+        Ok(None) => println!("unset"),
+        Err(e @ shmem::Error::Codec { .. }) => println!("codec-error {e}"),
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }

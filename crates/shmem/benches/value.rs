@@ -1,4 +1,5 @@
-//! Micro-benchmarks (divan): `Value::get`/`set`/`set_with`/sole-writer `set` of 8 B to 1 MiB, attach+drop of an existing
+//! Micro-benchmarks (divan): `Value::get`/`set`/`set_with`/sole-writer `set` of 8 B to 1 MiB, `set` of a value
+//! whose every publish wakes (mode 0644), attach+drop of an existing
 //! value, create+drop of a new one. `cargo bench -p named-shm`. Side-by-side figures against the
 //! limits and the alternatives come from `shmem-bench` (docs/BENCHMARKS.md).
 //!
@@ -71,6 +72,22 @@ fn set_sole_writer(b: Bencher, size: usize) {
     let data = vec![0x5a; size];
     b.counter(divan::counter::BytesCount::new(size))
         .bench_local(|| w.set(black_box(&data)).unwrap());
+}
+
+/// `set` of a value whose mode (0644) lets others read without writing: every publish makes
+/// the `FUTEX_WAKE` call (`WakePolicy::EveryPublish`), so that read-only handles may wait.
+/// Against `set` of the same size, the cost of that system call.
+#[divan::bench(args = [8, 4096])]
+fn set_every_publish_wakes(b: Bencher, size: usize) {
+    let v = Value::builder(&name(&format!("wake{size}")))
+        .capacity(size)
+        .mode(0o644)
+        .open()
+        .unwrap();
+    assert_eq!(v.segment().header().wake, shmem::WakePolicy::EveryPublish);
+    let data = vec![0x5a; size];
+    b.counter(divan::counter::BytesCount::new(size))
+        .bench_local(|| v.set(black_box(&data)).unwrap());
 }
 
 /// `Value::open` + drop of a value that another handle keeps alive.

@@ -33,6 +33,7 @@ use crate::sys::{self, LockKind, Mapping};
 
 /// What a segment file in the directory is.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// At least one handle is attached (or its SysV memory is), or it is being initialised.
     Live,
@@ -76,6 +77,7 @@ impl State {
 
 /// A SysV generation's memory as `shmctl(IPC_STAT)` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Memory {
     /// The SysV id.
     pub shmid: i32,
@@ -87,6 +89,7 @@ pub struct Memory {
 
 /// Everything known about one segment without attaching to it.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Info {
     /// The segment's name.
     pub name: String,
@@ -294,6 +297,7 @@ fn remove_if(
 
 /// What [`collect`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Collected {
     /// The names removed (or, with `dry_run`, that would be).
     pub removed: Vec<String>,
@@ -374,7 +378,7 @@ fn sysv_orphans(dry_run: bool) -> Vec<i32> {
         if uid != me.as_raw() && !me.is_root() {
             continue;
         }
-        let Ok(map) = Mapping::attach_shm(shmid, HEADER_LEN) else {
+        let Ok(map) = Mapping::attach_shm(shmid, HEADER_LEN, crate::sys::Prot::ReadWrite) else {
             continue;
         };
         let mut head = [0u8; HEADER_LEN];

@@ -171,6 +171,15 @@ pub enum Error {
         /// What was asked for.
         what: &'static str,
     },
+    /// A `Serde` value (feature `serde`) that could not be encoded, or stored bytes that do not
+    /// decode as the type asked for (a writer of another type or version, or garbage).
+    #[error("segment '{name}': {reason}")]
+    Codec {
+        /// The segment.
+        name: String,
+        /// What failed: the type, the bytes and version, the codec's message.
+        reason: String,
+    },
     /// Any other system error, with the operation that failed.
     #[error("segment '{name}': {op} failed: {source}")]
     Io {

@@ -431,8 +431,16 @@ fn spare_for(e: &Entry) -> RawFd {
         return -1; // not our segment any more: leave that descriptor alone
     }
     let path = format!("/proc/self/fd/{}", e.fd);
-    let flags =
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK;
+    // The spare opens the file as the handle did: a read-only handle may have no write access.
+    // SAFETY: `fstat` above showed `e.fd` open on our inode; the registry lock keeps it open.
+    let handle = unsafe { BorrowedFd::borrow_raw(e.fd) };
+    let rw = match rustix::fs::fcntl_getfl(handle) {
+        Ok(f) if f & rustix::fs::OFlags::RWMODE == rustix::fs::OFlags::RDONLY => {
+            rustix::fs::OFlags::RDONLY
+        }
+        _ => rustix::fs::OFlags::RDWR,
+    };
+    let flags = rw | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK;
     let Ok(spare) = rustix::fs::open(path.as_str(), flags, rustix::fs::Mode::empty()) else {
         return -1;
     };

@@ -13,7 +13,8 @@
 //!     40     4  storage      1 = file (the data follows in the name file), 2 = SysV
 //!     44     4  shmid        the SysV segment's id (storage 2), else 0
 //!     48     8  token        random, new for every generation
-//!     56     8  reserved     zero
+//!     56     4  flags        bit 0: every publish wakes (see [`WakePolicy`]); others zero
+//!     60     4  reserved     zero
 //! ```
 //!
 //! With file storage the name file *is* the segment: `size` is its length. With SysV storage
@@ -85,6 +86,7 @@ impl Lifetime {
 
 /// What a segment holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Kind {
     /// Raw bytes, for the caller to lay out ([`crate::Segment`]).
     Raw,
@@ -129,6 +131,7 @@ impl Kind {
 
 /// Where a segment's memory lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Storage {
     /// In the name file itself (persistent segments, hugetlbfs directories): the file's pages
     /// live until the file is unlinked and unmapped.
@@ -164,8 +167,61 @@ impl Storage {
     }
 }
 
+/// How a value's writers wake its waiters, fixed when a generation is created.
+///
+/// A waiter with write access announces itself (the `sleepers` flag, `seqlock.rs`) and writers
+/// make the `FUTEX_WAKE` system call only when they find it. A waiter on a read-only handle
+/// cannot write that flag, so a generation whose mode lets users read it who cannot write it
+/// (group or other read without write, as 0644 or 0640) is created with
+/// [`WakePolicy::EveryPublish`]: every publish wakes, announced or not (one system call per
+/// publish, for such segments only), and read-only handles may wait. Decided from the name
+/// file's mode when the generation is made; a later `chmod` applies to the next generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum WakePolicy {
+    /// Writers wake only announced waiters (no system call per publish otherwise); a
+    /// read-only handle cannot wait on such a value.
+    #[default]
+    Announced,
+    /// Every publish wakes, so read-only handles can wait too.
+    EveryPublish,
+}
+
+/// Header flag bit 0: [`WakePolicy::EveryPublish`].
+const FLAG_WAKE_EVERY_PUBLISH: u32 = 1;
+
+impl WakePolicy {
+    /// The policy a generation whose name file has `mode` gets: [`WakePolicy::EveryPublish`]
+    /// when group or others may read without being able to write.
+    pub fn for_mode(mode: u32) -> WakePolicy {
+        let group_reads_only = mode & 0o040 != 0 && mode & 0o020 == 0;
+        let others_read_only = mode & 0o004 != 0 && mode & 0o002 == 0;
+        if group_reads_only || others_read_only {
+            WakePolicy::EveryPublish
+        } else {
+            WakePolicy::Announced
+        }
+    }
+
+    /// `"announced"` or `"every-publish"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WakePolicy::Announced => "announced",
+            WakePolicy::EveryPublish => "every-publish",
+        }
+    }
+
+    fn to_flags(self) -> u32 {
+        match self {
+            WakePolicy::Announced => 0,
+            WakePolicy::EveryPublish => FLAG_WAKE_EVERY_PUBLISH,
+        }
+    }
+}
+
 /// The header's fields, validated and copied out of shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Header {
     /// What the segment holds.
     pub kind: Kind,
@@ -183,6 +239,8 @@ pub struct Header {
     pub shmid: i32,
     /// Random, new for every generation: what a joiner compares after attaching by id.
     pub token: u64,
+    /// How writers of a value wake its waiters.
+    pub wake: WakePolicy,
 }
 
 /// What a name file's first bytes say, when they are ours.
@@ -208,7 +266,8 @@ pub(crate) struct RawHeader {
     storage: AtomicU32,
     shmid: AtomicU32,
     token: AtomicU64,
-    reserved: AtomicU64,
+    flags: AtomicU32,
+    reserved: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<RawHeader>() == HEADER_LEN);
@@ -292,6 +351,15 @@ fn fields(name: &str, bytes: &[u8], file_len: u64) -> Result<Header> {
         )));
     }
     let shmid = u32_at(44) as i32;
+    let flags = u32_at(56);
+    if flags & !FLAG_WAKE_EVERY_PUBLISH != 0 {
+        return Err(corrupt(format!("unknown flags {flags:#x}")));
+    }
+    let wake = if flags & FLAG_WAKE_EVERY_PUBLISH != 0 {
+        WakePolicy::EveryPublish
+    } else {
+        WakePolicy::Announced
+    };
     match storage {
         Storage::File if size != file_len => {
             return Err(corrupt(format!(
@@ -320,6 +388,7 @@ fn fields(name: &str, bytes: &[u8], file_len: u64) -> Result<Header> {
         storage,
         shmid,
         token: u64_at(48),
+        wake,
     })
 }
 
@@ -355,7 +424,15 @@ impl Header {
             storage,
             shmid,
             token: random_token(),
+            wake: WakePolicy::Announced,
         }
+    }
+
+    /// The same header with wake policy `wake`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn with_wake(mut self, wake: WakePolicy) -> Header {
+        self.wake = wake;
+        self
     }
 
     /// The 64 bytes of this header as they lie in a file, magic included.
@@ -375,6 +452,7 @@ impl Header {
         b[40..44].copy_from_slice(&self.storage.to_raw().to_le_bytes());
         b[44..48].copy_from_slice(&(self.shmid as u32).to_le_bytes());
         b[48..56].copy_from_slice(&self.token.to_le_bytes());
+        b[56..60].copy_from_slice(&self.wake.to_flags().to_le_bytes());
         b
     }
 }
@@ -424,6 +502,7 @@ impl RawHeader {
         self.storage.store(u32_at(40), Ordering::Relaxed);
         self.shmid.store(u32_at(44), Ordering::Relaxed);
         self.token.store(u64_at(48), Ordering::Relaxed);
+        self.flags.store(u32_at(56), Ordering::Relaxed);
         self.reserved.store(0, Ordering::Relaxed);
         self.magic.store(MAGIC, Ordering::Release);
     }
@@ -522,6 +601,35 @@ mod tests {
         assert!(corrupt(&bytes(1, 2, 128, 2), 64), "persistent SysV");
         let huge = 2u64 << 40;
         assert!(corrupt(&bytes(1, 1, huge, 1), huge), "2 TiB");
+        let mut b = bytes(1, 1, 128, 1);
+        b[56] = 2;
+        assert!(corrupt(&b, 128), "unknown flag");
+    }
+
+    #[test]
+    fn the_wake_policy_follows_the_mode_and_round_trips() {
+        for (mode, policy) in [
+            (0o600, WakePolicy::Announced),
+            (0o660, WakePolicy::Announced),
+            (0o666, WakePolicy::Announced),
+            (0o644, WakePolicy::EveryPublish),
+            (0o640, WakePolicy::EveryPublish),
+            (0o664, WakePolicy::EveryPublish),
+            (0o604, WakePolicy::EveryPublish),
+        ] {
+            assert_eq!(WakePolicy::for_mode(mode), policy, "mode {mode:o}");
+        }
+        let made = Header::new(Kind::Value, Lifetime::Transient, 128, Storage::SysV, 3)
+            .with_wake(WakePolicy::EveryPublish);
+        assert_eq!(
+            ready(parse("t", &made.encode(), 64)).wake,
+            WakePolicy::EveryPublish
+        );
+        let plain = Header::new(Kind::Value, Lifetime::Transient, 128, Storage::SysV, 3);
+        assert_eq!(
+            ready(parse("t", &plain.encode(), 64)).wake,
+            WakePolicy::Announced
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ mod segment;
 #[cfg(windows)]
 use platform::windows::segment;
 mod seqlock;
+#[cfg(feature = "serde")]
+mod serialized;
 mod sync;
 #[cfg(target_os = "linux")]
 mod sys;
@@ -85,15 +87,19 @@ pub mod model {
 }
 
 pub use error::{Error, Result};
-pub use header::{Header, Kind, Lifetime, Storage, HEADER_LEN, LAYOUT_VERSION};
+pub use header::{Header, Kind, Lifetime, Storage, WakePolicy, HEADER_LEN, LAYOUT_VERSION};
 pub use map::{Delete, Entry, Map, MapBuilder, Snapshot, Usage, MAX_KEY_LEN};
 pub use name::{name_of_file, validate_name, DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LEN};
+#[cfg(target_os = "linux")]
+pub use segment::Access;
 #[cfg(windows)]
 pub use segment::{
     canonical_sddl, collect_persistent, default_dir, list_persistent, sddl_for_mode, user_sid,
     Collected, Listed, Namespace, Securable,
 };
 pub use segment::{Builder, Segment, MAX_SEGMENT_SIZE};
+#[cfg(feature = "serde")]
+pub use serialized::Serde;
 pub use typed::Typed;
 pub use value::{SoleWriter, Value, ValueBuilder};
 #[doc(hidden)]

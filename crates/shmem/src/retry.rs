@@ -1,6 +1,10 @@
 //! How a reader retries a pass that a writer disturbed, on every platform: spin, then yield,
 //! ask writers to hold off (`seqlock.rs`), and give up with `Corrupt` when the shared state
 //! stays invalid longer than any live writer could keep it. Shared by `Value` and `Map`.
+//!
+//! A reader on a read-only handle never asks (the request is a write): under a writer that
+//! publishes faster than it copies, it is bounded only by [`READ_DEADLINE`], after which it
+//! reports the value as changing too fast to read without asking.
 
 use std::time::{Duration, Instant};
 
@@ -21,9 +25,19 @@ pub(crate) struct Backoff {
     started: Option<Instant>,
     seen: Option<(u64, u64)>,
     stuck_since: Option<Instant>,
+    /// The reader cannot ask writers to hold off (a read-only handle): said in the error.
+    cannot_ask: bool,
 }
 
 impl Backoff {
+    /// The backoff of a reader that cannot ask writers to hold off (a read-only handle).
+    pub(crate) fn without_hold_off() -> Backoff {
+        Backoff {
+            cannot_ask: true,
+            ..Backoff::default()
+        }
+    }
+
     /// After a failed pass that saw `seen`: waits a little, or reports [`Error::Corrupt`]
     /// about `what` ("value", "map").
     pub(crate) fn retry(&mut self, name: &str, what: &str, seen: (u64, u64)) -> Result<()> {
@@ -52,6 +66,8 @@ impl Backoff {
                     seen.1,
                     if stuck {
                         "do not form a valid state"
+                    } else if self.cannot_ask {
+                        "keep changing (a read-only handle cannot ask writers to hold off)"
                     } else {
                         "keep changing"
                     }

@@ -148,6 +148,38 @@
 //! protocol never tests: `/proc/locks` shows the pid of `flock` holders (it shows `-1` for OFD
 //! locks), so that is how [`crate::admin`] tells who is attached.
 //!
+//! # Read-only handles
+//!
+//! A handle opened with [`Access::ReadOnly`] opens the name file `O_RDONLY`, attaches SysV
+//! memory with `SHM_RDONLY` and maps file storage `PROT_READ` (through an `O_RDONLY`
+//! description), so read permission is all it needs. It cannot take the write lock (`F_WRLCK`
+//! needs a descriptor open for writing), so it never initialises, repairs or unlinks; it takes
+//! the read lock like every attached handle, and that is all the protocol asks of a holder:
+//!
+//! - **It keeps the segment alive.** Its read lock makes every writer's try of the write lock
+//!   fail, so no detacher unlinks the name and no attacher starts a new generation while it is
+//!   attached; its SysV attachment keeps the memory (the kernel counts it like any other).
+//!   When it leaves (drop, exit, crash) the lock and the attachment go with it, and the last
+//!   detacher's step (or the next open, or `gc`) proceeds as after any holder.
+//! - **`admin` judges it live.** It shows in `/proc/locks` (the OFD read lock and the `flock`
+//!   pid marker, both allowed on a read-only descriptor) and in the SysV attach count.
+//! - **Joining.** It takes the read lock (waiting out an initialiser or a detacher holding the
+//!   write lock, as a losing attacher does) and reads the header. It joins only a generation
+//!   that is provably live: a persistent segment; a SysV generation whose memory it can attach
+//!   with the announced token (a marked segment exists only while attached, and the name
+//!   file's header is complete only after the creator marked it); a transient file-storage
+//!   segment only if some other description held a lock when it first looked (before its own
+//!   lock, which would otherwise answer for itself). That last rule gives a read-only joiner
+//!   exactly the read-write joiner's guarantee: both join a generation that had a holder when
+//!   they found the name held. An unfinished header under its read lock means its initialiser
+//!   died. Anything not provably live is [`Error::NotFound`]: only a writer may start a new
+//!   generation, and a dead one is for the next writer or `gc` to replace.
+//! - **It never writes.** Writes through the API are refused before they touch the memory
+//!   (`Segment::write`, `Value::set`...: [`Error::PermissionDenied`] naming the segment); the
+//!   value's readers skip the hold-off request and its waiters the `sleepers` flag
+//!   (`value.rs`), the two words readers and waiters otherwise write.
+//! - **Fork.** `fork.rs` opens the child's spare description with the handle's access mode.
+//!
 //! # Trust
 //!
 //! A name file owned by another user is opened at all only when the caller asked for a mode
@@ -168,9 +200,11 @@ use rustix::io::Errno;
 use crate::copy;
 use crate::error::{Error, Result};
 use crate::fork::Unregistered;
-use crate::header::{self, Header, Kind, Lifetime, Parsed, RawHeader, Storage, HEADER_LEN};
+use crate::header::{
+    self, Header, Kind, Lifetime, Parsed, RawHeader, Storage, WakePolicy, HEADER_LEN,
+};
 use crate::name;
-use crate::sys::{self, LockKind, Mapping};
+use crate::sys::{self, LockKind, Mapping, Prot};
 
 /// How many times attach retries after finding a dead generation or a dead initialiser.
 const MAX_ATTEMPTS: usize = 100;
@@ -181,6 +215,27 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
 /// `TMPFS_MAGIC` and `HUGETLBFS_MAGIC` from `<linux/magic.h>`.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// How a handle may use a segment: read and write (the default), or only read.
+///
+/// A read-only handle opens the name file `O_RDONLY`, attaches SysV memory with `SHM_RDONLY`
+/// and maps file storage `PROT_READ`, so it needs only read permission: a user who may read
+/// another user's 0644 segment can [`get`](crate::Value::get) it and wait on it. It never
+/// writes the segment: writes ([`Segment::write`], `Value::set`, `set_with`, `sole_writer`)
+/// fail with [`Error::PermissionDenied`] naming the segment, never a fault. It never creates
+/// (opening is [`Builder::open_existing`]'s, whatever method is called) and holds the segment
+/// like any other handle (a read lock on the name file), so the segment lives while it is
+/// attached. As for read-write handles, another user's segment is opened only with a mode
+/// that shares with group or others ([`Builder::mode`]; nothing is created with it), so a
+/// program cannot be fed a planted segment in place of its own without asking for sharing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Access {
+    /// Read and write; may create.
+    #[default]
+    ReadWrite,
+    /// Read only; never creates, never writes.
+    ReadOnly,
+}
 
 /// What to do when the name does or does not exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +253,7 @@ pub struct Builder {
     data_len: u64,
     lifetime: Lifetime,
     mode: u32,
+    access: Access,
     attach_timeout: Duration,
     /// Whether attaching checks `data_len` against an existing segment (the value layer
     /// checks its capacity itself, in its own terms).
@@ -212,6 +268,7 @@ impl Builder {
             data_len: 0,
             lifetime: Lifetime::Transient,
             mode: 0o600,
+            access: Access::ReadWrite,
             attach_timeout: Duration::from_secs(10),
             check_size: true,
         }
@@ -245,6 +302,13 @@ impl Builder {
         self
     }
 
+    /// Read-write (the default) or read-only access ([`Access`]). A read-only handle needs
+    /// only read permission on the segment, never creates it and never writes it.
+    pub fn access(mut self, access: Access) -> Builder {
+        self.access = access;
+        self
+    }
+
     /// How long attaching waits for a process that holds the segment's exclusive lock (an
     /// initialiser reserving a large segment, or a detacher) before [`Error::Timeout`]:
     /// 10 s by default.
@@ -264,18 +328,44 @@ impl Builder {
     }
 
     /// Opens the segment, creating it if nobody holds it (like `CreateFileMapping`).
-    /// [`Segment::created`] tells whether this call created and zero-filled it.
+    /// [`Segment::created`] tells whether this call created and zero-filled it. A read-only
+    /// builder ([`Access::ReadOnly`]) only opens a live segment, as [`Builder::open_existing`].
+    ///
+    /// # Errors
+    /// - [`Error::InvalidName`] for a bad name; [`Error::InvalidSize`] for a size too large,
+    ///   or an existing segment smaller than [`Builder::size`];
+    /// - [`Error::PermissionDenied`] when the mode or owner of the name file (or of its SysV
+    ///   memory) refuses this process, naming both, or for another user's file without a
+    ///   sharing [`Builder::mode`];
+    /// - [`Error::Foreign`] for a file under the name that is not a segment of ours (never
+    ///   touched); [`Error::Incompatible`] for another layout version or kind;
+    ///   [`Error::Corrupt`] for a damaged header;
+    /// - [`Error::Timeout`] when a process holds the exclusive lock past
+    ///   [`Builder::attach_timeout`]; [`Error::AttachRetries`] when generations keep vanishing;
+    /// - [`Error::Io`] for any other failed system call, naming it.
+    /// - [`Error::NoSpace`] when the memory, the SysV limits or the directory are short,
+    ///   saying which; [`Error::InvalidSize`] for a size of 0 when nothing exists;
+    ///   [`Error::NotFound`] on a read-only builder when no live segment has the name.
     pub fn open(&self) -> Result<Segment> {
         self.open_kind(Kind::Raw, OpenMode::OpenOrCreate)
     }
 
     /// Creates the segment; fails with [`Error::Exists`] if a live one has the name.
     /// A transient segment that nobody holds any more (its users crashed) does not count.
+    ///
+    /// # Errors
+    /// [`Error::Exists`]; [`Error::PermissionDenied`] on a read-only builder; otherwise as
+    /// [`Builder::open`].
     pub fn create_new(&self) -> Result<Segment> {
         self.open_kind(Kind::Raw, OpenMode::CreateNew)
     }
 
     /// Opens a live segment; fails with [`Error::NotFound`] if there is none.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no live segment has the name (a stale name of a transient
+    /// segment whose users all left counts as none); otherwise as [`Builder::open`], less
+    /// the errors of creating.
     pub fn open_existing(&self) -> Result<Segment> {
         self.open_kind(Kind::Raw, OpenMode::OpenExisting)
     }
@@ -322,6 +412,17 @@ impl Builder {
 
     fn open_kind(&self, kind: Kind, mode: OpenMode) -> Result<Segment> {
         name::validate_name(&self.name)?;
+        let mode = match (self.access, mode) {
+            (Access::ReadOnly, OpenMode::CreateNew) => {
+                return Err(Error::PermissionDenied {
+                    name: self.name.clone(),
+                    reason: "a read-only handle (Access::ReadOnly) cannot create a segment".into(),
+                })
+            }
+            // A read-only handle cannot initialise anything: it only opens a live segment.
+            (Access::ReadOnly, _) => OpenMode::OpenExisting,
+            (Access::ReadWrite, m) => m,
+        };
         let total = self.total_size(mode)?;
         let path = self.path();
         let mut why = "";
@@ -370,7 +471,11 @@ impl Builder {
 
     /// One attempt of the attach protocol.
     fn attach_once(&self, path: &Path, kind: Kind, mode: OpenMode, total: u64) -> Result<Attempt> {
-        let base = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let rw = match self.access {
+            Access::ReadWrite => OFlags::RDWR,
+            Access::ReadOnly => OFlags::RDONLY,
+        };
+        let base = rw | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let flags = match mode {
             OpenMode::OpenOrCreate | OpenMode::CreateNew => base | OFlags::CREATE,
             OpenMode::OpenExisting => base,
@@ -423,9 +528,11 @@ impl Builder {
             });
         }
 
-        let alone = sys::ofd_lock(fd.as_fd(), LockKind::Exclusive)
-            .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?;
-        let claim = if alone {
+        let claim = if self.access == Access::ReadOnly {
+            self.claim_read_only(&fd)?
+        } else if sys::ofd_lock(fd.as_fd(), LockKind::Exclusive)
+            .map_err(|e| self.err("fcntl(F_OFD_SETLK)", e))?
+        {
             self.claim_alone(&fd, kind, mode, total, trusted)?
         } else {
             self.wait_shared_lock(&fd)?;
@@ -463,6 +570,7 @@ impl Builder {
             trusted,
             map: ManuallyDrop::new(map),
             fd: Some(fd),
+            access: self.access,
         };
         // From here on, failing drops `seg`, which detaches like any handle (and frees the
         // segment if its last other user left meanwhile).
@@ -552,6 +660,49 @@ impl Builder {
         }
     }
 
+    /// A read-only attach (see "Read-only handles" in the module documentation): take the read
+    /// lock and join the generation the name file announces if it is provably live; a dead
+    /// one is [`Error::NotFound`], since only a writer can start a new generation.
+    fn claim_read_only(&self, fd: &OwnedFd) -> Result<Claim> {
+        let not_found = || Error::NotFound {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+        };
+        // Whether anyone held the name before our own read lock made that question moot.
+        let held_before =
+            sys::ofd_locked(fd.as_fd()).map_err(|e| self.err("fcntl(F_OFD_GETLK)", e))?;
+        self.wait_shared_lock(fd)?;
+        let (parsed, st) = self.read_header(fd)?;
+        let h = match parsed {
+            None => return Ok(Claim::Retry("the name file was removed while attaching")),
+            // Nobody can be initialising while we hold the read lock: the initialiser died.
+            Some(Parsed::Unfinished) => return Err(not_found()),
+            Some(Parsed::Ready(h)) => h,
+        };
+        let live = match (h.lifetime, h.storage) {
+            (Lifetime::Persistent, _) => true,
+            // Attaching proves it: a marked SysV segment exists only while attached.
+            (Lifetime::Transient, Storage::SysV) => true,
+            // The file outlives its users: live only if somebody held the name.
+            (Lifetime::Transient, Storage::File) => held_before,
+        };
+        if !live {
+            return Err(not_found());
+        }
+        match self.map_generation(fd, &h, &st)? {
+            Some(map) => Ok(Claim::Joined(map, h)),
+            None => Err(not_found()),
+        }
+    }
+
+    /// The mapping protection this builder's access needs.
+    fn prot(&self) -> Prot {
+        match self.access {
+            Access::ReadWrite => Prot::ReadWrite,
+            Access::ReadOnly => Prot::ReadOnly,
+        }
+    }
+
     /// Maps the memory of generation `h`: the file itself, or SysV segment `h.shmid` after
     /// checking that it is still the one `h` describes. `None`: that generation is gone.
     fn map_generation(&self, fd: &OwnedFd, h: &Header, st: &rfs::Stat) -> Result<Option<Mapping>> {
@@ -563,7 +714,9 @@ impl Builder {
             Storage::File => {
                 // `parse` checked `size == st_size`, and nobody resizes while we hold a lock.
                 debug_assert_eq!(h.size, st.st_size as u64);
-                map_file(fd, len).map(Some).map_err(|e| self.err("mmap", e))
+                map_file(fd, len, self.prot())
+                    .map(Some)
+                    .map_err(|e| self.err("mmap", e))
             }
             Storage::SysV => {
                 let gone = |e: Errno| matches!(e, Errno::INVAL | Errno::IDRM);
@@ -576,7 +729,7 @@ impl Builder {
                 if stat.size < h.size {
                     return Ok(None); // the id now names a smaller, unrelated segment
                 }
-                let map = match Mapping::attach_shm(h.shmid, len) {
+                let map = match Mapping::attach_shm(h.shmid, len, self.prot()) {
                     Ok(m) => m,
                     Err(e) if gone(e) => return Ok(None),
                     Err(Errno::ACCESS | Errno::PERM) => return Err(self.memory_denied(h)),
@@ -706,17 +859,26 @@ impl Builder {
         if trusted {
             rfs::fchmod(fd, Mode::from_raw_mode(self.mode)).map_err(|e| self.err("fchmod", e))?;
         }
+        // Who may open the name file decides how writers wake (header.rs, `WakePolicy`).
+        let file = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
+        let wake = WakePolicy::for_mode(file.st_mode & 0o777);
         match fs {
             Fs::Tmpfs if self.lifetime == Lifetime::Transient => {
-                self.initialise_sysv(fd, kind, total)
+                self.initialise_sysv(fd, kind, total, wake)
             }
-            _ => self.initialise_file(fd, kind, total, fs),
+            _ => self.initialise_file(fd, kind, total, fs, wake),
         }
     }
 
     /// SysV storage: `shmget` → `shmat` → header inside → `IPC_RMID` → reserve the pages →
     /// the name file's header, magic last.
-    fn initialise_sysv(&self, fd: &OwnedFd, kind: Kind, total: u64) -> Result<(Mapping, Header)> {
+    fn initialise_sysv(
+        &self,
+        fd: &OwnedFd,
+        kind: Kind,
+        total: u64,
+        wake: WakePolicy,
+    ) -> Result<(Mapping, Header)> {
         let len = total as usize; // total <= MAX_SEGMENT_SIZE, which fits usize
         let no_space = |e: Errno, op: &str| {
             let limit = match e {
@@ -749,7 +911,7 @@ impl Builder {
             Err(e) => return Err(self.err("shmget", e)),
         };
         // Until `IPC_RMID` below the segment would outlive a crash: keep that window small.
-        let attached = Mapping::attach_shm(shmid, len);
+        let attached = Mapping::attach_shm(shmid, len, Prot::ReadWrite);
         let map = match attached {
             Ok(map) => map,
             Err(e) => {
@@ -757,7 +919,7 @@ impl Builder {
                 return Err(self.err("shmat", e));
             }
         };
-        let h = Header::new(kind, Lifetime::Transient, total, Storage::SysV, shmid);
+        let h = Header::new(kind, Lifetime::Transient, total, Storage::SysV, shmid).with_wake(wake);
         // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned, and `RawHeader` is
         // made of atomics, so a shared reference to it is sound even while others write there.
         let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
@@ -800,6 +962,7 @@ impl Builder {
         kind: Kind,
         total: u64,
         fs: Fs,
+        wake: WakePolicy,
     ) -> Result<(Mapping, Header)> {
         let size = match fs {
             Fs::Hugetlbfs(page) if page > 0 => total
@@ -814,7 +977,7 @@ impl Builder {
                 })?,
             _ => total,
         };
-        let h = Header::new(kind, self.lifetime, size, Storage::File, 0);
+        let h = Header::new(kind, self.lifetime, size, Storage::File, 0).with_wake(wake);
         let no_space = |e: Errno| Error::NoSpace {
             name: self.name.clone(),
             dir: self.dir.clone(),
@@ -858,7 +1021,7 @@ impl Builder {
                 )),
             });
         }
-        let map = map_file(fd, size as usize).map_err(|e| self.err("mmap", e))?;
+        let map = map_file(fd, size as usize, Prot::ReadWrite).map_err(|e| self.err("mmap", e))?;
         // SAFETY: as in `initialise_sysv`.
         let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
         raw.init(&h);
@@ -887,12 +1050,27 @@ impl Builder {
 
     fn permission(&self, path: &Path) -> Error {
         let reason = match rfs::lstat(path) {
-            Ok(st) => format!(
-                "open(O_RDWR) refused: mode {:o}, owner uid {}, this process uid {}",
-                st.st_mode & 0o7777,
-                st.st_uid,
-                rustix::process::geteuid().as_raw()
-            ),
+            Ok(st) => {
+                let (how, hint) = match self.access {
+                    Access::ReadWrite => {
+                        let ro = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+                        let readable = rfs::open(path, ro | OFlags::CLOEXEC, Mode::empty()).is_ok();
+                        let hint = if readable {
+                            "; this user may open it read-only"
+                        } else {
+                            ""
+                        };
+                        ("O_RDWR", hint)
+                    }
+                    Access::ReadOnly => ("O_RDONLY", ""),
+                };
+                format!(
+                    "open({how}) refused: mode {:o}, owner uid {}, this process uid {}{hint}",
+                    st.st_mode & 0o7777,
+                    st.st_uid,
+                    rustix::process::geteuid().as_raw()
+                )
+            }
             Err(_) => format!("cannot create files in {}", self.dir.display()),
         };
         Error::PermissionDenied {
@@ -931,18 +1109,22 @@ enum Claim {
 /// lock: a mapping keeps its description alive, and a forked child inherits our mappings, so
 /// mapping the locked description would let a child keep our attach lock (and our pid marker)
 /// after we detached or died. Without `/proc`, maps `fd` itself.
-fn map_file(fd: &OwnedFd, len: usize) -> Result<Mapping, Errno> {
-    let flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK;
+fn map_file(fd: &OwnedFd, len: usize, prot: Prot) -> Result<Mapping, Errno> {
+    let rw = match prot {
+        Prot::ReadWrite => OFlags::RDWR,
+        Prot::ReadOnly => OFlags::RDONLY,
+    };
+    let flags = rw | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     if let Ok(other) = rfs::open(path.as_str(), flags, Mode::empty()) {
         let same = |a: rfs::Stat, b: rfs::Stat| (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino);
         if let (Ok(a), Ok(b)) = (rfs::fstat(&other), rfs::fstat(fd)) {
             if same(a, b) {
-                return Mapping::map(other.as_fd(), len);
+                return Mapping::map(other.as_fd(), len, prot);
             }
         }
     }
-    Mapping::map(fd.as_fd(), len)
+    Mapping::map(fd.as_fd(), len, prot)
 }
 
 /// `pread` until `buf` is full or the file ends; returns the bytes read.
@@ -1087,6 +1269,8 @@ pub struct Segment {
     /// The name file, holding the attach lock. `Some` until drop; taken there so it is closed
     /// before the last-detacher check.
     fd: Option<OwnedFd>,
+    /// Read-write, or read-only (the mapping is then `PROT_READ`/`SHM_RDONLY`).
+    access: Access,
 }
 
 impl Segment {
@@ -1096,6 +1280,9 @@ impl Segment {
     }
 
     /// Opens or creates transient segment `name` in `/dev/shm` with `size` data bytes.
+    ///
+    /// # Errors
+    /// As [`Builder::open`].
     pub fn open(name: &str, size: usize) -> Result<Segment> {
         Builder::new(name).size(size).open()
     }
@@ -1142,6 +1329,26 @@ impl Segment {
         &self.header
     }
 
+    /// Whether this handle may write ([`Access::ReadWrite`]) or only read.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// `Ok` on a read-write handle; on a read-only one, the [`Error::PermissionDenied`] that
+    /// `op` (a write) gets, naming the segment.
+    pub(crate) fn writable(&self, op: &str) -> Result<()> {
+        match self.access {
+            Access::ReadWrite => Ok(()),
+            Access::ReadOnly => Err(Error::PermissionDenied {
+                name: self.name.clone(),
+                reason: format!(
+                    "{op} needs write access, and this handle opened it read-only \
+                     (Access::ReadOnly)"
+                ),
+            }),
+        }
+    }
+
     /// Whether the name still leads to this handle's generation. `false` once it was removed
     /// (`shmem rm --force`) or replaced by a newer generation: this handle then holds an
     /// orphan that no new opener will see.
@@ -1170,7 +1377,9 @@ impl Segment {
     }
 
     /// The first data byte. Other processes may write any byte at any time: access it only
-    /// with atomics or volatile operations, never through `&`/`&mut` references.
+    /// with atomics or volatile operations, never through `&`/`&mut` references. On a
+    /// read-only handle ([`Segment::access`]) the memory is mapped read-only: writing through
+    /// this pointer faults.
     pub fn as_ptr(&self) -> *mut u8 {
         // SAFETY: the mapping is at least HEADER_LEN bytes long (checked when attaching).
         unsafe { self.map.ptr().add(HEADER_LEN) }
@@ -1178,6 +1387,9 @@ impl Segment {
 
     /// Copies `buf.len()` data bytes starting at `offset` into `buf`. Not atomic: bytes that
     /// another process writes meanwhile may be old or new (use [`crate::Value`] for that).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSize`] for a range outside the data area.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         // SAFETY: `offset + len <= data_len`, checked above, so the range is inside the mapping.
@@ -1186,7 +1398,12 @@ impl Segment {
     }
 
     /// Copies `data` into the data area at `offset`. Not atomic for readers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSize`] for a range outside the data area; [`Error::PermissionDenied`]
+    /// on a read-only handle.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.writable("write")?;
         self.check_range(offset, data.len())?;
         // SAFETY: `offset + len <= data_len`, checked above, so the range is inside the mapping.
         unsafe { copy::copy_to_shared(self.as_ptr().add(offset), data) };

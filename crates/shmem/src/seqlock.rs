@@ -312,6 +312,33 @@ pub fn announce(sleepers: &AtomicU32, wake: &AtomicU32) -> u32 {
     wake.load(Ordering::Acquire)
 }
 
+/// What a waiter that announces nothing does next ([`prepare_sleep_unannounced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sleep {
+    /// The version is still `since`: sleep on `wake` while it holds this value.
+    On(u32),
+    /// The version moved: return it.
+    Changed(u64),
+}
+
+/// The waiter's half for a waiter that cannot write (a read-only handle): read `wake`, then
+/// re-check `version`, announcing nothing. Sound only where every publish wakes
+/// (`WakePolicy::EveryPublish`): if the version read is still `since`, the `wake` read came
+/// before the publisher's bump (the bump is Release after the version store, the load
+/// Acquire before the version load), so a sleep on that value either fails at once (the bump
+/// came meanwhile) or is queued before the bump and woken by the publisher's unconditional
+/// wake-up after it.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub fn prepare_sleep_unannounced(ctrl: &Control, since: u64) -> Sleep {
+    let w = ctrl.wake.load(Ordering::Acquire);
+    let v = ctrl.version.load(Ordering::Acquire);
+    if v != since {
+        Sleep::Changed(v)
+    } else {
+        Sleep::On(w)
+    }
+}
+
 /// Bumps a channel's wake word (Release): after a publish that concerns the channel, and
 /// to wake waiters without a new version (cancellation), before waking its sleepers.
 pub fn bump_wake(wake: &AtomicU32) {

@@ -132,6 +132,65 @@ pub(crate) fn futex_wake(word: &crate::sync::AtomicU32, n: u32) {
     let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), n);
 }
 
+/// `futex_waitv` on two words (Linux 5.16 and later): sleeps while `shared` (a futex in the
+/// segment, which may be mapped read-only: waiting only reads it) holds `shared_seen` and
+/// `local` (a private futex in this process's memory) holds `local_seen`, at most `timeout`.
+/// Returns early on a wake-up of either word, a signal, or a changed word. How a read-only
+/// waiter sleeps on the segment's `wake` counter and can still be cancelled from its own
+/// process (`ValueSys::wake_all`), since it cannot bump the shared word. `ENOSYS` on older
+/// kernels.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait_either(
+    shared: &crate::sync::AtomicU32,
+    shared_seen: u32,
+    local: &crate::sync::AtomicU32,
+    local_seen: u32,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), Errno> {
+    use rustix::thread::futex::{self, ClockId, Wait, WaitFlags, WaitPtr, WaitvFlags};
+    let word = |w: &crate::sync::AtomicU32, seen: u32, flags: WaitFlags| {
+        let mut wait = Wait::new();
+        wait.val = u64::from(seen);
+        wait.uaddr = WaitPtr::new(w.as_ptr().cast());
+        wait.flags = flags;
+        wait
+    };
+    let waiters = [
+        word(shared, shared_seen, WaitFlags::SIZE_U32),
+        word(local, local_seen, WaitFlags::SIZE_U32 | WaitFlags::PRIVATE),
+    ];
+    // futex_waitv takes an absolute deadline on the clock it is given.
+    let deadline = match timeout {
+        None => None,
+        Some(r) => {
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let total = u128::from(now.tv_nsec as u64) + u128::from(r.subsec_nanos());
+            let secs = (now.tv_sec as u64)
+                .saturating_add(r.as_secs())
+                .saturating_add((total / 1_000_000_000) as u64);
+            Some(futex::Timespec {
+                tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
+                tv_nsec: (total % 1_000_000_000) as i64,
+            })
+        }
+    };
+    match futex::waitv(
+        &waiters,
+        WaitvFlags::empty(),
+        deadline.as_ref(),
+        ClockId::Monotonic,
+    ) {
+        Ok(_) | Err(Errno::AGAIN) | Err(Errno::INTR) | Err(Errno::TIMEDOUT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `FUTEX_WAKE_PRIVATE(word, n)`: for a word in this process's own memory.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake_private(word: &crate::sync::AtomicU32, n: u32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::PRIVATE, n);
+}
+
 /// Under loom a futex wait is a spurious wake-up, which the protocols must tolerate anyway.
 #[cfg(loom)]
 pub(crate) fn futex_wait(
@@ -146,6 +205,23 @@ pub(crate) fn futex_wait(
 /// Under loom waking is implicit: every sleeper re-checks at its next scheduling point.
 #[cfg(loom)]
 pub(crate) fn futex_wake(_word: &crate::sync::AtomicU32, _n: u32) {}
+
+/// Under loom, as `futex_wait`: a spurious wake-up.
+#[cfg(loom)]
+pub(crate) fn futex_wait_either(
+    _shared: &crate::sync::AtomicU32,
+    _shared_seen: u32,
+    _local: &crate::sync::AtomicU32,
+    _local_seen: u32,
+    _timeout: Option<std::time::Duration>,
+) -> Result<(), Errno> {
+    loom::thread::yield_now();
+    Ok(())
+}
+
+/// Under loom waking is implicit.
+#[cfg(loom)]
+pub(crate) fn futex_wake_private(_word: &crate::sync::AtomicU32, _n: u32) {}
 
 /// Where a mapping came from, which decides how it is let go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,9 +239,10 @@ pub(crate) fn ofd_locked(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
     Ok(ofd_probe(fd, 0)? == ByteLock::Held)
 }
 
-/// A shared, read-write mapping of a whole segment: a file (`mmap`) or a SysV shared-memory
-/// segment (`shmat`). The one type both storages use, so the value layer never knows which.
-/// Unmapped (or detached) on drop.
+/// A shared mapping of a whole segment: a file (`mmap`) or a SysV shared-memory segment
+/// (`shmat`), read-write or read-only ([`Prot`]). The one type both storages use, so the value
+/// layer never knows which. Unmapped (or detached) on drop. A read-only mapping is never
+/// written through: the layers above refuse writes on a read-only handle before they touch it.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
@@ -179,23 +256,37 @@ unsafe impl Send for Mapping {}
 // SAFETY: as above: no access through `&Mapping` creates a Rust reference to racy bytes.
 unsafe impl Sync for Mapping {}
 
+/// How a mapping may be accessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prot {
+    /// `PROT_READ|PROT_WRITE`, or `shmat` without flags.
+    ReadWrite,
+    /// `PROT_READ` on a descriptor opened `O_RDONLY`, or `shmat(SHM_RDONLY)`.
+    ReadOnly,
+}
+
 impl Mapping {
-    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)`.
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)` (or `PROT_READ` alone for
+    /// [`Prot::ReadOnly`]).
     ///
     /// The caller has checked with `fstat` that the file is at least `len` bytes long, so no
     /// page of the mapping lies past the end of the file (which would raise SIGBUS).
-    pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> Result<Mapping, Errno> {
+    pub(crate) fn map(fd: BorrowedFd<'_>, len: usize, prot: Prot) -> Result<Mapping, Errno> {
         use rustix::mm::{mmap, MapFlags, ProtFlags};
         if len == 0 {
             return Err(Errno::INVAL);
         }
+        let flags = match prot {
+            Prot::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+            Prot::ReadOnly => ProtFlags::READ,
+        };
         // SAFETY: a fresh mapping at an address the kernel picks cannot alias any existing Rust
         // object; the memory is only ever accessed through raw pointers and atomics.
         let ptr = unsafe {
             mmap(
                 std::ptr::null_mut(),
                 len,
-                ProtFlags::READ | ProtFlags::WRITE,
+                flags,
                 MapFlags::SHARED,
                 fd.as_fd(),
                 0,
@@ -209,16 +300,21 @@ impl Mapping {
         })
     }
 
-    /// `shmat(shmid, NULL, 0)`: attaches SysV segment `shmid`, whose size the caller has
-    /// checked (`shm_stat`) to be at least `len`, so every byte of `0..len` is backed.
-    /// Linux lets a segment already marked for removal (`IPC_RMID`) be attached by id.
-    pub(crate) fn attach_shm(shmid: i32, len: usize) -> Result<Mapping, Errno> {
+    /// `shmat(shmid, NULL, 0)` (`SHM_RDONLY` for [`Prot::ReadOnly`]): attaches SysV segment
+    /// `shmid`, whose size the caller has checked (`shm_stat`) to be at least `len`, so every
+    /// byte of `0..len` is backed. Linux lets a segment already marked for removal
+    /// (`IPC_RMID`) be attached by id.
+    pub(crate) fn attach_shm(shmid: i32, len: usize, prot: Prot) -> Result<Mapping, Errno> {
         if len == 0 {
             return Err(Errno::INVAL);
         }
+        let flags = match prot {
+            Prot::ReadWrite => 0,
+            Prot::ReadOnly => libc::SHM_RDONLY,
+        };
         // SAFETY: the kernel picks a fresh address (NULL hint), so the new mapping cannot alias
         // any Rust object; the memory is only accessed through raw pointers and atomics.
-        let p = unsafe { libc::shmat(shmid, std::ptr::null(), 0) };
+        let p = unsafe { libc::shmat(shmid, std::ptr::null(), flags) };
         if p as isize == -1 {
             return Err(last_errno());
         }

@@ -36,16 +36,41 @@
 //!
 //! The writer's token, the lock, the wake-up after a publish and the wait loop are
 //! `writer.rs`'s, shared with `Map`: a value's waits all use channel 0 (the control line).
+//!
+//! # Read-only handles
+//!
+//! A handle opened read-only (`Access::ReadOnly`: `SHM_RDONLY`/`PROT_READ`) writes nothing:
+//! `set`, `set_with` and `sole_writer` are refused with a permission error before any lock or
+//! slot is touched. Its reader never asks writers to hold off (that is a write of `hold_off`),
+//! so under a writer that republishes faster than it copies it is bounded by the read
+//! deadline only (`retry.rs`, `Corrupt` after 2 s saying so). Its waiter cannot set the
+//! `sleepers` flag, and writers make the wake-up system call only when they find that flag
+//! set, so a read-only wait needs the writers to wake unannounced: a value created with a
+//! mode that lets group or others read without writing (0644, 0640) records
+//! `WakePolicy::EveryPublish` in its header, and every publish on it makes the `FUTEX_WAKE`
+//! call (one system call per `set`, on such values only: about 0.5 us here, BENCHMARKS.md).
+//! The waiter then reads `wake` and re-checks `version` without announcing itself
+//! (`seqlock::prepare_sleep_unannounced`, which states why no wake-up is lost) and sleeps with
+//! `futex_waitv` on `wake` and a private word of its handle, which `wake_waiters` on a
+//! read-only handle bumps and wakes (so its own threads can still cancel its waits without
+//! writing the segment). A read-only wait on a value without the flag is refused with a
+//! permission error that says to open it read-write; that avoids polling, and a value whose
+//! mode lets nobody read without writing has no reader that needs it. Why not poll, or make
+//! every value wake always: polling costs latency or CPU for every read-only waiter, and waking
+//! always costs every `set` a system call on values that no read-only reader can open.
+//!
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::copy;
 use crate::error::{Error, Result};
-use crate::header::{Lifetime, HEADER_LEN};
+use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
 use crate::platform;
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
+#[cfg(target_os = "linux")]
+use crate::seqlock::Sleep;
 use crate::seqlock::{self, Control, Pass, SlotMeta};
 use crate::wlock;
 use crate::writer::{self, Channel, Site, WaitFor, Writer};
@@ -91,9 +116,24 @@ impl ValueBuilder {
         self
     }
 
-    /// The file mode of a newly created value (see [`Builder::mode`]).
+    /// The file mode of a newly created value (see [`Builder::mode`]). A mode that lets group
+    /// or others read without writing (0644, 0640) makes every `set` wake waiters, so that
+    /// read-only handles can wait ([`crate::WakePolicy`]).
     pub fn mode(mut self, mode: u32) -> ValueBuilder {
         self.seg = self.seg.mode(mode);
+        self
+    }
+
+    /// Read-write (the default) or read-only access (see [`crate::Access`]). A read-only value
+    /// needs only read permission and never writes the segment: `get` and `version` work,
+    /// `set`, `set_with` and `sole_writer` fail with [`Error::PermissionDenied`].
+    /// Its readers cannot ask writers to hold off, so under a writer that never pauses a
+    /// `get` is bounded only by its deadline ([`Error::Corrupt`] after 2 s of disturbed
+    /// passes). `wait_changed` works on values whose writers wake at every publish
+    /// ([`crate::WakePolicy::EveryPublish`]) and is refused on the others.
+    #[cfg(target_os = "linux")]
+    pub fn access(mut self, access: crate::Access) -> ValueBuilder {
+        self.seg = self.seg.access(access);
         self
     }
 
@@ -248,6 +288,7 @@ impl Value {
     /// longer than the lock timeout (a dead one is taken over at once); [`Error::Io`] when this
     /// handle cannot claim its liveness witness (first write only).
     pub fn set(&self, data: &[u8]) -> Result<u64> {
+        self.writable("set")?;
         self.publish_with(data.len(), |slot| {
             // SAFETY: slot `slot` spans `capacity` bytes inside the mapping (checked in
             // `finish`), `publish_with` checked `data.len() <= capacity`, and we hold the
@@ -269,6 +310,7 @@ impl Value {
     /// # Errors
     /// As [`Value::set`].
     pub fn set_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
+        self.writable("set_with")?;
         self.publish_with(len, |slot| {
             // SAFETY: slot `slot` spans `capacity >= len` bytes inside the mapping (checked in
             // `finish` and `publish_with`); we hold the writers' lock, so no cooperating process
@@ -316,7 +358,13 @@ impl Value {
     }
 
     fn wake_after_publish(&self) {
-        self.writer.wake_after_publish(self.site(), &[]);
+        if self.seg.header().wake == WakePolicy::EveryPublish {
+            // Read-only handles may wait on this value: they cannot announce themselves, so
+            // every publish wakes (`WakePolicy`, header.rs).
+            self.writer.wake_after_publish_always(self.site());
+        } else {
+            self.writer.wake_after_publish(self.site(), &[]);
+        }
     }
 
     fn site(&self) -> Site<'_> {
@@ -336,6 +384,7 @@ impl Value {
     /// # Errors
     /// As [`Value::set`], for taking the lock.
     pub fn sole_writer(&self) -> Result<SoleWriter<'_>> {
+        self.writable("sole_writer")?;
         Ok(SoleWriter {
             value: self,
             _guard: self.lock()?,
@@ -353,7 +402,11 @@ impl Value {
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let ctrl = self.ctrl();
-        let mut backoff = Backoff::default();
+        let mut backoff = if self.read_only() {
+            Backoff::without_hold_off()
+        } else {
+            Backoff::default()
+        };
         let mut asked = 0u32;
         let r = loop {
             let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
@@ -375,7 +428,10 @@ impl Value {
                     })
                 }
                 Pass::Retry { seen } => {
-                    ask_hold_off(ctrl, &mut asked);
+                    // A read-only handle cannot ask: its deadline bounds it (retry.rs).
+                    if !self.read_only() {
+                        ask_hold_off(ctrl, &mut asked);
+                    }
                     if let Err(e) = backoff.retry(self.name(), "value", seen) {
                         break Err(e);
                     }
@@ -466,13 +522,91 @@ impl Value {
             Ok((v != since).then_some(v))
         };
         let at = self.site();
+        #[cfg(target_os = "linux")]
+        if self.read_only() {
+            return self.wait_read_only(at, since, deadline, w, changed, &cancelled);
+        }
         self.writer
             .wait(at, Channel::control(ctrl), deadline, w, changed, &cancelled)
     }
 
+    /// `wait_changed_unless` on a read-only handle: no `sleepers` flag (that would be a
+    /// write); after the spin it sleeps on `wake` and this handle's private cancel word
+    /// (`platform/linux.rs`), which only a value whose every publish wakes allows.
+    #[cfg(target_os = "linux")]
+    fn wait_read_only(
+        &self,
+        at: Site<'_>,
+        since: u64,
+        deadline: Option<Instant>,
+        w: WaitFor,
+        mut changed: impl FnMut() -> Result<Option<u64>>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        if self.seg.header().wake != WakePolicy::EveryPublish {
+            return Err(Error::PermissionDenied {
+                name: self.name().to_owned(),
+                reason: "a read-only handle cannot announce itself to writers, and this \
+                         value's writers wake only announced waiters (its mode gave no one \
+                         read access without write access when it was created: \
+                         WakePolicy::Announced); open it read-write to wait"
+                    .into(),
+            });
+        }
+        if let Some(v) = self.writer.spin(deadline, &mut changed, cancelled)? {
+            return Ok(Some(v));
+        }
+        let sleeper = self.writer.sleeper(at, 0)?;
+        let ctrl = self.ctrl();
+        loop {
+            // Read before the cancel check, so that a cancel after it changes this word.
+            let cancel_seen = sleeper.cancel_seen();
+            if cancelled() {
+                return Ok(None);
+            }
+            let remaining = writer::remaining(at, deadline, w)?;
+            let word = match seqlock::prepare_sleep_unannounced(ctrl, since) {
+                Sleep::Changed(v) => return Ok(Some(v)),
+                Sleep::On(word) => word,
+            };
+            sleeper.wait_unannounced(&ctrl.wake, word, cancel_seen, remaining)?;
+            if let Some(v) = changed()? {
+                return Ok(Some(v));
+            }
+        }
+    }
+
+    /// Whether this handle is read-only (Linux only; Windows handles always write).
+    fn read_only(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.seg.access() == crate::Access::ReadOnly;
+        #[cfg(not(target_os = "linux"))]
+        return false;
+    }
+
+    /// `Ok` when this handle may write; the permission error for `op` on a read-only one.
+    fn writable(&self, op: &str) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        return self.seg.writable(op);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = op;
+            Ok(())
+        }
+    }
+
     /// Wakes every thread, in every process, that sleeps in a wait on this value. They
     /// re-check their condition (and their cancel flag) and sleep again if nothing changed.
+    ///
+    /// On a read-only handle, which may not write the segment's wake-up counter, it wakes this
+    /// handle's own waiters only (how a wait is cancelled from another thread; they sleep on
+    /// a private word of the handle as well), and waiters elsewhere sleep on.
     pub fn wake_waiters(&self) {
+        #[cfg(target_os = "linux")]
+        if self.read_only() {
+            self.writer.wake_local();
+            return;
+        }
         self.writer.wake_waiters(self.site(), &[&self.ctrl().wake]);
     }
 

@@ -175,6 +175,52 @@ impl Writer {
         }
     }
 
+    /// After a publish and the unlock, on a value whose every publish wakes
+    /// (`WakePolicy::EveryPublish`, for read-only waiters that cannot announce themselves):
+    /// the same fence and flag, then the wake-up whether the flag was set or not.
+    pub(crate) fn wake_after_publish_always(&self, at: Site<'_>) {
+        let _ = seqlock::after_publish(at.ctrl);
+        self.wake(at, Channel::control(at.ctrl));
+    }
+
+    /// Linux: wakes this handle's own read-only waiters through their private cancel word,
+    /// writing nothing in the segment (how their waits are cancelled).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn wake_local(&self) {
+        self.sys.wake_local();
+    }
+
+    /// The platform's sleeping side of a wait on channel `id` of `at`.
+    pub(crate) fn sleeper<'a>(&'a self, at: Site<'a>, id: u32) -> Result<platform::Sleeper<'a>> {
+        debug_assert!(id < platform::MAX_CHANNELS);
+        self.sys.sleeper(at.seg, at.trailer, id)
+    }
+
+    /// Watches `changed()` for the spin window (bounded by `deadline`), checking
+    /// `cancelled()` now and then; the version if it moved.
+    pub(crate) fn spin(
+        &self,
+        deadline: Option<Instant>,
+        changed: &mut impl FnMut() -> Result<Option<u64>>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        if self.wait_spin.is_zero() {
+            return Ok(None);
+        }
+        let end = Instant::now() + self.wait_spin;
+        let end = deadline.map_or(end, |d| d.min(end));
+        for i in 1u32.. {
+            if let Some(v) = changed()? {
+                return Ok(Some(v));
+            }
+            if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        Ok(None)
+    }
+
     fn wake(&self, at: Site<'_>, ch: Channel<'_>) {
         self.sys.wake(at.seg, at.trailer, ch.wake, ch.id);
     }
@@ -205,38 +251,15 @@ impl Writer {
         if let Some(v) = changed()? {
             return Ok(Some(v)); // already changed: no clock read, no system call
         }
-        if !self.wait_spin.is_zero() {
-            let end = Instant::now() + self.wait_spin;
-            let end = deadline.map_or(end, |d| d.min(end));
-            for i in 1u32.. {
-                if let Some(v) = changed()? {
-                    return Ok(Some(v));
-                }
-                if i % 64 == 0 && (cancelled() || Instant::now() >= end) {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
+        if let Some(v) = self.spin(deadline, &mut changed, cancelled)? {
+            return Ok(Some(v));
         }
-        debug_assert!(ch.id < platform::MAX_CHANNELS);
-        let sleeper = self.sys.sleeper(at.seg, at.trailer, ch.id)?;
+        let sleeper = self.sleeper(at, ch.id)?;
         loop {
             if cancelled() {
                 return Ok(None);
             }
-            let remaining = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(r) if !r.is_zero() => Some(r),
-                    _ => {
-                        return Err(Error::Timeout {
-                            name: at.seg.name().to_owned(),
-                            what: w.what,
-                            timeout: w.timeout.unwrap_or_default(),
-                        })
-                    }
-                },
-            };
+            let remaining = remaining(at, deadline, w)?;
             let word = seqlock::announce(ch.sleepers, ch.wake);
             if let Some(v) = changed()? {
                 return Ok(Some(v));
@@ -250,6 +273,25 @@ impl Writer {
                 return Ok(Some(v));
             }
         }
+    }
+}
+
+/// What is left of a wait's `deadline` (`None`: forever), or the wait's [`Error::Timeout`].
+pub(crate) fn remaining(
+    at: Site<'_>,
+    deadline: Option<Instant>,
+    w: WaitFor,
+) -> Result<Option<Duration>> {
+    match deadline {
+        None => Ok(None),
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(r) if !r.is_zero() => Ok(Some(r)),
+            _ => Err(Error::Timeout {
+                name: at.seg.name().to_owned(),
+                what: w.what,
+                timeout: w.timeout.unwrap_or_default(),
+            }),
+        },
     }
 }
 

@@ -14,7 +14,7 @@ pub fn run(dir: &Path, args: &GetArgs) -> Result {
     } else {
         None
     };
-    let value = std::sync::Arc::new(super::open_existing(dir, &args.name)?);
+    let value = std::sync::Arc::new(super::open_existing(dir, &args.name, super::Need::Read)?);
     if let Some(interrupt) = interrupt {
         let since = args.since.unwrap_or_else(|| value.version());
         let deadline = super::deadline(args.timeout);

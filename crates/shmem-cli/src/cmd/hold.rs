@@ -14,7 +14,7 @@ const DEFAULT_CAPACITY: usize = 4096;
 pub fn run(dir: &Path, args: &HoldArgs) -> Result {
     // Installed before attaching, so that a signal at any time ends in a clean detach.
     let interrupt = Interrupt::install()?;
-    let builder = Value::builder(&args.name).dir(dir);
+    let builder = Value::builder(&args.name).dir(dir).mode(args.mode);
     let value = match args.size {
         Some(size) => builder.capacity(size).open()?,
         // Join a value of any capacity; create one of the default capacity if there is none.

@@ -53,6 +53,9 @@ struct Output {
     lifetime: Option<&'static str>,
     /// `sysv` (memory in a SysV segment the kernel frees with its last attachment) or `file`.
     storage: Option<&'static str>,
+    /// How writers wake waiters: `announced` (read-only watchers refused) or `every-publish`
+    /// (a mode that lets someone read without writing: read-only watchers woken too).
+    wake: Option<&'static str>,
     /// The SysV segment's id and attachments, while it exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     shmid: Option<i32>,
@@ -107,6 +110,7 @@ pub fn run(dir: &Path, args: &InfoArgs) -> Result {
         kind: info.header.map(|h| h.kind.as_str()),
         lifetime: info.header.map(|h| h.lifetime.as_str()),
         storage: info.header.map(|h| h.storage.as_str()),
+        wake: info.header.map(|h| h.wake.as_str()),
         shmid: info.memory.map(|m| m.shmid),
         attachments: info.memory.map(|m| m.attachments),
         size: info.size,
@@ -172,6 +176,12 @@ fn peek(dir: &Path, info: &admin::Info) -> Result<Peeked, String> {
              multiple of 64 bytes)"
         }
         Kind::Map => "a map layout",
+        _ => {
+            return Err(format!(
+                "a segment of kind {} has no version",
+                header.kind.as_str()
+            ))
+        }
     };
     if info.capacity().is_none() {
         return Err(format!("its size of {} bytes is not {layout}", header.size));
@@ -179,9 +189,13 @@ fn peek(dir: &Path, info: &admin::Info) -> Result<Peeked, String> {
     if info.state == State::Stale && header.lifetime == Lifetime::Transient {
         return Err("nobody holds it, and attaching would start it anew".into());
     }
+    // A sharing mode is how another user's segment is accepted (nothing is created). A value
+    // is peeked read-only: that needs only read permission and writes nothing; a map has no
+    // read-only handle yet, so peeking it needs write permission.
     let peeked = match header.kind {
         Kind::Map => Map::builder(&info.name)
             .dir(dir)
+            .mode(0o666)
             .open_existing()
             .and_then(|map| {
                 let usage = map.usage()?;
@@ -192,6 +206,8 @@ fn peek(dir: &Path, info: &admin::Info) -> Result<Peeked, String> {
             }),
         _ => Value::builder(&info.name)
             .dir(dir)
+            .access(shmem::Access::ReadOnly)
+            .mode(0o666)
             .open_existing()
             .map(|value| Peeked {
                 version: value.version(),
@@ -223,6 +239,17 @@ fn print(out: &mut impl Write, o: &Output) -> io::Result<()> {
         }
         (Some(storage), _, _) => writeln!(out, "storage:    {storage}")?,
         _ => writeln!(out, "storage:    unknown")?,
+    }
+    match o.wake {
+        Some("every-publish") => writeln!(
+            out,
+            "waiters:    woken at every set (read-only watchers too)"
+        )?,
+        Some(_) => writeln!(
+            out,
+            "waiters:    woken when they announce themselves (read-only watchers refused)"
+        )?,
+        None => {}
     }
     writeln!(out, "size:       {} bytes", o.size)?;
     match o.capacity {

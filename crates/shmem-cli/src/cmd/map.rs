@@ -39,9 +39,13 @@ pub fn run(dir: &Path, args: &MapArgs) -> Result {
 }
 
 /// Attaches the map `name` that somebody holds (or a persistent one), of any capacity.
+/// Another user's map is opened when its mode lets this user read and write (as for values:
+/// `super::open_existing`; a map has no read-only handle yet).
 fn open_existing(dir: &Path, name: &str) -> Result<Map> {
-    Map::builder(name)
-        .dir(dir)
+    let builder = Map::builder(name).dir(dir);
+    #[cfg(target_os = "linux")]
+    let builder = builder.mode(0o666);
+    builder
         .open_existing()
         .map_err(|e| super::not_found(dir, name, Kind::Map, e))
 }

@@ -49,13 +49,41 @@ pub fn run(cli: Cli) -> Result {
     }
 }
 
+/// What a command needs of the value it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// To read it (and wait on it): read-write when the mode allows it, else read-only.
+    Read,
+    /// To write it: read-write only.
+    Write,
+}
+
 /// Attaches the value `name` that somebody holds (or a persistent one), never creating it:
 /// a transient value created here would vanish as soon as this command exits.
-fn open_existing(dir: &Path, name: &str) -> Result<Value> {
-    Value::builder(name)
-        .dir(dir)
-        .open_existing()
-        .map_err(|e| not_found(dir, name, Kind::Value, e))
+///
+/// Another user's segment is opened when its mode lets this user in: these commands create
+/// nothing, the user names the segment, and `shmem info` shows its owner (the library's
+/// owner-only rule protects programs that create their segment from a name planted before
+/// them; `hold` keeps it unless `--mode` shares). Readers open read-write when they may,
+/// since a read-write reader can ask writers to hold off and wait on any value, and fall back
+/// to read-only when the mode refuses writing (a 0644 segment of another user).
+fn open_existing(dir: &Path, name: &str, need: Need) -> Result<Value> {
+    let builder = Value::builder(name).dir(dir);
+    // A group/other mode is the library's way to accept another user's name file; nothing
+    // is created here, so it sets no file's mode. (On Windows the mode is the DACL of the
+    // events a joiner creates: the owner-only default stays there.)
+    #[cfg(target_os = "linux")]
+    let builder = builder.mode(0o666);
+    let opened = match builder.open_existing() {
+        #[cfg(target_os = "linux")]
+        Err(shmem::Error::PermissionDenied { .. }) if need == Need::Read => {
+            builder.access(shmem::Access::ReadOnly).open_existing()
+        }
+        r => r,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let _ = need;
+    opened.map_err(|e| not_found(dir, name, Kind::Value, e))
 }
 
 /// `e`, or for [`shmem::Error::NotFound`] a message that says how to make `name` (a value or

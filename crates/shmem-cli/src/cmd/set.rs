@@ -9,7 +9,7 @@ use crate::error::{Failure, Result};
 pub fn run(dir: &Path, args: &SetArgs) -> Result {
     // Read the input before attaching: reading a terminal can take as long as the user likes.
     let data = input(&args.input)?;
-    let value = super::open_existing(dir, &args.name)?;
+    let value = super::open_existing(dir, &args.name, super::Need::Write)?;
     value.set(&data)?;
     Ok(())
 }

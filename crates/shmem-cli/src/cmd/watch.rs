@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub fn run(dir: &Path, args: &WatchArgs) -> Result {
     let interrupt = Interrupt::install()?;
-    let value = Arc::new(super::open_existing(dir, &args.name)?);
+    let value = Arc::new(super::open_existing(dir, &args.name, super::Need::Read)?);
     let deadline = super::deadline(args.timeout);
     let mut since = args.since.unwrap_or_else(|| value.version());
     let mut out = io::stdout().lock();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::fork::{self, ClaimError};
 use crate::segment::Segment;
-use crate::sync::AtomicU32;
+use crate::sync::{AtomicU32, Ordering};
 use crate::sys::{self, ByteLock};
 use crate::wlock::{self, Holder};
 
@@ -21,13 +21,26 @@ pub(crate) fn generation() -> u32 {
     fork::generation() as u32
 }
 
-/// A writer's Linux state: none beyond the segment's descriptor.
+/// A writer's Linux state beyond the segment's descriptor: the cancel counter of its
+/// read-only waiters.
+///
+/// A waiter on a read-only handle cannot announce itself (`sleepers`) nor be woken through the
+/// segment by its own process (`wake_waiters` would have to bump the shared `wake` word). So it
+/// sleeps with `futex_waitv` on two words: the segment's `wake` (publishers of a
+/// `WakePolicy::EveryPublish` value wake it at every publish) and `cancel`, a private word of
+/// this handle that `wake_local` bumps and wakes. It reads `cancel` before it checks its
+/// cancel flag, so a cancel that comes after that check changes the word it sleeps on: no
+/// lost wake-up.
 #[derive(Debug)]
-pub(crate) struct WriterSys;
+pub(crate) struct WriterSys {
+    cancel: AtomicU32,
+}
 
 impl WriterSys {
     pub(crate) fn new(_seg: &Segment) -> Result<WriterSys> {
-        Ok(WriterSys)
+        Ok(WriterSys {
+            cancel: AtomicU32::new(0),
+        })
     }
 
     /// The lock's kernel side for this segment.
@@ -67,7 +80,10 @@ impl WriterSys {
         _trailer: usize,
         _channel: u32,
     ) -> Result<Sleeper<'a>> {
-        Ok(Sleeper { name: seg.name() })
+        Ok(Sleeper {
+            name: seg.name(),
+            cancel: &self.cancel,
+        })
     }
 
     /// `FUTEX_WAKE` of every sleeper on the channel's word `wake`.
@@ -81,12 +97,20 @@ impl WriterSys {
             sys::futex_wake(w, i32::MAX as u32);
         }
     }
+
+    /// Wakes this handle's read-only waiters, which then re-check their cancel flag: bumps the
+    /// private `cancel` word and wakes it. Writes nothing in the segment.
+    pub(crate) fn wake_local(&self) {
+        self.cancel.fetch_add(1, Ordering::Release);
+        sys::futex_wake_private(&self.cancel, i32::MAX as u32);
+    }
 }
 
 /// One `wait_changed` call's sleeping side.
 #[derive(Debug)]
 pub(crate) struct Sleeper<'a> {
     name: &'a str,
+    cancel: &'a AtomicU32,
 }
 
 impl Sleeper<'_> {
@@ -96,6 +120,33 @@ impl Sleeper<'_> {
             name: self.name.to_owned(),
             op: "futex(FUTEX_WAIT)",
             source: e.into(),
+        })
+    }
+
+    /// The cancel counter, read before a read-only waiter checks its cancel flag.
+    pub(crate) fn cancel_seen(&self) -> u32 {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// A read-only waiter's sleep (see [`WriterSys`]): `futex_waitv` on the segment's `wake`
+    /// (still `w`) and this handle's cancel word (still `cancel_seen`).
+    pub(crate) fn wait_unannounced(
+        &self,
+        wake: &AtomicU32,
+        w: u32,
+        cancel_seen: u32,
+        remaining: Option<Duration>,
+    ) -> Result<()> {
+        sys::futex_wait_either(wake, w, self.cancel, cancel_seen, remaining).map_err(|e| match e {
+            rustix::io::Errno::NOSYS => Error::Unsupported {
+                name: self.name.to_owned(),
+                what: "waiting on a read-only handle (it needs futex_waitv, Linux 5.16 or later)",
+            },
+            e => Error::Io {
+                name: self.name.to_owned(),
+                op: "futex_waitv",
+                source: e.into(),
+            },
         })
     }
 }

@@ -24,12 +24,12 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{generation, Park, WriterSys, TRAILER_LEN};
+pub(crate) use linux::{generation, Park, Sleeper, WriterSys, TRAILER_LEN};
 
 #[cfg(windows)]
 pub(crate) mod windows;
 #[cfg(windows)]
-pub(crate) use windows::{generation, Park, WriterSys, TRAILER_LEN};
+pub(crate) use windows::{generation, Park, Sleeper, WriterSys, TRAILER_LEN};
 
 /// The most channels a segment has: channel 0 and up to 254 wait buckets (the Windows
 /// waiters' table records a channel in 8 bits).
