@@ -11,7 +11,7 @@ Method (as shmem-bench's fast operations): after a warm-up, batches of N calls l
 figure pooled), so a change of load during the run weighs on every figure alike. Every
 operation is called through a lambda (or a function) from the loop; the first row is that loop
 calling an empty lambda. With --rust (the --json output of shmem-bench, e.g. `shmem-bench
---quick --only get-set --json FILE`), each shmem row also shows its cost over the Rust
+--quick --only shmem --json FILE`), each shmem row also shows its cost over the Rust
 library's p50 for the same operation and size, also less the loop's empty call.
 
 The map rows step through the keys (`key-00000`, ...), one per call, as shmem-bench's `map`

@@ -207,6 +207,42 @@ fn watch_is_woken_by_a_set_from_another_process() {
 }
 
 #[test]
+fn map_commands_share_keys_across_processes_and_a_key_watch_is_woken() {
+    let dir = TestDir::new();
+    let name = unique("map");
+    let mut holder = Proc::spawn({
+        let mut c = dir.shmem();
+        c.args(["map", "hold", &name]);
+        c
+    });
+    assert!(holder.line().starts_with(&format!("holding {name} (pid ")));
+    dir.ok(&["map", "set", &name, "w1", "idle"]);
+    dir.ok(&["map", "set", &name, "w2", "busy"]);
+    assert_eq!(dir.ok(&["map", "get", "--text", &name, "w1"]), "idle\n");
+    let ls = dir.ok(&["map", "ls", &name]);
+    assert!(ls.contains("w1") && ls.contains("w2"), "{ls}");
+    // A watch of w1 from version 2: other keys' sets do not end it, w1's does.
+    let mut watch = Proc::spawn({
+        let mut c = dir.shmem();
+        c.args(["map", "watch", &name, "w1", "-c", "1", "--since", "2"]);
+        c.args(["--timeout", "60000"]);
+        c
+    });
+    dir.ok(&["map", "set", &name, "w2", "done"]);
+    dir.ok(&["map", "set", &name, "w1", "busy"]);
+    assert_eq!(watch.line(), "4 set w1 busy");
+    assert_eq!(watch.finish(), Some(0));
+    dir.ok(&["map", "del", &name, "w1"]);
+    assert_eq!(code(&dir.run(&["map", "get", &name, "w1"])), Some(3));
+    drop(holder); // TerminateProcess: the kernel frees the section
+    let start = Instant::now();
+    while code(&dir.run(&["map", "get", &name, "w2"])) != Some(3) {
+        assert!(start.elapsed() < DEADLINE, "{name} was never freed");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
 fn a_persistent_segment_is_listed_kept_and_removed() {
     let dir = TestDir::new();
     let name = unique("persist");

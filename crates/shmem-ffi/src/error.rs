@@ -28,8 +28,10 @@ pub enum shmem_result {
     SHMEM_ERR_EXISTS = -3,
     /// The file mode or owner of the segment forbids this process to use it.
     SHMEM_ERR_PERMISSION = -4,
-    /// The tmpfs holding the segments has no room for the segment's pages, or a map has no room
-    /// for the entry (`shmem_map_set`; nothing changed).
+    /// No room for the segment: memory, the SysV limits (`kernel.shmmni`, `shmall`, `shmmax`)
+    /// or the memory cgroup for a transient segment, the directory's tmpfs (space or inodes)
+    /// for a persistent one; the message names which. Or a map has no room for the entry
+    /// (`shmem_map_set`; nothing changed).
     SHMEM_ERR_NO_SPACE = -5,
     /// `shmem_set` was given more bytes than the segment's capacity; nothing was stored.
     SHMEM_ERR_TOO_LARGE = -6,

@@ -330,9 +330,11 @@ struct Geometry {
 
 impl Geometry {
     fn of(layout: Layout) -> Option<Geometry> {
-        let end = usize::try_from(layout.file_size()?).ok()?;
+        layout.file_size()?; // no overflow anywhere in the layout
+                             // Where the copies end: the platform's trailer (Windows' waiters' table) follows.
+        let end = layout.trailer_offset();
         let copies = [layout.copy_at(0), layout.copy_at(1)];
-        // Lines 64-aligned, words 8-aligned, copy 1 (the last part) ending at `end`.
+        // Lines 64-aligned, words 8-aligned, copy 1 (the last of the copies) ending at `end`.
         let aligned = copies
             .iter()
             .all(|c| c.meta % ALIGN == 0 && c.buckets % 8 == 0 && c.heap % ALIGN == 0);
