@@ -86,8 +86,10 @@ typedef enum {
    */
   SHMEM_ERR_PERMISSION = -4,
   /**
-   * The tmpfs holding the segments has no room for the segment's pages, or a map has no room
-   * for the entry (`shmem_map_set`; nothing changed).
+   * No room for the segment: memory, the SysV limits (`kernel.shmmni`, `shmall`, `shmmax`)
+   * or the memory cgroup for a transient segment, the directory's tmpfs (space or inodes)
+   * for a persistent one; the message names which. Or a map has no room for the entry
+   * (`shmem_map_set`; nothing changed).
    */
   SHMEM_ERR_NO_SPACE = -5,
   /**
