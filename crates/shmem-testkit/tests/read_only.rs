@@ -129,17 +129,23 @@ fn a_read_only_handle_reads_through_a_read_only_mapping_and_every_write_is_refus
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
 
+/// Opens (creating) a 64-byte transient value `name` in `d` with mode 0644: others may read
+/// it without writing, so its writers wake at every publish (`WakePolicy::EveryPublish`).
+fn shared_value(d: &str, name: &str) -> Value {
+    Value::builder(name)
+        .dir(d)
+        .capacity(64)
+        .mode(0o644)
+        .open()
+        .unwrap()
+}
+
 #[test]
 fn a_read_only_holder_keeps_a_transient_segment_alive_and_its_exit_frees_it() {
     let dir = TestDir::new("ro");
     let d = dir.path().to_str().unwrap();
     let name = unique_name("ro-hold");
-    let creator = Value::builder(&name)
-        .dir(d)
-        .capacity(64)
-        .mode(0o644)
-        .open()
-        .unwrap();
+    let creator = shared_value(d, &name);
     assert!(creator.created());
     creator.set(b"kept").unwrap();
     let mut holder = Proc::spawn(["ro-hold", d, &name]);
@@ -184,12 +190,7 @@ fn a_killed_read_only_holder_still_lets_the_segment_go() {
     let dir = TestDir::new("ro");
     let d = dir.path().to_str().unwrap();
     let name = unique_name("ro-kill");
-    let creator = Value::builder(&name)
-        .dir(d)
-        .capacity(64)
-        .mode(0o644)
-        .open()
-        .unwrap();
+    let creator = shared_value(d, &name);
     let mut holder = Proc::spawn(["ro-hold", d, &name]);
     holder.expect("ready", T);
     let info = admin::inspect(dir.path(), &name).unwrap();
@@ -228,12 +229,7 @@ fn a_read_only_waiter_in_another_process_is_woken_by_a_set_and_times_out_otherwi
     let dir = TestDir::new("ro");
     let d = dir.path().to_str().unwrap();
     let name = unique_name("ro-wait");
-    let sut = Value::builder(&name)
-        .dir(d)
-        .capacity(64)
-        .mode(0o644)
-        .open()
-        .unwrap();
+    let sut = shared_value(d, &name);
     assert_eq!(sut.segment().header().wake, WakePolicy::EveryPublish);
     let mut waiter = Proc::spawn(["ro-waiter", d, &name, "0", "30000"]);
     waiter.expect("waiting", T);
@@ -334,12 +330,7 @@ fn a_forked_child_of_a_read_only_holder_holds_the_segment_with_its_own_lock() {
     let dir = TestDir::new("ro");
     let d = dir.path().to_str().unwrap();
     let name = unique_name("ro-fork");
-    let creator = Value::builder(&name)
-        .dir(d)
-        .capacity(64)
-        .mode(0o644)
-        .open()
-        .unwrap();
+    let creator = shared_value(d, &name);
     creator.set(b"inherited").unwrap();
     // As another user when we can (root): one who may not open the file for writing, so the
     // fork handler's description must be a read-only one.

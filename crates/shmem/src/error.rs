@@ -194,6 +194,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Segment `name` holds `found` data where `wanted` was asked for.
+    pub(crate) fn wrong_kind(name: &str, found: crate::Kind, wanted: crate::Kind) -> Error {
+        Error::Incompatible {
+            name: name.to_owned(),
+            reason: format!("it holds {} data, not {}", found.as_str(), wanted.as_str()),
+        }
+    }
+
     /// The errno behind an [`Error::Io`], if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {

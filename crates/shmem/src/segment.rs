@@ -581,14 +581,7 @@ impl Builder {
             });
         }
         if seg.header.kind != kind {
-            return Err(Error::Incompatible {
-                name: self.name.clone(),
-                reason: format!(
-                    "it holds {} data, not {}",
-                    seg.header.kind.as_str(),
-                    kind.as_str()
-                ),
-            });
+            return Err(Error::wrong_kind(&self.name, seg.header.kind, kind));
         }
         if self.check_size && !created && (seg.data_len() as u64) < self.data_len {
             return Err(Error::InvalidSize {

@@ -548,14 +548,7 @@ impl Builder {
             });
         }
         if seg.header.kind != kind {
-            return Err(Error::Incompatible {
-                name: self.name.clone(),
-                reason: format!(
-                    "it holds {} data, not {}",
-                    seg.header.kind.as_str(),
-                    kind.as_str()
-                ),
-            });
+            return Err(Error::wrong_kind(&self.name, seg.header.kind, kind));
         }
         if self.check_size && !seg.created && seg.data_len() < self.data_len as usize {
             return Err(Error::InvalidSize {
