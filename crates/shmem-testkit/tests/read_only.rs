@@ -377,3 +377,29 @@ fn a_forked_child_of_a_read_only_holder_holds_the_segment_with_its_own_lock() {
     admin::remove(dir.path(), &name, false).unwrap();
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
+
+#[test]
+fn only_values_pay_for_read_only_waiters() {
+    // A 0644 value wakes at every publish (its read-only handles can wait); a 0644 map, which
+    // has no read-only handle, and a raw segment keep waking announced waiters only.
+    let dir = TestDir::new("ro");
+    let d = dir.path().to_str().unwrap();
+    let value = shared_value(d, &unique_name("ro-policy-value"));
+    assert_eq!(value.segment().header().wake, WakePolicy::EveryPublish);
+    let map = shmem::Map::builder(&unique_name("ro-policy-map"))
+        .dir(d)
+        .capacity(1024)
+        .mode(0o644)
+        .open()
+        .unwrap();
+    assert_eq!(map.segment().header().wake, WakePolicy::Announced);
+    let raw = Segment::builder(&unique_name("ro-policy-raw"))
+        .dir(d)
+        .size(64)
+        .mode(0o644)
+        .open()
+        .unwrap();
+    assert_eq!(raw.header().wake, WakePolicy::Announced);
+    drop((value, map, raw));
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}

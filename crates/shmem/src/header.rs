@@ -3,7 +3,8 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic        "SHMEMSEG" (written last by the initialiser)
-//!      8     4  layout       layout version, 2
+//!      8     4  layout       layout version, 3 (2 had no flags word: its writers would
+//!                            not honour `WakePolicy`, so it is refused)
 //!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs), 4 = a map
 //!                            (map.rs, map layout 2); 3 was map layout 1, refused
 //!     16     4  lifetime     1 = transient, 2 = persistent
@@ -46,7 +47,7 @@ pub const HEADER_LEN: usize = 64;
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMEMSEG");
 
 /// The layout version this library reads and writes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// How long a segment lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -1348,6 +1348,10 @@ impl Map {
     /// On Windows the waits of one map share 64 waiter slots, as a value's do (a 65th
     /// simultaneous sleeper polls every millisecond; see [`crate::Value::wait_changed`]).
     ///
+    /// It compares versions, not events: an absent key that is set and deleted again between
+    /// two looks reads 0 both times, so a waiter with `since = 0` sleeps on (use
+    /// [`Map::wait_any`] to see every change of the map).
+    ///
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::Timeout`]; as [`Map::get`].
     pub fn wait_changed(

@@ -852,9 +852,13 @@ impl Builder {
         if trusted {
             rfs::fchmod(fd, Mode::from_raw_mode(self.mode)).map_err(|e| self.err("fchmod", e))?;
         }
-        // Who may open the name file decides how writers wake (header.rs, `WakePolicy`).
+        // Who may open the name file decides how a value's writers wake (header.rs,
+        // `WakePolicy`); only values have read-only waiters, so other kinds never pay for it.
         let file = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
-        let wake = WakePolicy::for_mode(file.st_mode & 0o777);
+        let wake = match kind {
+            Kind::Value => WakePolicy::for_mode(file.st_mode & 0o777),
+            _ => WakePolicy::Announced,
+        };
         match fs {
             Fs::Tmpfs if self.lifetime == Lifetime::Transient => {
                 self.initialise_sysv(fd, kind, total, wake)

@@ -11,7 +11,9 @@
 //! - `wake`: futex word bumped after every publish (and by `wake_waiters`); waiters sleep on it.
 //! - `sleepers`: a "may sleep" flag. A waiter sets it before it sleeps; the first publisher that
 //!   finds it set clears it and makes the one `FUTEX_WAKE` call. A waiter killed while asleep
-//!   therefore costs later `set`s at most one wake-up, never a syscall per `set` forever.
+//!   therefore costs later `set`s at most one wake-up, never a syscall per `set` forever. (A
+//!   value whose header says `WakePolicy::EveryPublish` wakes at every publish whatever the
+//!   flag: its read-only waiters cannot set it; see the unannounced waiter below.)
 //! - `lock`: the writers' lock word (`wlock.rs`); `claims`: the counter writers' liveness
 //!   tokens are drawn from (`fork::writer_token`).
 //! - `hold_off`: how many readers failed a pass and ask writers to pause (below).
@@ -25,7 +27,7 @@
 //! 3. `version[s] = next`, `len[s]`, the bytes.
 //! 4. `seq[s] += 1` (Release): the slot is complete.
 //! 5. `version = next` (Release), `wake += 1` (Release), unlock, SeqCst fence, then if
-//!    `sleepers` is set, swap it to 0 and wake every sleeper.
+//!    `sleepers` is set (or the value is `EveryPublish`), swap it to 0 and wake every sleeper.
 //!
 //! # Reader (no lock)
 //! 1. `v = version` (Acquire), `s = v & 1`, `q1 = seq[s]` (Acquire); odd means a writer is in
@@ -52,6 +54,10 @@
 //! either the writer's load after its fence sees the flag and wakes, or the waiter's loads
 //! after its fence see the new version (and `wake`, bumped after it) and do not sleep; a
 //! waiter that read `wake` before the bump finds the futex word changed and returns at once.
+//!
+//! An unannounced waiter (a read-only handle, on an `EveryPublish` value only) skips the flag:
+//! `w = wake` (Acquire), re-read `version` (Acquire); sleep on `wake` only if it is still
+//! `since` ([`prepare_sleep_unannounced`] says why no wake-up is lost then).
 
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 

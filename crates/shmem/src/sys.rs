@@ -137,7 +137,7 @@ pub(crate) fn futex_wake(word: &crate::sync::AtomicU32, n: u32) {
 /// `local` (a private futex in this process's memory) holds `local_seen`, at most `timeout`.
 /// Returns early on a wake-up of either word, a signal, or a changed word. How a read-only
 /// waiter sleeps on the segment's `wake` counter and can still be cancelled from its own
-/// process (`ValueSys::wake_all`), since it cannot bump the shared word. `ENOSYS` on older
+/// process (`WriterSys::wake_local`), since it cannot bump the shared word. `ENOSYS` on older
 /// kernels.
 #[cfg(not(loom))]
 pub(crate) fn futex_wait_either(

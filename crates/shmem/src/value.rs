@@ -6,7 +6,7 @@
 //!    0  segment header (header.rs), kind = value
 //!   64  control, one cache line (seqlock::Control), written by writers and waiters:
 //!         version  u64  the last published version; 0 = nothing set yet
-//!         wake     u32  futex word: a counter bumped at every publish and `wake_waiters`
+//!         wake     u32  futex word: a counter bumped at every publish and `wake_waiters` (of a read-write handle)
 //!         sleepers u32  set by a waiter about to sleep, cleared by the publisher that wakes
 //!         lock     u32  the writers' futex lock (wlock.rs)
 //!         claims   u32  the counter writer tokens are drawn from

@@ -20,6 +20,12 @@
 //! sees the waiter, or the waiter's loads after its fence see the change (or the bumped word,
 //! which makes its sleep return at once). A dead sleeper costs each of its channels one wake-up.
 //!
+//! Exceptions, for a value's read-only handles (which cannot write the segment): a value whose
+//! header says `WakePolicy::EveryPublish` wakes channel 0 at every publish
+//! ([`Writer::wake_after_publish_always`]), and its read-only waiters do not announce
+//! themselves (`Value::wait_read_only`); a read-only handle's `wake_waiters` bumps nothing
+//! shared and wakes only its own waiters ([`Writer::wake_local`], Linux).
+//!
 //! # Writer token
 //! A writer's identity is a *token* claimed at its handle's first write
 //! (`WriterSys::claim_token`): a witness the kernel releases when the handle's process exits or

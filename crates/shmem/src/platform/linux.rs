@@ -1,7 +1,8 @@
 //! Linux: the writers' liveness witnesses are OFD locks of bytes far past the data (held on a
 //! description that `fork.rs` keeps per process), sleeping is a futex on the lock word or on
-//! a channel's `wake` word (the futex itself tells channels apart: one word each). Nothing is
-//! appended to the value or map layout.
+//! a channel's `wake` word (the futex itself tells channels apart: one word each); a
+//! read-only waiter sleeps with `futex_waitv` on `wake` and its handle's private cancel word.
+//! Nothing is appended to the value or map layout.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;

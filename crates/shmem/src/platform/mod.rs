@@ -15,6 +15,9 @@
 //!   map's control line is channel 0, a map's wait bucket `b` is channel `b + 1`);
 //! - `WriterSys::wake(&Segment, trailer, word, channel)`: wakes the sleepers of one channel;
 //!   `WriterSys::wake_all(&Segment, trailer, words)`: wakes every sleeper of the segment;
+//! - Linux only, for read-only handles: `WriterSys::wake_local` (wakes this handle's own
+//!   waiters through a private word), `Sleeper::cancel_seen` and `Sleeper::wait_unannounced`
+//!   (sleep on the segment's word and that private word);
 //! - `TRAILER_LEN`: bytes the platform appends to a value's or a map's layout (after the
 //!   value's slots, after the map's copies).
 //!

@@ -10,7 +10,7 @@
 //!   kernel destroys an event with its last handle, so once the holder's process has exited or
 //!   been terminated, `OpenEventW` fails with `ERROR_FILE_NOT_FOUND`: that failure, and only
 //!   that one, is "gone" (any other answer counts as alive: never take a lock on a guess).
-//! - **Sleeping.** One auto-reset event per segment, `OBJ.lock`, opened by every value handle:
+//! - **Sleeping.** One auto-reset event per segment, `OBJ.lock`, opened by every value and map handle:
 //!   a sleeper waits on it for at most `wlock::RECHECK` after checking the word; `wake_one` is
 //!   `SetEvent`, which releases one waiter, or stays signalled until the next one comes (so a
 //!   wake between the check and the wait is not lost; a stale one is a spurious wake-up, which
@@ -100,7 +100,7 @@ pub(crate) fn generation() -> u32 {
     0
 }
 
-/// A value's Windows state: its lock event and, once it has written, its witness.
+/// A value's or map's Windows state: its lock event and, once it has written, its witness.
 #[derive(Debug)]
 pub(crate) struct WriterSys {
     /// `OBJ`, the segment's object name.
