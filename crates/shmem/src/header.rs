@@ -634,6 +634,23 @@ mod tests {
     }
 
     #[test]
+    fn segments_of_layout_2_are_refused_since_their_writers_ignore_the_wake_policy() {
+        let mut old = bytes(2, 1, 128, 1);
+        old[8..12].copy_from_slice(&2u32.to_le_bytes());
+        old[56..60].copy_from_slice(&1u32.to_le_bytes()); // the flag its writers never read
+        match parse("t", &old, 128) {
+            Err(e @ Error::Incompatible { .. }) => {
+                assert!(e.to_string().contains("layout version 2"), "{e}")
+            }
+            other => panic!("layout 2 gave {other:?}"),
+        }
+        assert_eq!(
+            ready(parse("t", &bytes(2, 1, 128, 1), 128)).kind,
+            Kind::Value
+        );
+    }
+
+    #[test]
     fn a_map_of_the_old_map_layout_is_refused_by_name() {
         assert_eq!(
             match parse("t", &bytes(4, 1, 128, 1), 128) {
