@@ -350,21 +350,8 @@ pub struct MapWatchArgs {
     /// Watch only this key.
     pub key: Option<String>,
 
-    /// Exit after this many printed changes.
-    #[arg(long, short = 'c')]
-    pub count: Option<u64>,
-
-    /// Print one JSON object per change and line.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Start from this map version instead of the current one (0: print every key first).
-    #[arg(long)]
-    pub since: Option<u64>,
-
-    /// Give up after this many milliseconds in all (exit code 4).
-    #[arg(long, value_name = "MS")]
-    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub follow: Follow,
 }
 
 /// `shmem demo`.
@@ -446,16 +433,24 @@ pub struct WatchArgs {
     /// The segment's name.
     pub name: String,
 
-    /// Exit after this many changes.
+    #[command(flatten)]
+    pub follow: Follow,
+}
+
+/// How a watch (`watch`, `map watch`) follows changes.
+#[derive(Debug, Args)]
+pub struct Follow {
+    /// Exit after this many printed changes.
     #[arg(long, short = 'c')]
     pub count: Option<u64>,
 
-    /// Print one JSON object per change and line: version, length, the value as text when
-    /// it is UTF-8, else in hexadecimal.
+    /// Print one JSON object per change and line (with the version and the length; text when
+    /// it is UTF-8, else hexadecimal).
     #[arg(long)]
     pub json: bool,
 
-    /// Start from this version instead of the current one.
+    /// Start from this version (a value's, or a map's) instead of the current one: 0 prints
+    /// what was ever set first.
     #[arg(long)]
     pub since: Option<u64>,
 

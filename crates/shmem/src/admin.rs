@@ -122,15 +122,6 @@ pub struct Info {
 }
 
 impl Info {
-    /// For a value segment, its capacity in bytes (derived from the size, as an attached
-    /// handle would); `None` for raw, foreign or unfinished segments.
-    pub fn value_capacity(&self) -> Option<usize> {
-        match self.header {
-            Some(h) if h.kind == crate::Kind::Value => crate::value::capacity_for_size(h.size),
-            _ => None,
-        }
-    }
-
     /// The capacity in bytes of a value (its largest value), a map (its heap for records) or a
     /// raw segment (its data bytes), derived from the size in the header as an attached handle
     /// would; `None` for foreign or unfinished segments, or a size no layout of its kind has.

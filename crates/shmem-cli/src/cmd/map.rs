@@ -284,18 +284,18 @@ impl<'a> Change<'a> {
 fn watch(dir: &Path, args: &MapWatchArgs) -> Result {
     let interrupt = Interrupt::install()?;
     let map = Arc::new(open_existing(dir, &args.name)?);
-    let deadline = super::deadline(args.timeout);
+    let deadline = super::deadline(args.follow.timeout);
     let mut printer = Printer {
         out: io::stdout().lock(),
-        json: args.json,
-        left: args.count,
+        json: args.follow.json,
+        left: args.follow.count,
     };
     match &args.key {
         Some(key) => watch_key(
             &map,
             &args.name,
             key,
-            args.since,
+            args.follow.since,
             deadline,
             &interrupt,
             &mut printer,
@@ -303,7 +303,7 @@ fn watch(dir: &Path, args: &MapWatchArgs) -> Result {
         None => watch_all(
             &map,
             &args.name,
-            args.since,
+            args.follow.since,
             deadline,
             &interrupt,
             &mut printer,

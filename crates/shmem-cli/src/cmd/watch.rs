@@ -16,11 +16,11 @@ use std::sync::Arc;
 pub fn run(dir: &Path, args: &WatchArgs) -> Result {
     let interrupt = Interrupt::install()?;
     let value = Arc::new(super::open_existing(dir, &args.name, super::Need::Read)?);
-    let deadline = super::deadline(args.timeout);
-    let mut since = args.since.unwrap_or_else(|| value.version());
+    let deadline = super::deadline(args.follow.timeout);
+    let mut since = args.follow.since.unwrap_or_else(|| value.version());
     let mut out = io::stdout().lock();
     let mut printed = 0u64;
-    while args.count.map_or(true, |count| printed < count) {
+    while args.follow.count.map_or(true, |count| printed < count) {
         let waited = super::wait_watching_removal(value.segment(), deadline, |slice| {
             super::wait_change(&value, since, slice, &interrupt)
         })?;
@@ -28,7 +28,7 @@ pub fn run(dir: &Path, args: &WatchArgs) -> Result {
             break; // Ctrl-C is how a watch normally ends
         }
         let (bytes, version) = value.get_vec()?;
-        if args.json {
+        if args.follow.json {
             let line = crate::render::Json::new(&args.name, version, &bytes);
             serde_json::to_writer(&mut out, &line).map_err(io::Error::from)?;
             writeln!(out)?;
