@@ -136,6 +136,8 @@ type CloseFn = unsafe extern "C" fn(*mut libc::c_void);
 pub struct CLib {
     open: OpenFn,
     close: CloseFn,
+    /// Where it was loaded from, for the errors.
+    path: std::path::PathBuf,
 }
 
 impl CLib {
@@ -172,6 +174,7 @@ impl CLib {
             Ok(CLib {
                 open: std::mem::transmute::<*mut libc::c_void, OpenFn>(o),
                 close: std::mem::transmute::<*mut libc::c_void, CloseFn>(cl),
+                path: path.to_owned(),
             })
         }
     }
@@ -182,8 +185,13 @@ impl CLib {
         // SAFETY: `name` is NUL-terminated and `h` is a writable pointer, as shmem_open asks.
         let rc = unsafe { (self.open)(name.as_ptr(), capacity, 0, &mut h) };
         if rc != 0 || h.is_null() {
+            // -8 (SHMEM_ERR_INCOMPATIBLE) most often means a libshmem left by an older build:
+            // `cargo test` does not refresh the copy beside the binaries, `cargo build` does.
             return Err(io::Error::other(format!(
-                "shmem_open({name:?}) returned {rc}"
+                "shmem_open({name:?}) returned {rc} from {} (-8: a segment layout this library \
+                 does not read; if the library is from an older build, run `cargo build -p \
+                 shmem-ffi` in the same profile)",
+                self.path.display()
             )));
         }
         // SAFETY: `h` is the handle shmem_open just returned, closed exactly once.
