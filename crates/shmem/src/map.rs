@@ -129,45 +129,98 @@ const TRAILER: usize = crate::platform::TRAILER_LEN;
 const OP_SET: u32 = 1;
 const OP_DELETE: u32 = 2;
 
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// One step of the key hash: a word folded in with one multiply and a rotation.
+#[inline(always)]
+fn hash_step(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(HASH_K).rotate_left(29)
+}
+
+/// The hash's start: the key's length mixed in.
+#[inline(always)]
+fn hash_seed(len: usize) -> u64 {
+    0xcbf2_9ce4_8422_2325 ^ (len as u64).wrapping_mul(HASH_K)
+}
+
 /// The key hash: fixed and unseeded, so that every process computes the same buckets. Eight
 /// bytes per step (little-endian words, the last one zero-padded, the length mixed in first),
 /// each folded in with one multiply and a rotation, then murmur3's 64-bit finalizer so that
 /// every output bit depends on every input bit. Not FNV-1a: its one multiply per *byte*, each
 /// waiting for the last, made hashing a 9-byte key cost about as much as a whole `Value::get`.
+/// Keys of up to 16 bytes (most) take [`Key::new`]'s path, from the words it keeps.
 #[inline]
 fn hash(key: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(K).rotate_left(29);
-    let word = |i: usize| u64::from_le_bytes(key[i..i + 8].try_into().expect("8 bytes"));
-    let mut h = 0xcbf2_9ce4_8422_2325 ^ (key.len() as u64).wrapping_mul(K);
-    // Keys of up to 16 bytes (most) without the loop: the same steps, straight.
-    let n = key.len();
-    if n <= 16 {
-        h = if n < 8 {
-            if n == 0 {
-                h
-            } else {
-                step(h, padded_word(key))
-            }
-        } else {
-            let h = step(h, word(0));
-            match n {
-                8 => h,
-                16 => step(h, word(8)),
-                _ => step(h, padded_word(&key[8..])),
-            }
-        };
-        return finish_hash(h);
+    if key.len() <= 16 {
+        return Key::new(key).hash;
     }
+    let n = key.len();
+    let mut h = hash_seed(n);
     let mut chunks = key.chunks_exact(8);
     for c in &mut chunks {
-        h = step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        h = hash_step(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        h = step(h, padded_word(rest));
+    if n % 8 != 0 {
+        h = hash_step(h, tail_word(key, n - n % 8));
     }
     finish_hash(h)
+}
+
+/// A key being looked up, hashed once: its tag and, for keys of up to 16 bytes (most), its
+/// two zero-padded little-endian words, which the hash folds in and the probe compares with
+/// the record's key words (no loop, no second pass over the bytes).
+#[derive(Clone, Copy, Debug)]
+struct Key<'k> {
+    bytes: &'k [u8],
+    hash: u64,
+    /// Words 0 and 1 of a key of up to 16 bytes (zero past its end); unused for longer keys.
+    words: [u64; 2],
+}
+
+impl<'k> Key<'k> {
+    /// `bytes` must be a checked key (1 to [`MAX_KEY_LEN`] bytes).
+    #[inline(always)]
+    fn new(bytes: &'k [u8]) -> Key<'k> {
+        let n = bytes.len();
+        let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        if n > 16 {
+            return Key {
+                bytes,
+                hash: hash(bytes),
+                words: [0; 2],
+            };
+        }
+        let words = if n >= 8 {
+            let w1 = match n {
+                8 => 0,
+                16 => word(8),
+                _ => tail_word(bytes, 8),
+            };
+            [word(0), w1]
+        } else if n == 0 {
+            [0, 0]
+        } else {
+            [padded_word(bytes), 0]
+        };
+        let mut h = hash_seed(n);
+        if n > 0 {
+            h = hash_step(h, words[0]);
+        }
+        if n > 8 {
+            h = hash_step(h, words[1]);
+        }
+        Key {
+            bytes,
+            hash: finish_hash(h),
+            words,
+        }
+    }
+
+    /// The 32-bit tag stored in the key's bucket word: the hash's upper half.
+    #[inline(always)]
+    fn tag(&self) -> u32 {
+        (self.hash >> 32) as u32
+    }
 }
 
 /// murmur3's 64-bit finalizer.
@@ -178,6 +231,21 @@ fn finish_hash(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// The zero-padded little-endian word of `key[start..]`, 1 to 7 bytes: when the key has 8
+/// bytes before its end, one load of its last 8 shifted down (the same word, fewer
+/// instructions), else [`padded_word`].
+#[inline]
+fn tail_word(key: &[u8], start: usize) -> u64 {
+    let n = key.len();
+    debug_assert!((1..8).contains(&(n - start)));
+    if n >= 8 {
+        let last = u64::from_le_bytes(key[n - 8..].try_into().expect("8 bytes"));
+        last >> (8 * (8 - (n - start)))
+    } else {
+        padded_word(&key[start..])
+    }
 }
 
 /// The little-endian word of 1 to 7 bytes, zero-padded: two overlapping loads (or three byte
@@ -205,7 +273,7 @@ fn padded_word(rest: &[u8]) -> u64 {
 /// The 32-bit tag stored in a key's bucket word: the hash's upper half.
 #[inline]
 fn tag_of(key: &[u8]) -> u32 {
-    (hash(key) >> 32) as u32
+    Key::new(key).tag()
 }
 
 /// A tag's home bucket among `2^bits`: Fibonacci hashing of the tag (its top bits mix all of
@@ -385,9 +453,9 @@ impl<'a> Whole<'a> {
         [line(&self.geo.copies[0]), line(&self.geo.copies[1])]
     }
 
-    /// Copy `copy`'s table, whose meta line is `meta`.
+    /// Copy `copy`'s view, whose meta line is `meta`.
     #[inline]
-    fn table(&self, copy: usize, meta: &'a CopyMeta) -> Table<'a> {
+    fn view(&self, copy: usize, meta: &'a CopyMeta) -> View<'a> {
         let at = self.geo.copies[copy & 1];
         let layout = self.geo.layout;
         // SAFETY: the copy's `B` bucket words and `H / 8` heap words lie inside the copy, which
@@ -406,16 +474,25 @@ impl<'a> Whole<'a> {
                 ),
             )
         };
-        Table {
-            mem: self.mem,
+        View {
             meta,
             buckets,
             heap_words,
-            buckets_off: at.buckets,
-            heap_off: at.heap,
-            layout,
         }
     }
+}
+
+/// Copies `dst.len()` bytes at byte `off` of `words` out, if they lie inside those words.
+#[inline(always)]
+fn read_words(words: &[AtomicU64], off: usize, dst: &mut [u8]) -> Option<()> {
+    if off.checked_add(dst.len())? > 8 * words.len() {
+        return None;
+    }
+    // SAFETY: `off..off + dst.len()` lies inside the `8 * words.len()` bytes of `words`
+    // (checked above), which are live shared memory for the borrow's life; `copy.rs` copies
+    // racy bytes soundly.
+    unsafe { copy::copy_from_shared(dst, words.as_ptr().cast::<u8>().add(off)) };
+    Some(())
 }
 
 /// Checked access to the mapping: every method checks offset and length against what this
@@ -525,44 +602,27 @@ enum Find {
     Bad,
 }
 
-/// One copy of the table over the mapping.
+/// A reader's view of one copy of the table: its meta line, bucket words and heap words,
+/// nothing else, so that a pass keeps it in registers.
 #[derive(Clone, Copy, Debug)]
-struct Table<'a> {
-    mem: Mem<'a>,
+struct View<'a> {
     meta: &'a CopyMeta,
     /// The copy's `B` bucket words.
     buckets: &'a [AtomicU64],
-    /// The same heap as atomic words (records are 8-aligned): record headers and keys are
+    /// The copy's heap as atomic words (records are 8-aligned): record headers and keys are
     /// read and compared a word at a time, in place.
     heap_words: &'a [AtomicU64],
-    buckets_off: usize,
-    heap_off: usize,
-    layout: Layout,
 }
 
-impl<'a> Table<'a> {
-    fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
-        let at = layout.copy_at(copy);
-        let inside = "copy inside the layout checked at open";
-        Table {
-            mem,
-            meta: mem.line(at.meta),
-            buckets: mem.words(at.buckets, layout.buckets).expect(inside),
-            heap_words: mem.words(at.heap, layout.heap / 8).expect(inside),
-            buckets_off: at.buckets,
-            heap_off: at.heap,
-            layout,
-        }
-    }
-
+impl<'a> View<'a> {
     #[inline]
     fn mask(&self) -> usize {
-        self.layout.buckets - 1
+        self.buckets.len() - 1
     }
 
     #[inline]
     fn home(&self, tag: u32) -> usize {
-        home_of(tag, self.layout.buckets.trailing_zeros())
+        home_of(tag, self.buckets.len().trailing_zeros())
     }
 
     #[inline]
@@ -581,7 +641,7 @@ impl<'a> Table<'a> {
         let key_len = (h0 & 0xffff) as usize;
         let val_len = (h0 >> 32) as usize;
         let off = slot * 8;
-        let room = self.layout.heap - off; // `slot + 1` is a heap word, so `off < heap`
+        let room = 8 * self.heap_words.len() - off; // `slot + 1` is a heap word: `off < heap`
         if key_len == 0 || key_len > MAX_KEY_LEN || RECORD_HEADER + key_len + val_len > room {
             return None;
         }
@@ -596,17 +656,17 @@ impl<'a> Table<'a> {
     #[inline]
     fn read_value(&self, rec: &Rec, dst: &mut [u8]) -> Option<()> {
         debug_assert_eq!(dst.len(), rec.val_len);
-        // `record` checked that the value lies inside this copy's heap; `read` checks it
-        // against the mapping once more.
-        self.mem
-            .read(self.heap_off + rec.off + RECORD_HEADER + rec.key_len, dst)
+        // `record` checked that the value lies inside this copy's heap; `read_words` checks
+        // it once more.
+        read_words(self.heap_words, rec.off + RECORD_HEADER + rec.key_len, dst)
     }
 
     /// Probes for `key`: at most `B` buckets; most are passed on their tag (8 bytes compared,
     /// no record read); a record whose tag matches is checked against the heap.
-    #[inline]
-    fn find(&self, key: &[u8], tag: u32) -> Find {
+    #[inline(always)]
+    fn find(&self, key: &Key<'_>) -> Find {
         let mask = self.mask();
+        let tag = key.tag();
         let mut i = self.home(tag);
         for _ in 0..self.buckets.len() {
             let w = self.bucket(i).load(Ordering::Relaxed);
@@ -629,30 +689,106 @@ impl<'a> Table<'a> {
     /// The key is compared a word at a time in place (the last word masked), no copy: the
     /// record checked by [`Table::record`] holds `16 + key_len` bytes, and the heap is a
     /// multiple of 8, so the words that hold the key lie inside it.
-    #[inline]
-    fn matches(&self, w: u64, key: &[u8]) -> Option<Option<Rec>> {
+    #[inline(always)]
+    fn matches(&self, w: u64, key: &Key<'_>) -> Option<Option<Rec>> {
         let rec = self.record(w)?;
-        if rec.key_len != key.len() {
+        let n = key.bytes.len();
+        if rec.key_len != n {
             return Some(None);
         }
         let first = rec.off / 8 + 2;
-        let words = self.heap_words.get(first..first + key.len().div_ceil(8))?;
-        let mut chunks = key.chunks_exact(8);
-        for (c, sw) in (&mut chunks).zip(words) {
-            let k = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            if u64::from_le(sw.load(Ordering::Relaxed)) != k {
-                return Some(None);
-            }
+        let same = if n <= 16 {
+            let load = |i: usize| -> Option<u64> {
+                Some(u64::from_le(
+                    self.heap_words.get(first + i)?.load(Ordering::Relaxed),
+                ))
+            };
+            let low = |bytes: usize| u64::MAX >> (64 - 8 * bytes.min(8));
+            load(0)? & low(n) == key.words[0] && (n <= 8 || load(1)? & low(n - 8) == key.words[1])
+        } else {
+            long_key_matches(self.heap_words, first, key.bytes)?
+        };
+        Some(same.then_some(rec))
+    }
+}
+
+/// The comparison of a key of more than 16 bytes with the record's key words at heap word
+/// `first` (out of line: it keeps the view in registers on the common path).
+fn long_key_matches(heap_words: &[AtomicU64], first: usize, key: &[u8]) -> Option<bool> {
+    let words = heap_words.get(first..first + key.len().div_ceil(8))?;
+    let mut chunks = key.chunks_exact(8);
+    for (c, sw) in (&mut chunks).zip(words) {
+        let k = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        if u64::from_le(sw.load(Ordering::Relaxed)) != k {
+            return Some(false);
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let sw = u64::from_le(words.last()?.load(Ordering::Relaxed));
-            let mask = u64::MAX >> (64 - 8 * rest.len());
-            if sw & mask != padded_word(rest) {
-                return Some(None);
-            }
+    }
+    let rest = key.len() % 8;
+    if rest != 0 {
+        let sw = u64::from_le(words.last()?.load(Ordering::Relaxed));
+        let mask = u64::MAX >> (64 - 8 * rest);
+        if sw & mask != tail_word(key, key.len() - rest) {
+            return Some(false);
         }
-        Some(Some(rec))
+    }
+    Some(true)
+}
+
+/// One copy of the table over the mapping, for a writer: the view, and where its parts lie.
+#[derive(Clone, Copy, Debug)]
+struct Table<'a> {
+    view: View<'a>,
+    mem: Mem<'a>,
+    meta: &'a CopyMeta,
+    buckets_off: usize,
+    heap_off: usize,
+    layout: Layout,
+}
+
+impl<'a> Table<'a> {
+    fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
+        let at = layout.copy_at(copy);
+        let inside = "copy inside the layout checked at open";
+        let meta = mem.line(at.meta);
+        Table {
+            view: View {
+                meta,
+                buckets: mem.words(at.buckets, layout.buckets).expect(inside),
+                heap_words: mem.words(at.heap, layout.heap / 8).expect(inside),
+            },
+            mem,
+            meta,
+            buckets_off: at.buckets,
+            heap_off: at.heap,
+            layout,
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.view.mask()
+    }
+
+    #[inline]
+    fn home(&self, tag: u32) -> usize {
+        self.view.home(tag)
+    }
+
+    #[inline]
+    fn bucket(&self, i: usize) -> &'a AtomicU64 {
+        self.view.bucket(i)
+    }
+
+    fn record(&self, word: u64) -> Option<Rec> {
+        self.view.record(word)
+    }
+
+    fn read_value(&self, rec: &Rec, dst: &mut [u8]) -> Option<()> {
+        self.view.read_value(rec, dst)
+    }
+
+    fn find(&self, key: &Key<'_>) -> Find {
+        self.view.find(key)
     }
 
     // ---- writer side: only on the unpublished copy, with the lock held and its seq odd ----
@@ -700,7 +836,7 @@ impl<'a> Table<'a> {
         let Some(size) = record_size(key.len(), value.len()) else {
             return Did::Full(Space::Heap);
         };
-        match self.find(key, tag) {
+        match self.find(&Key::new(key)) {
             Find::Bad => Did::Bad,
             Find::Present { at, rec } => {
                 if rec.size() >= size {
@@ -740,8 +876,8 @@ impl<'a> Table<'a> {
     }
 
     /// Deletes `key`, shifting the entries after it back (no tombstones).
-    fn delete(&self, key: &[u8], tag: u32) -> Did {
-        let at = match self.find(key, tag) {
+    fn delete(&self, key: &[u8]) -> Did {
+        let at = match self.find(&Key::new(key)) {
             Find::Bad => return Did::Bad,
             Find::Absent { .. } => return Did::Missing,
             Find::Present { at, .. } => at,
@@ -833,12 +969,87 @@ impl<'a> Table<'a> {
     }
 }
 
-/// A reader's state after a disturbed pass (see [`Map::pass`]).
-#[derive(Debug)]
-struct Retrying {
-    backoff: Backoff,
-    /// Hold-off requests this reader made, withdrawn when it is done.
-    asked: u32,
+/// What a reader's pass does on the published copy ([`Map::look`]): `None` when what it read
+/// is inconsistent (the pass is then retried).
+trait Look {
+    type Out;
+    fn look(&mut self, t: &View<'_>) -> Option<Self::Out>;
+}
+
+/// Any closure is a [`Look`] (inlined as the compiler sees fit).
+struct ByClosure<F>(F);
+
+impl<T, F: FnMut(&View<'_>) -> Option<T>> Look for ByClosure<F> {
+    type Out = T;
+    #[inline]
+    fn look(&mut self, t: &View<'_>) -> Option<T> {
+        (self.0)(t)
+    }
+}
+
+/// The lookup of one key whose record, when present, `Read` copies out: always inlined,
+/// into the undisturbed pass and into the retries alike, which is what keeps `get_into` one
+/// straight run.
+struct KeyLook<'k, R> {
+    key: Key<'k>,
+    read: R,
+}
+
+/// What a [`KeyLook`] does with the record it found, inside the pass.
+trait Read {
+    type Out;
+    fn read(&mut self, t: &View<'_>, rec: &Rec) -> Option<Self::Out>;
+}
+
+impl<R: Read> Look for KeyLook<'_, R> {
+    type Out = Option<R::Out>;
+    #[inline(always)]
+    fn look(&mut self, t: &View<'_>) -> Option<Option<R::Out>> {
+        match t.find(&self.key) {
+            Find::Bad => None,
+            Find::Absent { .. } => Some(None),
+            Find::Present { rec, .. } => self.read.read(t, &rec).map(Some),
+        }
+    }
+}
+
+/// `get_into`'s read: the value into the caller's buffer, or the length it needs.
+struct IntoBuf<'b>(&'b mut [u8]);
+
+impl Read for IntoBuf<'_> {
+    type Out = std::result::Result<(usize, u64), usize>;
+    #[inline(always)]
+    fn read(&mut self, t: &View<'_>, rec: &Rec) -> Option<Self::Out> {
+        let Some(dst) = self.0.get_mut(..rec.val_len) else {
+            return Some(Err(rec.val_len));
+        };
+        t.read_value(rec, dst)?;
+        Some(Ok((rec.val_len, rec.version)))
+    }
+}
+
+/// `get`'s read: the value into a vector.
+struct IntoVec(Vec<u8>);
+
+impl Read for IntoVec {
+    type Out = u64;
+    #[inline(always)]
+    fn read(&mut self, t: &View<'_>, rec: &Rec) -> Option<u64> {
+        self.0.resize(rec.val_len, 0);
+        t.read_value(rec, &mut self.0)?;
+        Some(rec.version)
+    }
+}
+
+/// `key_version`'s read: the version only.
+struct VersionOnly;
+
+impl Read for VersionOnly {
+    type Out = u64;
+    #[inline(always)]
+    fn read(&mut self, _: &View<'_>, rec: &Rec) -> Option<u64> {
+        Some(rec.version)
+    }
 }
 
 /// Which space of a map is exhausted.
@@ -1222,18 +1433,12 @@ impl Map {
     /// long time (a peer wrote garbage).
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<(Vec<u8>, u64)>> {
         let key = self.check_key(key.as_ref())?;
-        let tag = tag_of(key);
-        let mut out = Vec::new();
-        let (found, _) = self.pass(|t| match t.find(key, tag) {
-            Find::Bad => None,
-            Find::Absent { .. } => Some(None),
-            Find::Present { rec, .. } => {
-                out.resize(rec.val_len, 0);
-                t.read_value(&rec, &mut out)?;
-                Some(Some(rec.version))
-            }
-        })?;
-        Ok(found.map(|version| (out, version)))
+        let mut look = KeyLook {
+            key: Key::new(key),
+            read: IntoVec(Vec::new()),
+        };
+        let (found, _) = self.look(&mut look)?;
+        Ok(found.map(|version| (look.read.0, version)))
     }
 
     /// Copies the value of `key` into `buf`: its length and version, or `None` when absent.
@@ -1244,17 +1449,10 @@ impl Map {
     /// [`Error::BufferTooSmall`]; as [`Map::get`].
     pub fn get_into(&self, key: impl AsRef<[u8]>, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
         let key = self.check_key(key.as_ref())?;
-        let tag = tag_of(key);
-        let (found, _) = self.pass(|t| match t.find(key, tag) {
-            Find::Bad => None,
-            Find::Absent { .. } => Some(None),
-            Find::Present { rec, .. } => {
-                if rec.val_len > buf.len() {
-                    return Some(Some(Err(rec.val_len)));
-                }
-                t.read_value(&rec, &mut buf[..rec.val_len])?;
-                Some(Some(Ok((rec.val_len, rec.version))))
-            }
+        let capacity = buf.len();
+        let (found, _) = self.look(&mut KeyLook {
+            key: Key::new(key),
+            read: IntoBuf(buf),
         })?;
         match found {
             None => Ok(None),
@@ -1262,7 +1460,7 @@ impl Map {
             Some(Err(needed)) => Err(Error::BufferTooSmall {
                 name: self.name().to_owned(),
                 needed,
-                capacity: buf.len(),
+                capacity,
             }),
         }
     }
@@ -1306,7 +1504,9 @@ impl Map {
         let mut raw = vec![0u8; 8 * layout.buckets + layout.heap];
         let (entries, version) = self.pass(|t| {
             let count = t.meta.count.load(Ordering::Relaxed);
-            t.mem.read(t.buckets_off, &mut raw)?;
+            let (buckets, heap) = raw.split_at_mut(8 * layout.buckets);
+            read_words(t.buckets, 0, buckets)?;
+            read_words(t.heap_words, 0, heap)?;
             parse_copy(&raw, layout, count)
         })?;
         Ok(Snapshot { version, entries })
@@ -1467,57 +1667,60 @@ impl Map {
 
     /// The version of `key`'s last set (0 when absent) and the map version it was read at.
     fn key_version(&self, key: &[u8]) -> Result<(u64, u64)> {
-        let tag = tag_of(key);
-        self.pass(|t| match t.find(key, tag) {
-            Find::Bad => None,
-            Find::Absent { .. } => Some(0),
-            Find::Present { rec, .. } => Some(rec.version),
-        })
+        let (found, version) = self.look(&mut KeyLook {
+            key: Key::new(key),
+            read: VersionOnly,
+        })?;
+        Ok((found.unwrap_or(0), version))
     }
 
     /// Reader passes until one succeeds: `look` on the published copy, validated by its
-    /// sequence; after a disturbed pass the reader asks writers to hold off (`seqlock.rs`) and
-    /// backs off. One call site of `look`, so that it is inlined into the undisturbed pass;
-    /// the retry bookkeeping lives in the cold [`Map::disturbed`].
+    /// sequence. See [`Map::look`].
     #[inline]
-    fn pass<T>(&self, mut look: impl FnMut(&Table<'_>) -> Option<T>) -> Result<(T, u64)> {
+    fn pass<T>(&self, look: impl FnMut(&View<'_>) -> Option<T>) -> Result<(T, u64)> {
+        self.look(&mut ByClosure(look))
+    }
+
+    /// Reader passes until one succeeds, as [`Map::pass`]. The undisturbed pass is one
+    /// straight run (no loop, so no loop-invariant work hoisted in front of it and spilled),
+    /// with `look` inlined (`Look::look` is `inline(always)` where it matters); after a
+    /// disturbed pass the cold [`Map::look_disturbed`] asks writers to hold off
+    /// (`seqlock.rs`), backs off and passes again.
+    #[inline]
+    fn look<L: Look>(&self, look: &mut L) -> Result<(L::Out, u64)> {
         let whole = Whole::new(self.mem(), &self.geo).expect("map layout checked at open");
-        let ctrl = whole.ctrl();
-        let metas = whole.metas();
-        let mut retrying: Option<Retrying> = None;
-        loop {
-            let pass = protocol::read(ctrl, metas, |c, meta| look(&whole.table(c, meta)));
-            match pass {
-                Pass::Done { found, version } => {
-                    if let Some(r) = retrying {
-                        seqlock::end_hold_off(ctrl, r.asked);
-                    }
-                    return Ok((found, version));
-                }
-                Pass::Retry { seen } => self.disturbed(&mut retrying, seen)?,
-            }
+        match protocol::read(whole.ctrl(), whole.metas(), |c, meta| {
+            look.look(&whole.view(c, meta))
+        }) {
+            Pass::Done { found, version } => Ok((found, version)),
+            Pass::Retry { .. } => self.look_disturbed(&whole, look),
         }
     }
 
-    /// After a disturbed pass: the first asks writers to hold off; later ones ask again and
-    /// back off, until the stuck deadline ([`Error::Corrupt`], hold-off requests withdrawn).
+    /// The passes after a disturbed one: each asks writers to hold off; from the second on
+    /// the reader also backs off, until the stuck deadline ([`Error::Corrupt`]). The hold-off
+    /// requests are withdrawn either way.
     #[cold]
     #[inline(never)]
-    fn disturbed(&self, retrying: &mut Option<Retrying>, seen: (u64, u64)) -> Result<()> {
-        let ctrl = self.ctrl();
-        let Some(r) = retrying else {
-            let mut asked = 0;
+    fn look_disturbed<L: Look>(&self, whole: &Whole<'_>, look: &mut L) -> Result<(L::Out, u64)> {
+        let ctrl = whole.ctrl();
+        let metas = whole.metas();
+        let mut asked = 0;
+        let mut backoff = Backoff::default();
+        ask_hold_off(ctrl, &mut asked);
+        let r = loop {
+            let seen = match protocol::read(ctrl, metas, |c, meta| look.look(&whole.view(c, meta)))
+            {
+                Pass::Done { found, version } => break Ok((found, version)),
+                Pass::Retry { seen } => seen,
+            };
             ask_hold_off(ctrl, &mut asked);
-            *retrying = Some(Retrying {
-                backoff: Backoff::default(),
-                asked,
-            });
-            return Ok(());
+            if let Err(e) = backoff.retry(self.name(), "map", seen) {
+                break Err(e);
+            }
         };
-        ask_hold_off(ctrl, &mut r.asked);
-        r.backoff.retry(self.name(), "map", seen).inspect_err(|_| {
-            seqlock::end_hold_off(ctrl, r.asked);
-        })
+        seqlock::end_hold_off(ctrl, asked);
+        r
     }
 
     /// The writer: lock, catch the other copy up, apply `op` to it, publish, unlock, wake.
@@ -1590,9 +1793,9 @@ impl Map {
     fn apply(&self, dst: &Table<'_>, src: &Table<'_>, op: Op<'_>, version: u64) -> Did {
         match op {
             Op::Delete { key } => {
-                let did = dst.delete(key, tag_of(key));
+                let did = dst.delete(key);
                 if did == Did::Bad && dst.rebuild_from(src).is_some() {
-                    return dst.delete(key, tag_of(key));
+                    return dst.delete(key);
                 }
                 did
             }
@@ -1614,10 +1817,9 @@ impl Map {
     /// Replays op `v` (the last-op record's key) from the published copy `src` into `dst`,
     /// which is at `v - 1`. `None` when that fails; the caller then rebuilds.
     fn replay(&self, dst: &Table<'_>, src: &Table<'_>, key: &[u8]) -> Option<()> {
-        let tag = tag_of(key);
-        match src.find(key, tag) {
+        match src.find(&Key::new(key)) {
             Find::Bad => None,
-            Find::Absent { .. } => match dst.delete(key, tag) {
+            Find::Absent { .. } => match dst.delete(key) {
                 Did::Deleted | Did::Missing => Some(()),
                 _ => None,
             },
@@ -1924,6 +2126,25 @@ mod tests {
         }
     }
 
+    /// The tail word of every key length and start is the zero-padded word of those bytes.
+    #[test]
+    fn the_tail_word_is_the_padded_word_of_the_last_bytes() {
+        let key: Vec<u8> = (0..=40u8).map(|i| i.wrapping_mul(29) ^ 0x3c).collect();
+        for n in 1..=40usize {
+            for start in (n.saturating_sub(7)..n).filter(|s| (n - s) % 8 != 0) {
+                let folded = key[start..n]
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+                assert_eq!(
+                    tail_word(&key[..n], start),
+                    folded,
+                    "{n} bytes from {start}"
+                );
+            }
+        }
+    }
+
     /// A private directory on `/dev/shm`, removed on drop.
     #[cfg(target_os = "linux")]
     struct Dir(std::path::PathBuf);
@@ -2185,6 +2406,53 @@ mod tests {
     /// so the test may write it): slots at and past the heap's end, key and value lengths that
     /// run past it, a key length of 0 or over 255, a matching tag on another key. Each is
     /// `Bad` or a miss, never an access outside the heap; the intact entry is still found.
+    /// The probe's key comparison (two masked words for keys of up to 16 bytes, a loop for
+    /// longer ones): keys of every length are found, and a key with the same tag (forced)
+    /// whose bytes differ in one byte, or which is one byte shorter, is not.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn keys_that_differ_in_one_byte_or_in_length_are_told_apart() {
+        let d = Dir::new();
+        let m = Map::builder("twins")
+            .dir(&d.0)
+            .capacity(256 * 1024)
+            .open()
+            .unwrap();
+        let base: Vec<u8> = (0..MAX_KEY_LEN).map(|i| b'a' + (i % 26) as u8).collect();
+        let lens: Vec<usize> = (1..=40).chain([63, 64, 65, 254, 255]).collect();
+        for &n in &lens {
+            m.set(&base[..n], format!("value of {n}").as_bytes())
+                .unwrap();
+        }
+        let copy = (m.version() & 1) as usize;
+        let t = Table::new(m.mem(), m.layout, copy);
+        for &n in &lens {
+            let key = &base[..n];
+            let real = Key::new(key);
+            let Find::Present { rec, .. } = t.find(&real) else {
+                panic!("{n} bytes: not found");
+            };
+            let mut buf = vec![0u8; rec.val_len];
+            t.read_value(&rec, &mut buf).unwrap();
+            assert_eq!(buf, format!("value of {n}").as_bytes(), "{n} bytes");
+            let same_tag = |bytes: &[u8]| {
+                let k = Key {
+                    hash: real.hash,
+                    ..Key::new(bytes)
+                };
+                matches!(t.find(&k), Find::Absent { .. })
+            };
+            for at in (0..n).filter(|i| n <= 20 || [0, 7, 8, 15, 16, n - 1].contains(i)) {
+                let mut twin = key.to_vec();
+                twin[at] ^= 0x20;
+                assert!(same_tag(&twin), "{n} bytes, byte {at} changed");
+            }
+            if n > 1 {
+                assert!(same_tag(&key[..n - 1]), "{n} bytes less one");
+            }
+        }
+    }
+
     #[test]
     #[cfg(target_os = "linux")] // (a private directory; the probe itself is platform-free)
     fn the_probe_refuses_records_that_leave_the_heap() {
@@ -2200,8 +2468,8 @@ mod tests {
         let copy = ((m.version() + 1) & 1) as usize;
         let t = Table::new(mem, m.layout, copy);
         let tag = tag_of(b"k");
-        assert!(matches!(t.find(b"k", tag), Find::Present { .. }));
-        let at = match t.find(b"k", tag) {
+        assert!(matches!(t.find(&Key::new(b"k")), Find::Present { .. }));
+        let at = match t.find(&Key::new(b"k")) {
             Find::Present { at, .. } => at,
             _ => unreachable!(),
         };
@@ -2225,15 +2493,20 @@ mod tests {
             }
             t.bucket(at).store(bucket(slot), Ordering::Relaxed);
             assert!(
-                matches!(t.find(b"k", tag), Find::Bad),
+                matches!(t.find(&Key::new(b"k")), Find::Bad),
                 "slot {slot}, header {head:?}"
             );
         }
         // Another key under the same tag: a miss, then the probe goes on to an empty bucket.
         t.rebuild_from(&Table::new(mem, m.layout, copy ^ 1))
             .unwrap();
-        assert!(matches!(t.find(b"k", tag), Find::Present { .. }));
-        assert!(matches!(t.find(b"j", tag), Find::Absent { .. }));
+        assert!(matches!(t.find(&Key::new(b"k")), Find::Present { .. }));
+        // A key whose tag matches but whose bytes differ is absent.
+        let j = Key {
+            hash: Key::new(b"k").hash,
+            ..Key::new(b"j")
+        };
+        assert!(matches!(t.find(&j), Find::Absent { .. }));
         assert_eq!(m.get("k").unwrap().map(|(v, _)| v), Some(b"w".to_vec()));
     }
 
