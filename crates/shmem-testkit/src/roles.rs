@@ -769,7 +769,7 @@ fn fork_hold(dir: &str, name: &str, rest: &[&str]) -> Res {
 }
 
 /// `orphan ours|zeros`: plays a creator killed between `shmget` and `IPC_RMID`: makes a
-/// private SysV segment of 4096 bytes, writes our header into it (`ours`: layout 2, SysV
+/// private SysV segment of 4096 bytes, writes our header into it (`ours`: this library's layout, SysV
 /// storage, its own id) or leaves it zero-filled (`zeros`: one that died before its `shmat`,
 /// or another program's), prints `shmid=N`, and exits without marking it.
 fn orphan(what: &str) -> Res {

@@ -5,8 +5,9 @@
 //!      0     8  magic        "SHMEMSEG" (written last by the initialiser)
 //!      8     4  layout       layout version, 3 (2 had no flags word: its writers would
 //!                            not honour `WakePolicy`, so it is refused)
-//!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs), 4 = a map
-//!                            (map.rs, map layout 2); 3 was map layout 1, refused
+//!     12     4  kind         1 = raw bytes, 2 = a shared value (value.rs), 5 = a map
+//!                            (map.rs, map layout 3); 3 and 4 were map layouts 1 and 2,
+//!                            refused
 //!     16     4  lifetime     1 = transient, 2 = persistent
 //!     20     4  creator_pid  pid of the process that initialised this generation
 //!     24     8  size         bytes of the segment's memory, this header included
@@ -97,10 +98,13 @@ pub enum Kind {
     Map,
 }
 
-/// The kind number of a map of the current map layout (2: with wait buckets, `map.rs`).
-const MAP_KIND: u32 = 4;
-/// The kind number of map layout 1 (no wait buckets), which this library refuses.
-const OLD_MAP_KIND: u32 = 3;
+/// The kind number of a map of the current map layout (3: the folded-multiply key hash,
+/// `map.rs`).
+const MAP_KIND: u32 = 5;
+/// The kind numbers of map layouts 1 (no wait buckets) and 2 (the multiply-rotate key hash,
+/// whose buckets this library would not find), which this library refuses, with the layout
+/// each stands for.
+const OLD_MAP_KINDS: [(u32, u32); 2] = [(3, 1), (4, 2)];
 
 impl Kind {
     fn to_raw(self) -> u32 {
@@ -327,12 +331,13 @@ fn fields(name: &str, bytes: &[u8], file_len: u64) -> Result<Header> {
             reason: format!("layout version {layout}, this library reads {LAYOUT_VERSION}"),
         });
     }
-    if u32_at(12) == OLD_MAP_KIND {
+    if let Some((_, old)) = OLD_MAP_KINDS.iter().find(|(k, _)| *k == u32_at(12)) {
         return Err(Error::Incompatible {
             name: name.to_owned(),
-            reason: "a map of map layout 1 (made by an older shmem, without wait buckets); \
-                     this library reads map layout 2"
-                .into(),
+            reason: format!(
+                "a map of map layout {old} (made by an older shmem); this library reads map \
+                 layout 3"
+            ),
         });
     }
     let kind = Kind::from_raw(u32_at(12))
@@ -651,19 +656,22 @@ mod tests {
     }
 
     #[test]
-    fn a_map_of_the_old_map_layout_is_refused_by_name() {
+    fn maps_of_the_old_map_layouts_are_refused_by_name() {
         assert_eq!(
-            match parse("t", &bytes(4, 1, 128, 1), 128) {
+            match parse("t", &bytes(5, 1, 128, 1), 128) {
                 Ok(Parsed::Ready(h)) => Some(h.kind),
                 _ => None,
             },
             Some(Kind::Map)
         );
-        match parse("t", &bytes(3, 1, 128, 1), 128) {
-            Err(e @ Error::Incompatible { .. }) => {
-                assert!(e.to_string().contains("map layout 1"), "{e}")
+        for (kind, layout) in [(3, 1), (4, 2)] {
+            match parse("t", &bytes(kind, 1, 128, 1), 128) {
+                Err(e @ Error::Incompatible { .. }) => assert!(
+                    e.to_string().contains(&format!("map layout {layout}")),
+                    "{e}"
+                ),
+                other => panic!("map layout {layout} gave {other:?}"),
             }
-            other => panic!("map layout 1 gave {other:?}"),
         }
     }
 }

@@ -19,7 +19,7 @@ const KEY_A: &str = "key-a";
 const KEY_B: &str = "key-b";
 
 /// Data offsets (from the end of the 64-byte header) of the control line's `sleepers` flag and
-/// lock word and of the map's 64 wait buckets (`wake` u32, `sleepers` u32 each): map layout 2
+/// lock word and of the map's 64 wait buckets (`wake` u32, `sleepers` u32 each): map layout 3
 /// (`map.rs`).
 const SLEEPERS_AT: usize = 12;
 const LOCK_AT: usize = 16;
