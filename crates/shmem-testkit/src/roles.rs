@@ -77,6 +77,9 @@ pub fn run(args: &[String]) -> ! {
         ["ro-waiter", dir, name, since, timeout_ms] => {
             ro_waiter(dir, name, num(since), num(timeout_ms))
         }
+        ["ro-map-waiter", dir, name, key, since, timeout_ms] => {
+            ro_map_waiter(dir, name, key, num(since), num(timeout_ms))
+        }
         _ => {
             eprintln!("shmem-helper: bad arguments {args:?}");
             std::process::exit(2);
@@ -979,6 +982,35 @@ fn ro_waiter(dir: &str, name: &str, since: u64, timeout_ms: u64) -> Res {
     match v.wait_changed(since, Some(Duration::from_millis(timeout_ms))) {
         Ok(version) => println!("changed {version} {}", v.get_string()?.0),
         Err(shmem::Error::Timeout { .. }) => println!("timeout"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `ro-map-waiter DIR NAME KEY SINCE TIMEOUT_MS`: on a read-only handle of map NAME, waits
+/// for KEY's version (`-`: the map version) to move past SINCE; prints `changed V VALUE`
+/// (the key's value, or `-` for a whole-map wait), `timeout`, or `refused(ERROR)` for a
+/// permission error.
+fn ro_map_waiter(dir: &str, name: &str, key: &str, since: u64, timeout_ms: u64) -> Res {
+    let m = Map::builder(name)
+        .dir(dir)
+        .access(shmem::Access::ReadOnly)
+        .open_existing()?;
+    println!("waiting");
+    let t = Some(Duration::from_millis(timeout_ms));
+    let r = if key == "-" {
+        m.wait_any(since, t)
+    } else {
+        m.wait_changed(key, since, t)
+    };
+    match r {
+        Ok(version) if key == "-" => println!("changed {version} -"),
+        Ok(version) => {
+            let value = m.get(key)?.map(|(v, _)| v).unwrap_or_default();
+            println!("changed {version} {}", String::from_utf8_lossy(&value));
+        }
+        Err(shmem::Error::Timeout { .. }) => println!("timeout"),
+        Err(e @ shmem::Error::PermissionDenied { .. }) => println!("refused({e})"),
         Err(e) => return Err(e.into()),
     }
     Ok(())

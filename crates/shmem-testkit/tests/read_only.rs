@@ -1,13 +1,13 @@
 //! Read-only handles (`Access::ReadOnly`) across real processes: they read, never write (the
 //! kernel maps them read-only, every write is a permission error), hold a transient segment
-//! alive like any handle, and wait without announcing themselves on values whose every
-//! publish wakes.
+//! alive like any handle, and wait without announcing themselves on values and maps whose
+//! every publish wakes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shmem::{admin, Access, Error, Lifetime, Segment, Value, WakePolicy};
+use shmem::{admin, Access, Error, Lifetime, Map, Segment, Value, WakePolicy};
 use shmem_testkit::{field, unique_name, wait_for, Proc, TestDir};
 
 const T: Duration = Duration::from_secs(30);
@@ -379,20 +379,27 @@ fn a_forked_child_of_a_read_only_holder_holds_the_segment_with_its_own_lock() {
 }
 
 #[test]
-fn only_values_pay_for_read_only_waiters() {
-    // A 0644 value wakes at every publish (its read-only handles can wait); a 0644 map, which
-    // has no read-only handle, and a raw segment keep waking announced waiters only.
+fn values_and_maps_that_others_may_only_read_wake_at_every_publish() {
+    // A 0644 value or map wakes at every publish (its read-only handles can wait, and cannot
+    // announce themselves); a 0600 one, which no one reads without writing, and a raw
+    // segment, which has no waits, keep waking announced waiters only. (Maps used to keep
+    // `Announced` whatever their mode, when they had no read-only handles.)
     let dir = TestDir::new("ro");
     let d = dir.path().to_str().unwrap();
     let value = shared_value(d, &unique_name("ro-policy-value"));
     assert_eq!(value.segment().header().wake, WakePolicy::EveryPublish);
-    let map = shmem::Map::builder(&unique_name("ro-policy-map"))
-        .dir(d)
-        .capacity(1024)
-        .mode(0o644)
-        .open()
-        .unwrap();
-    assert_eq!(map.segment().header().wake, WakePolicy::Announced);
+    let map = |mode| {
+        Map::builder(&unique_name("ro-policy-map"))
+            .dir(d)
+            .capacity(1024)
+            .mode(mode)
+            .open()
+            .unwrap()
+    };
+    let (shared, private) = (map(0o644), map(0o600));
+    assert_eq!(shared.segment().header().wake, WakePolicy::EveryPublish);
+    assert_eq!(map(0o640).segment().header().wake, WakePolicy::EveryPublish);
+    assert_eq!(private.segment().header().wake, WakePolicy::Announced);
     let raw = Segment::builder(&unique_name("ro-policy-raw"))
         .dir(d)
         .size(64)
@@ -400,6 +407,298 @@ fn only_values_pay_for_read_only_waiters() {
         .open()
         .unwrap();
     assert_eq!(raw.header().wake, WakePolicy::Announced);
-    drop((value, map, raw));
+    drop((value, shared, private, raw));
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+// ---- maps ----
+
+fn read_only_map(dir: &TestDir, name: &str) -> shmem::MapBuilder {
+    Map::builder(name).dir(dir.path()).access(Access::ReadOnly)
+}
+
+/// Opens (creating) a transient map `name` in `d` with mode 0644: others may read it without
+/// writing, so its writers wake at every publish (`WakePolicy::EveryPublish`).
+fn shared_map(d: &str, name: &str) -> Map {
+    Map::builder(name)
+        .dir(d)
+        .capacity(64 * 1024)
+        .mode(0o644)
+        .open()
+        .unwrap()
+}
+
+fn assert_map_refused<T: std::fmt::Debug>(r: Result<T, Error>, name: &str, op: &str) {
+    match r {
+        Err(e @ Error::PermissionDenied { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(name) && msg.contains(op), "{msg}");
+            assert!(msg.contains("read-only"), "{msg}");
+        }
+        other => panic!("{op} on a read-only map: {other:?}"),
+    }
+}
+
+#[test]
+fn a_read_only_map_reads_through_a_read_only_mapping_and_every_write_is_refused() {
+    let dir = TestDir::new("ro");
+    for lifetime in [Lifetime::Transient, Lifetime::Persistent] {
+        let name = unique_name("ro-map");
+        let rw = Map::builder(&name)
+            .dir(dir.path())
+            .capacity(64 * 1024)
+            .lifetime(lifetime)
+            .mode(0o644)
+            .open()
+            .unwrap();
+        rw.set("a", b"alpha").unwrap();
+        rw.set("b", b"beta").unwrap();
+        let ro = read_only_map(&dir, &name).open_existing().unwrap();
+        assert_eq!(ro.segment().access(), Access::ReadOnly);
+        assert!(!ro.created());
+        let perms = mapping_perms(ro.segment().as_ptr() as usize);
+        assert!(
+            perms.starts_with("r-") && perms.ends_with('s'),
+            "{lifetime:?}: {perms}"
+        );
+        let before = rw.snapshot().unwrap();
+        assert_eq!(ro.get("a").unwrap(), Some((b"alpha".to_vec(), 1)));
+        assert_eq!(ro.get("zz").unwrap(), None);
+        let mut buf = [0u8; 8];
+        assert_eq!(ro.get_into("b", &mut buf).unwrap(), Some((4, 2)));
+        assert_eq!(&buf[..4], b"beta");
+        assert!(ro.contains_key("a").unwrap());
+        assert_eq!((ro.len().unwrap(), ro.version()), (2, 2));
+        assert_eq!(ro.snapshot().unwrap(), before);
+        let keys: Vec<Vec<u8>> = ro.iter().unwrap().map(|e| e.key).collect();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+
+        // Every write is refused before anything is touched, whatever its arguments.
+        assert_map_refused(ro.set("a", b"forged"), &name, "set");
+        assert_map_refused(ro.set("new", b"x"), &name, "set");
+        assert_map_refused(ro.set("", b"x"), &name, "set");
+        assert_map_refused(ro.set("big", &vec![0u8; 1 << 20]), &name, "set");
+        assert_map_refused(ro.delete("b"), &name, "delete");
+        assert_map_refused(ro.delete("missing"), &name, "delete");
+        assert_eq!(ro.snapshot().unwrap(), before, "nothing changed");
+        assert_eq!(rw.snapshot().unwrap(), before, "nothing changed");
+
+        // The writer goes on, and the reader sees it.
+        rw.set("a", b"again").unwrap();
+        rw.delete("b").unwrap();
+        assert_eq!(ro.get("a").unwrap(), Some((b"again".to_vec(), 3)));
+        assert_eq!((ro.len().unwrap(), ro.version()), (1, 4));
+        drop((ro, rw));
+        if lifetime == Lifetime::Persistent {
+            admin::remove(dir.path(), &name, false).unwrap();
+        }
+    }
+    // Never creates.
+    let missing = unique_name("ro-map-missing");
+    let b = read_only_map(&dir, &missing).capacity(1024);
+    assert!(matches!(b.open(), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        b.create_new(),
+        Err(Error::PermissionDenied { .. })
+    ));
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+/// A read-only reader under a writer that republishes flat out: its retries never ask
+/// writers to hold off (the mapping is read-only, so a write of `hold_off` would fault: this
+/// test dies of SIGSEGV if the reader asks), and every value it reads is whole.
+#[test]
+fn a_read_only_map_reader_under_a_busy_writer_reads_whole_values_without_writing() {
+    const LEN: usize = 32 * 1024;
+    const ITERS: u32 = 5_000;
+    let dir = TestDir::new("ro");
+    let name = unique_name("ro-map-busy");
+    let rw = Map::builder(&name)
+        .dir(dir.path())
+        .capacity(4 * LEN)
+        .mode(0o644)
+        .open()
+        .unwrap();
+    rw.set("k", &[0u8; LEN]).unwrap();
+    let ro = read_only_map(&dir, &name).open_existing().unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=ITERS {
+                rw.set("k", &[i as u8; LEN]).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        let mut reads = 0u64;
+        let mut buf = vec![0u8; LEN];
+        while !done.load(Ordering::SeqCst) || reads == 0 {
+            let (n, _) = ro.get_into("k", &mut buf).unwrap().expect("k is set");
+            assert_eq!(n, LEN);
+            assert!(buf.iter().all(|&b| b == buf[0]), "a torn value");
+            reads += 1;
+        }
+    });
+    assert_eq!(ro.get("k").unwrap().unwrap().0, vec![ITERS as u8; LEN]);
+    drop((ro, rw));
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+#[test]
+fn read_only_map_waiters_in_another_process_are_woken_by_sets_of_their_key_or_any_key() {
+    let dir = TestDir::new("ro");
+    let d = dir.path().to_str().unwrap();
+    let name = unique_name("ro-map-wait");
+    let sut = shared_map(d, &name);
+    assert_eq!(sut.segment().header().wake, WakePolicy::EveryPublish);
+
+    // One key: a set of another key wakes it too (it sleeps on the control line), and it
+    // sleeps again after re-checking its key; the set of its key ends the wait.
+    let mut waiter = Proc::spawn(["ro-map-waiter", d, &name, "key-a", "0", "30000"]);
+    waiter.expect("waiting", T);
+    assert!(
+        wait_for(T, || in_futex_waitv(waiter.pid())),
+        "the waiter sleeps"
+    );
+    let wakeups = |pid: u32| {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let n = |k: &str| -> u64 {
+            s.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap()
+        };
+        n("voluntary_ctxt_switches:") + n("nonvoluntary_ctxt_switches:")
+    };
+    let switches = wakeups(waiter.pid());
+    sut.set("key-b", b"not this one").unwrap();
+    // It was woken (it ran again) and went back to sleep on the same wait.
+    assert!(
+        wait_for(T, || wakeups(waiter.pid()) > switches
+            && in_futex_waitv(waiter.pid())),
+        "the waiter woke for another key's set and slept again"
+    );
+    sut.set("key-a", b"woken").unwrap();
+    let (status, out) = waiter.wait_output(T);
+    assert!(status.success(), "{out:?}");
+    assert_eq!(out.last().unwrap(), "changed 2 woken");
+
+    // Any key.
+    let since = sut.version().to_string();
+    let mut waiter = Proc::spawn(["ro-map-waiter", d, &name, "-", &since, "30000"]);
+    waiter.expect("waiting", T);
+    assert!(wait_for(T, || in_futex_waitv(waiter.pid())));
+    sut.delete("key-b").unwrap();
+    let (status, out) = waiter.wait_output(T);
+    assert!(status.success(), "{out:?}");
+    assert_eq!(out.last().unwrap(), "changed 3 -");
+
+    // Nothing changes: both time out.
+    for key in ["key-a", "-"] {
+        let since = if key == "-" { "3" } else { "2" };
+        let waiter = Proc::spawn(["ro-map-waiter", d, &name, key, since, "50"]);
+        let (status, out) = waiter.wait_output(T);
+        assert!(status.success(), "{out:?}");
+        assert_eq!(out.last().unwrap(), "timeout", "{key}");
+    }
+    drop(sut);
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+#[test]
+fn a_read_only_wait_on_a_map_whose_writers_wake_only_announced_waiters_is_refused() {
+    let dir = TestDir::new("ro");
+    let d = dir.path().to_str().unwrap();
+    let name = unique_name("ro-map-nowait");
+    let sut = Map::builder(&name).dir(d).capacity(4096).open().unwrap(); // 0600: nobody reads without writing
+    assert_eq!(sut.segment().header().wake, WakePolicy::Announced);
+    let ro = read_only_map(&dir, &name)
+        .wait_spin(Duration::ZERO)
+        .open_existing()
+        .unwrap();
+    let refused = |r: Result<u64, Error>| match r {
+        Err(e @ Error::PermissionDenied { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&name) && msg.contains("read-write"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    };
+    refused(ro.wait_changed("k", 0, Some(Duration::from_secs(5))));
+    refused(ro.wait_any(0, Some(Duration::from_secs(5))));
+    // And in another process (another handle of the same user).
+    let waiter = Proc::spawn(["ro-map-waiter", d, &name, "k", "0", "5000"]);
+    let (status, out) = waiter.wait_output(T);
+    assert!(status.success(), "{out:?}");
+    let last = out.last().unwrap();
+    assert!(
+        last.starts_with("refused(") && last.contains(&name),
+        "{last}"
+    );
+    // A change already there is still reported (no sleep needed).
+    sut.set("k", b"x").unwrap();
+    assert_eq!(
+        ro.wait_changed("k", 0, Some(Duration::from_secs(5)))
+            .unwrap(),
+        1
+    );
+    assert_eq!(ro.wait_any(0, Some(Duration::from_secs(5))).unwrap(), 1);
+    refused(ro.wait_changed("k", 1, Some(Duration::from_secs(5))));
+    drop((ro, sut));
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+#[test]
+fn a_read_only_map_wait_is_cancelled_from_another_thread_without_writing() {
+    let dir = TestDir::new("ro");
+    let d = dir.path().to_str().unwrap();
+    let name = unique_name("ro-map-cancel");
+    let sut = Map::builder(&name)
+        .dir(d)
+        .capacity(4096)
+        .mode(0o640)
+        .open()
+        .unwrap();
+    let ro = read_only_map(&dir, &name)
+        .wait_spin(Duration::ZERO)
+        .open_existing()
+        .unwrap();
+    // One cancel (flag, then one wake_waiters) at a different moment of the waiter's loop
+    // each round, on one key's wait and on the whole map's in turn; a lost wake-up would leave
+    // the waiter asleep until the receive times out.
+    for round in 0..200u32 {
+        let cancel = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tid_tx
+                    .send(rustix::thread::gettid().as_raw_nonzero().get())
+                    .unwrap();
+                let cancelled = || cancel.load(Ordering::SeqCst);
+                let r = if round % 2 == 0 {
+                    ro.wait_changed_unless("k", 0, Some(T), cancelled)
+                } else {
+                    ro.wait_any_unless(0, Some(T), cancelled)
+                };
+                tx.send(r.map_err(|e| e.to_string())).unwrap();
+            });
+            let tid = tid_rx.recv().unwrap();
+            if round % 4 < 2 {
+                // Once in a while, only when it sleeps in the kernel.
+                let path = format!("/proc/self/task/{tid}/syscall");
+                assert!(wait_for(T, || std::fs::read_to_string(&path)
+                    .is_ok_and(|s| s.starts_with("449 "))));
+            } else {
+                for _ in 0..(round * 37) % 5000 {
+                    std::hint::spin_loop();
+                }
+            }
+            cancel.store(true, Ordering::SeqCst);
+            ro.wake_waiters();
+            let r = rx.recv_timeout(T).expect("the cancelled waiter returns");
+            assert_eq!(r, Ok(None), "round {round}: cancelled, not changed");
+        });
+    }
+    assert_eq!(sut.version(), 0, "nothing was published");
+    drop((ro, sut));
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }

@@ -172,20 +172,23 @@ impl Storage {
     }
 }
 
-/// How a value's writers wake its waiters, fixed when a generation is created.
+/// How the writers of a value or a map wake its waiters, fixed when a generation is created.
 ///
-/// A waiter with write access announces itself (the `sleepers` flag, `seqlock.rs`) and writers
-/// make the `FUTEX_WAKE` system call only when they find it. A waiter on a read-only handle
-/// cannot write that flag, so a generation whose mode lets users read it who cannot write it
-/// (group or other read without write, as 0644 or 0640) is created with
-/// [`WakePolicy::EveryPublish`]: every publish wakes, announced or not (one system call per
-/// publish, for such segments only), and read-only handles may wait. Decided from the name
-/// file's mode when the generation is made; a later `chmod` applies to the next generation.
+/// A waiter with write access announces itself (the `sleepers` flag, `seqlock.rs`; a map's
+/// one-key waiter on its key's wait bucket) and writers make the `FUTEX_WAKE` system call only
+/// when they find it. A waiter on a read-only handle cannot write that flag, so a value or map
+/// generation whose mode lets users read it who cannot write it (group or other read without
+/// write, as 0644 or 0640) is created with [`WakePolicy::EveryPublish`]: every publish wakes
+/// the control line's waiters, announced or not (one system call per publish, for such
+/// segments only), and read-only handles may wait (a map's read-only waiters, of one key or
+/// of any, all sleep there). Decided from the name file's mode when the generation is made; a
+/// later `chmod` applies to the next generation. Raw segments have no waits and stay
+/// [`WakePolicy::Announced`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum WakePolicy {
     /// Writers wake only announced waiters (no system call per publish otherwise); a
-    /// read-only handle cannot wait on such a value.
+    /// read-only handle cannot wait on such a value or map.
     #[default]
     Announced,
     /// Every publish wakes, so read-only handles can wait too.
@@ -244,7 +247,7 @@ pub struct Header {
     pub shmid: i32,
     /// Random, new for every generation: what a joiner compares after attaching by id.
     pub token: u64,
-    /// How writers of a value wake its waiters.
+    /// How writers of a value or map wake its waiters.
     pub wake: WakePolicy,
 }
 
@@ -635,6 +638,14 @@ mod tests {
         assert_eq!(
             ready(parse("t", &plain.encode(), 64)).wake,
             WakePolicy::Announced
+        );
+        // A map's header carries the flag too (its read-only handles wait on it).
+        let map = Header::new(Kind::Map, Lifetime::Transient, 128, Storage::SysV, 3)
+            .with_wake(WakePolicy::EveryPublish);
+        let parsed = ready(parse("t", &map.encode(), 64));
+        assert_eq!(
+            (parsed.kind, parsed.wake),
+            (Kind::Map, WakePolicy::EveryPublish)
         );
     }
 

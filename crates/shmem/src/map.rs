@@ -87,6 +87,28 @@
 //! `B` buckets. Readers treat an inconsistency as a retry and report [`Error::Corrupt`] when it
 //! persists (the caller's deadline, as for `Value`); writers rebuild their copy from the
 //! published one, and report `Corrupt` if that is itself unusable.
+//!
+//! # Read-only handles (Linux)
+//! A map opened read-only (`MapBuilder::access(Access::ReadOnly)`: the name file `O_RDONLY`,
+//! SysV `SHM_RDONLY`, file storage `PROT_READ`) never writes the segment, as a value's
+//! read-only handle (`value.rs`): `set` and `delete` are refused with
+//! [`Error::PermissionDenied`] before any lock or word is touched. Its reader never asks
+//! writers to hold off (a write of `hold_off`): the undisturbed pass is the same for every
+//! handle, and only the cold retry path ([`Map::look_disturbed`]) differs, bounded by the
+//! read deadline alone (`retry.rs`, `Corrupt` after 2 s saying so). Its waiter cannot set a
+//! `sleepers` flag, neither the control line's nor a wait bucket's, so it needs writers that
+//! wake without being asked: a map created with a mode that lets group or others read
+//! without writing (0644, 0640) records `WakePolicy::EveryPublish`, and every publish on it
+//! makes the wake call on channel 0 (the control line) whatever its flag says, besides the
+//! usual wake of the key's bucket when a bucket waiter announced itself: one system call per
+//! `set` or `delete`, not two. A read-only waiter, for `wait_any` and for `wait_changed(key)`
+//! alike, sleeps unannounced on channel 0 and on its handle's private cancel word
+//! (`Writer::wait_unannounced`, as `Value`'s read-only wait): a one-key read-only waiter is
+//! therefore woken by every publish of the map, not only of its bucket, and re-checks its
+//! key's version each time (the bucket's word alone would not do: no publisher wakes a bucket
+//! unannounced). On a map without the policy a read-only wait is refused with a permission
+//! error (open it read-write to wait), unless the awaited change is already there.
+//! `wake_waiters` on a read-only handle wakes its own waiters only (the cancel word).
 
 pub(crate) mod protocol;
 
@@ -95,7 +117,7 @@ use std::time::{Duration, Instant};
 
 use crate::copy;
 use crate::error::{Error, Result};
-use crate::header::{Lifetime, HEADER_LEN};
+use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control};
@@ -1222,9 +1244,26 @@ impl MapBuilder {
         self
     }
 
-    /// The file mode of a newly created map (see [`Builder::mode`]).
+    /// The file mode of a newly created map (see [`Builder::mode`]). A mode that lets group
+    /// or others read without writing (0644, 0640) makes every `set` and `delete` wake
+    /// waiters, so that read-only handles can wait ([`crate::WakePolicy`]).
     pub fn mode(mut self, mode: u32) -> MapBuilder {
         self.seg = self.seg.mode(mode);
+        self
+    }
+
+    /// Read-write (the default) or read-only access (see [`crate::Access`]). A read-only map
+    /// needs only read permission and never writes the segment: `get`, `get_into`, `len`,
+    /// `snapshot`, `iter` and `version` work, `set` and `delete` fail with
+    /// [`Error::PermissionDenied`]. Its readers cannot ask writers to hold off, so under a
+    /// writer that never pauses a read is bounded only by its deadline ([`Error::Corrupt`]
+    /// after 2 s of disturbed passes). `wait_any` and `wait_changed` work on maps whose
+    /// writers wake at every publish ([`crate::WakePolicy::EveryPublish`]) and are refused on
+    /// the others; a read-only `wait_changed(key)` is woken by every change of the map and
+    /// re-checks its key (the module docs say why).
+    #[cfg(target_os = "linux")]
+    pub fn access(mut self, access: crate::Access) -> MapBuilder {
+        self.seg = self.seg.access(access);
         self
     }
 
@@ -1408,8 +1447,9 @@ impl Map {
     /// its most keys (nothing changes); [`Error::Timeout`] when another live writer holds the
     /// lock for longer than the lock timeout; [`Error::Corrupt`] when the published copy is
     /// unusable (a peer scribbled on it); [`Error::Io`] when this handle cannot claim its
-    /// liveness witness (first write only).
+    /// liveness witness (first write only); [`Error::PermissionDenied`] on a read-only handle.
     pub fn set(&self, key: impl AsRef<[u8]>, value: &[u8]) -> Result<u64> {
+        self.writable("set")?;
         let key = self.check_key(key.as_ref())?;
         let size = record_size(key.len(), value.len()).unwrap_or(usize::MAX);
         // A record's length field is 32 bits.
@@ -1432,6 +1472,7 @@ impl Map {
     /// # Errors
     /// As [`Map::set`], except `TooLarge` and `MapFull`.
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<Delete> {
+        self.writable("delete")?;
         let key = self.check_key(key.as_ref())?;
         self.write(Op::Delete { key })
     }
@@ -1562,8 +1603,15 @@ impl Map {
     /// two looks reads 0 both times, so a waiter with `since = 0` sleeps on (use
     /// [`Map::wait_any`] to see every change of the map).
     ///
+    /// On a read-only handle (Linux) it sleeps on the map's control line instead, unannounced,
+    /// so every change of the map wakes it and it re-checks its key's version each time (its
+    /// writers then make one wake call per publish, not one per bucket); only a map whose
+    /// writers wake at every publish allows it ([`crate::WakePolicy::EveryPublish`]).
+    ///
     /// # Errors
-    /// [`Error::InvalidKey`]; [`Error::Timeout`]; as [`Map::get`].
+    /// [`Error::InvalidKey`]; [`Error::Timeout`]; as [`Map::get`]; on a read-only handle,
+    /// [`Error::PermissionDenied`] when the map's writers wake only announced waiters and the
+    /// key has not changed yet.
     pub fn wait_changed(
         &self,
         key: impl AsRef<[u8]>,
@@ -1596,16 +1644,22 @@ impl Map {
             let (kv, _) = self.key_version(key)?;
             Ok((kv != since).then_some(kv))
         };
+        #[cfg(target_os = "linux")]
+        if self.read_only() {
+            return self.wait_read_only(deadline, w, changed, &cancelled);
+        }
         let ch = self.channel(tag_of(key));
         self.writer
             .wait(self.site(), ch, deadline, w, changed, &cancelled)
     }
 
     /// Sleeps until the map version differs from `since` (any key set or deleted), then
-    /// returns it; as [`Map::wait_changed`] otherwise.
+    /// returns it; as [`Map::wait_changed`] otherwise. A read-only handle (Linux) may wait
+    /// only on a map whose writers wake at every publish ([`crate::WakePolicy::EveryPublish`]).
     ///
     /// # Errors
-    /// [`Error::Timeout`]; [`Error::Io`] if the sleep in the kernel fails.
+    /// [`Error::Timeout`]; [`Error::Io`] if the sleep in the kernel fails; on a read-only
+    /// handle, [`Error::PermissionDenied`] as for [`Map::wait_changed`].
     pub fn wait_any(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
         self.wait_any_unless(since, timeout, || false)
             .map(|v| v.expect("never cancelled"))
@@ -1635,6 +1689,10 @@ impl Map {
             let v = ctrl.version.load(Ordering::Acquire);
             Ok((v != since).then_some(v))
         };
+        #[cfg(target_os = "linux")]
+        if self.read_only() {
+            return self.wait_read_only(deadline, w, changed, &cancelled);
+        }
         self.writer.wait(
             self.site(),
             Channel::control(ctrl),
@@ -1646,13 +1704,71 @@ impl Map {
     }
 
     /// Wakes every thread, in every process, that sleeps in a wait on this map.
+    ///
+    /// On a read-only handle, which may not write the segment's wake-up words, it wakes this
+    /// handle's own waiters only (how a wait is cancelled from another thread), and waiters
+    /// elsewhere sleep on.
     pub fn wake_waiters(&self) {
+        #[cfg(target_os = "linux")]
+        if self.read_only() {
+            self.writer.wake_local();
+            return;
+        }
         let mut words = vec![&self.ctrl().wake];
         words.extend(self.wait_buckets().iter().map(|b| &b.wake));
         self.writer.wake_waiters(self.site(), &words);
     }
 
     // ---- internals ----
+
+    /// A wait on a read-only handle: no `sleepers` flag (that would be a write), so it sleeps
+    /// unannounced on channel 0 and this handle's cancel word (`Writer::wait_unannounced`),
+    /// which only a map whose every publish wakes channel 0 allows. `changed` is the wait's
+    /// condition (the map version, or one key's version).
+    #[cfg(target_os = "linux")]
+    fn wait_read_only(
+        &self,
+        deadline: Option<Instant>,
+        w: WaitFor,
+        mut changed: impl FnMut() -> Result<Option<u64>>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        if let Some(v) = changed()? {
+            return Ok(Some(v)); // already changed: no sleep needed, whatever the policy
+        }
+        if self.seg.header().wake != WakePolicy::EveryPublish {
+            return Err(Error::PermissionDenied {
+                name: self.name().to_owned(),
+                reason: "a read-only handle cannot announce itself to writers, and this \
+                         map's writers wake only announced waiters (its mode gave no one \
+                         read access without write access when it was created: \
+                         WakePolicy::Announced); open it read-write to wait"
+                    .into(),
+            });
+        }
+        self.writer
+            .wait_unannounced(self.site(), deadline, w, changed, cancelled)
+    }
+
+    /// Whether this handle is read-only (Linux only; Windows handles always write).
+    #[inline]
+    fn read_only(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.seg.access() == crate::Access::ReadOnly;
+        #[cfg(not(target_os = "linux"))]
+        return false;
+    }
+
+    /// `Ok` when this handle may write; the permission error for `op` on a read-only one.
+    fn writable(&self, op: &str) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        return self.seg.writable(op);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = op;
+            Ok(())
+        }
+    }
 
     #[inline]
     fn check_key<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
@@ -1709,22 +1825,32 @@ impl Map {
 
     /// The passes after a disturbed one: each asks writers to hold off; from the second on
     /// the reader also backs off, until the stuck deadline ([`Error::Corrupt`]). The hold-off
-    /// requests are withdrawn either way.
+    /// requests are withdrawn either way. A read-only handle never asks (that is a write):
+    /// its deadline alone bounds it, and its `Corrupt` says so (`retry.rs`).
     #[cold]
     #[inline(never)]
     fn look_disturbed<L: Look>(&self, whole: &Whole<'_>, look: &mut L) -> Result<(L::Out, u64)> {
         let ctrl = whole.ctrl();
         let metas = whole.metas();
         let mut asked = 0;
-        let mut backoff = Backoff::default();
-        ask_hold_off(ctrl, &mut asked);
+        let may_ask = !self.read_only();
+        let mut backoff = if may_ask {
+            Backoff::default()
+        } else {
+            Backoff::without_hold_off()
+        };
+        if may_ask {
+            ask_hold_off(ctrl, &mut asked);
+        }
         let r = loop {
             let seen = match protocol::read(ctrl, metas, |c, meta| look.look(&whole.view(c, meta)))
             {
                 Pass::Done { found, version } => break Ok((found, version)),
                 Pass::Retry { seen } => seen,
             };
-            ask_hold_off(ctrl, &mut asked);
+            if may_ask {
+                ask_hold_off(ctrl, &mut asked);
+            }
             if let Err(e) = backoff.retry(self.name(), "map", seen) {
                 break Err(e);
             }
@@ -1740,7 +1866,13 @@ impl Map {
         drop(guard);
         if let Ok(Delete::Removed { .. }) = r {
             let ch = self.channel(tag_of(op.key()));
-            self.writer.wake_after_publish(self.site(), &[ch]);
+            if self.seg.header().wake == WakePolicy::EveryPublish {
+                // Read-only handles may wait on this map: they cannot announce themselves and
+                // sleep on channel 0, so every publish wakes it (`WakePolicy`, header.rs).
+                self.writer.wake_after_publish_always(self.site(), &[ch]);
+            } else {
+                self.writer.wake_after_publish(self.site(), &[ch]);
+            }
         }
         r
     }
@@ -2341,6 +2473,32 @@ mod tests {
                 "the old map was modified"
             );
         }
+    }
+
+    /// A read-only handle's retry path, called directly as after a disturbed pass, never asks
+    /// writers to hold off: its mapping is read-only, so the request (a write of `hold_off`)
+    /// would fault and kill the test. It still finds what the fast pass finds.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_read_only_handles_retries_never_ask_writers_to_hold_off() {
+        let d = Dir::new();
+        let b = Map::builder("ro-retry").dir(&d.0).mode(0o644);
+        let rw = b.clone().capacity(4096).open().unwrap();
+        rw.set("k", b"v").unwrap();
+        let ro = b.access(crate::Access::ReadOnly).open_existing().unwrap();
+        let whole = Whole::new(ro.mem(), &ro.geo).unwrap();
+        let mut look = KeyLook {
+            key: Key::new(b"k"),
+            read: IntoVec(Vec::new()),
+        };
+        let (found, version) = ro.look_disturbed(&whole, &mut look).unwrap();
+        assert_eq!((found, version), (Some(1), 1));
+        assert_eq!(look.read.0, b"v");
+        assert_eq!(ro.ctrl().hold_off.load(Ordering::Relaxed), 0);
+        assert!(matches!(
+            ro.set("k", b"w"),
+            Err(Error::PermissionDenied { .. })
+        ));
     }
 
     /// The keys the cross-process wait tests use lie in two different wait buckets.

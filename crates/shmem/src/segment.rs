@@ -175,9 +175,9 @@
 //!   died. Anything not provably live is [`Error::NotFound`]: only a writer may start a new
 //!   generation, and a dead one is for the next writer or `gc` to replace.
 //! - **It never writes.** Writes through the API are refused before they touch the memory
-//!   (`Segment::write`, `Value::set`...: [`Error::PermissionDenied`] naming the segment); the
-//!   value's readers skip the hold-off request and its waiters the `sleepers` flag
-//!   (`value.rs`), the two words readers and waiters otherwise write.
+//!   (`Segment::write`, `Value::set`, `Map::set`...: [`Error::PermissionDenied`] naming the
+//!   segment); the readers of a value or map skip the hold-off request and their waiters the
+//!   `sleepers` flags (`value.rs`, `map.rs`), the words readers and waiters otherwise write.
 //! - **Fork.** `fork.rs` opens the child's spare description with the handle's access mode.
 //!
 //! # Trust
@@ -220,9 +220,10 @@ const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 ///
 /// A read-only handle opens the name file `O_RDONLY`, attaches SysV memory with `SHM_RDONLY`
 /// and maps file storage `PROT_READ`, so it needs only read permission: a user who may read
-/// another user's 0644 segment can [`get`](crate::Value::get) it and wait on it. It never
-/// writes the segment: writes ([`Segment::write`], `Value::set`, `set_with`, `sole_writer`)
-/// fail with [`Error::PermissionDenied`] naming the segment, never a fault. It never creates
+/// another user's 0644 segment can [`get`](crate::Value::get) it (or a map's keys,
+/// [`crate::Map::get`]) and wait on it. It never writes the segment: writes
+/// ([`Segment::write`], `Value::set`, `set_with`, `sole_writer`, `Map::set`, `delete`) fail
+/// with [`Error::PermissionDenied`] naming the segment, never a fault. It never creates
 /// (opening is [`Builder::open_existing`]'s, whatever method is called) and holds the segment
 /// like any other handle (a read lock on the name file), so the segment lives while it is
 /// attached. As for read-write handles, another user's segment is opened only with a mode
@@ -852,11 +853,12 @@ impl Builder {
         if trusted {
             rfs::fchmod(fd, Mode::from_raw_mode(self.mode)).map_err(|e| self.err("fchmod", e))?;
         }
-        // Who may open the name file decides how a value's writers wake (header.rs,
-        // `WakePolicy`); only values have read-only waiters, so other kinds never pay for it.
+        // Who may open the name file decides how a value's or map's writers wake (header.rs,
+        // `WakePolicy`); only values and maps have read-only waiters, so a raw segment (no
+        // waits) never pays for it.
         let file = rfs::fstat(fd).map_err(|e| self.err("fstat", e))?;
         let wake = match kind {
-            Kind::Value => WakePolicy::for_mode(file.st_mode & 0o777),
+            Kind::Value | Kind::Map => WakePolicy::for_mode(file.st_mode & 0o777),
             _ => WakePolicy::Announced,
         };
         match fs {

@@ -55,9 +55,10 @@
 //! after its fence see the new version (and `wake`, bumped after it) and do not sleep; a
 //! waiter that read `wake` before the bump finds the futex word changed and returns at once.
 //!
-//! An unannounced waiter (a read-only handle, on an `EveryPublish` value only) skips the flag:
-//! `w = wake` (Acquire), re-read `version` (Acquire); sleep on `wake` only if it is still
-//! `since` ([`prepare_sleep_unannounced`] says why no wake-up is lost then).
+//! An unannounced waiter (a read-only handle, on an `EveryPublish` segment only) skips the flag:
+//! `w = wake` (Acquire, [`wake_seen`]), re-read `version` (Acquire); sleep on `wake` only if
+//! it is still `since` ([`wake_seen`] says why no wake-up is lost then). A map's read-only
+//! waiters do the same on its control line, for `wait_any` and for one key alike.
 
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -318,31 +319,19 @@ pub fn announce(sleepers: &AtomicU32, wake: &AtomicU32) -> u32 {
     wake.load(Ordering::Acquire)
 }
 
-/// What a waiter that announces nothing does next ([`prepare_sleep_unannounced`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sleep {
-    /// The version is still `since`: sleep on `wake` while it holds this value.
-    On(u32),
-    /// The version moved: return it.
-    Changed(u64),
-}
-
-/// The waiter's half for a waiter that cannot write (a read-only handle): read `wake`, then
-/// re-check `version`, announcing nothing. Sound only where every publish wakes
-/// (`WakePolicy::EveryPublish`): if the version read is still `since`, the `wake` read came
-/// before the publisher's bump (the bump is Release after the version store, the load
-/// Acquire before the version load), so a sleep on that value either fails at once (the bump
-/// came meanwhile) or is queued before the bump and woken by the publisher's unconditional
-/// wake-up after it.
+/// The waiter's half for a waiter that cannot write (a read-only handle): read the control
+/// line's `wake` (Acquire), announcing nothing; the caller then re-checks its condition with
+/// Acquire loads that start with `version` (a value's version, or a map reader's pass, which
+/// starts with the map version) and sleeps on `wake` while it holds the value returned
+/// (`Writer::wait_unannounced`). Sound only where every publish wakes
+/// (`WakePolicy::EveryPublish`): if the condition still holds, the `wake` read came before
+/// the bump of the publish that would end it (the bump is Release after the version store,
+/// and a `wake` load that saw it would make the version store visible to the loads after
+/// it), so a sleep on that value either fails at once (the bump came meanwhile) or is queued
+/// before the bump and woken by the publisher's unconditional wake-up after it.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-pub fn prepare_sleep_unannounced(ctrl: &Control, since: u64) -> Sleep {
-    let w = ctrl.wake.load(Ordering::Acquire);
-    let v = ctrl.version.load(Ordering::Acquire);
-    if v != since {
-        Sleep::Changed(v)
-    } else {
-        Sleep::On(w)
-    }
+pub fn wake_seen(ctrl: &Control) -> u32 {
+    ctrl.wake.load(Ordering::Acquire)
 }
 
 /// Bumps a channel's wake word (Release): after a publish that concerns the channel, and

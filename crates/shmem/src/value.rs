@@ -50,7 +50,8 @@
 //! `WakePolicy::EveryPublish` in its header, and every publish on it makes the `FUTEX_WAKE`
 //! call (one system call per `set`, on such values only: about 0.5 us here, BENCHMARKS.md).
 //! The waiter then reads `wake` and re-checks `version` without announcing itself
-//! (`seqlock::prepare_sleep_unannounced`, which states why no wake-up is lost) and sleeps with
+//! (`seqlock::wake_seen` and `Writer::wait_unannounced`, which state why no wake-up is lost;
+//! a map's read-only waiters use the same loop) and sleeps with
 //! `futex_waitv` on `wake` and a private word of its handle, which `wake_waiters` on a
 //! read-only handle bumps and wakes (so its own threads can still cancel its waits without
 //! writing the segment). A read-only wait on a value without the flag is refused with a
@@ -69,8 +70,6 @@ use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
 use crate::platform;
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
-#[cfg(target_os = "linux")]
-use crate::seqlock::Sleep;
 use crate::seqlock::{self, Control, Pass, SlotMeta};
 use crate::wlock;
 use crate::writer::{self, Channel, Site, WaitFor, Writer};
@@ -361,7 +360,7 @@ impl Value {
         if self.seg.header().wake == WakePolicy::EveryPublish {
             // Read-only handles may wait on this value: they cannot announce themselves, so
             // every publish wakes (`WakePolicy`, header.rs).
-            self.writer.wake_after_publish_always(self.site());
+            self.writer.wake_after_publish_always(self.site(), &[]);
         } else {
             self.writer.wake_after_publish(self.site(), &[]);
         }
@@ -524,23 +523,22 @@ impl Value {
         let at = self.site();
         #[cfg(target_os = "linux")]
         if self.read_only() {
-            return self.wait_read_only(at, since, deadline, w, changed, &cancelled);
+            return self.wait_read_only(at, deadline, w, changed, &cancelled);
         }
         self.writer
             .wait(at, Channel::control(ctrl), deadline, w, changed, &cancelled)
     }
 
     /// `wait_changed_unless` on a read-only handle: no `sleepers` flag (that would be a
-    /// write); after the spin it sleeps on `wake` and this handle's private cancel word
+    /// write); `writer.rs`'s unannounced wait, on `wake` and this handle's private cancel word
     /// (`platform/linux.rs`), which only a value whose every publish wakes allows.
     #[cfg(target_os = "linux")]
     fn wait_read_only(
         &self,
         at: Site<'_>,
-        since: u64,
         deadline: Option<Instant>,
         w: WaitFor,
-        mut changed: impl FnMut() -> Result<Option<u64>>,
+        changed: impl FnMut() -> Result<Option<u64>>,
         cancelled: &impl Fn() -> bool,
     ) -> Result<Option<u64>> {
         if self.seg.header().wake != WakePolicy::EveryPublish {
@@ -553,27 +551,8 @@ impl Value {
                     .into(),
             });
         }
-        if let Some(v) = self.writer.spin(deadline, &mut changed, cancelled)? {
-            return Ok(Some(v));
-        }
-        let sleeper = self.writer.sleeper(at, 0)?;
-        let ctrl = self.ctrl();
-        loop {
-            // Read before the cancel check, so that a cancel after it changes this word.
-            let cancel_seen = sleeper.cancel_seen();
-            if cancelled() {
-                return Ok(None);
-            }
-            let remaining = writer::remaining(at, deadline, w)?;
-            let word = match seqlock::prepare_sleep_unannounced(ctrl, since) {
-                Sleep::Changed(v) => return Ok(Some(v)),
-                Sleep::On(word) => word,
-            };
-            sleeper.wait_unannounced(&ctrl.wake, word, cancel_seen, remaining)?;
-            if let Some(v) = changed()? {
-                return Ok(Some(v));
-            }
-        }
+        self.writer
+            .wait_unannounced(at, deadline, w, changed, cancelled)
     }
 
     /// Whether this handle is read-only (Linux only; Windows handles always write).

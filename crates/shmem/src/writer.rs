@@ -20,11 +20,13 @@
 //! sees the waiter, or the waiter's loads after its fence see the change (or the bumped word,
 //! which makes its sleep return at once). A dead sleeper costs each of its channels one wake-up.
 //!
-//! Exceptions, for a value's read-only handles (which cannot write the segment): a value whose
-//! header says `WakePolicy::EveryPublish` wakes channel 0 at every publish
-//! ([`Writer::wake_after_publish_always`]), and its read-only waiters do not announce
-//! themselves (`Value::wait_read_only`); a read-only handle's `wake_waiters` bumps nothing
-//! shared and wakes only its own waiters ([`Writer::wake_local`], Linux).
+//! Exceptions, for read-only handles (which cannot write the segment; Linux): a value or map
+//! whose header says `WakePolicy::EveryPublish` wakes channel 0 at every publish
+//! ([`Writer::wake_after_publish_always`]; a map's announced bucket channels as usual besides),
+//! and its read-only waiters, of a value or of a map (`wait_any` and `wait_changed(key)` alike),
+//! do not announce themselves and sleep on channel 0 ([`Writer::wait_unannounced`]); a
+//! read-only handle's `wake_waiters` bumps nothing shared and wakes only its own waiters
+//! ([`Writer::wake_local`]).
 //!
 //! # Writer token
 //! A writer's identity is a *token* claimed at its handle's first write
@@ -181,12 +183,19 @@ impl Writer {
         }
     }
 
-    /// After a publish and the unlock, on a value whose every publish wakes
+    /// After a publish and the unlock, on a value or map whose every publish wakes
     /// (`WakePolicy::EveryPublish`, for read-only waiters that cannot announce themselves):
-    /// the same fence and flag, then the wake-up whether the flag was set or not.
-    pub(crate) fn wake_after_publish_always(&self, at: Site<'_>) {
+    /// the same fence and flag, then channel 0's wake-up whether its flag was set or not; the
+    /// channels of `more` (a map's wait bucket) as in [`Writer::wake_after_publish`], only if
+    /// announced. One wake call per publish, not two, unless a bucket waiter announced itself.
+    pub(crate) fn wake_after_publish_always(&self, at: Site<'_>, more: &[Channel<'_>]) {
         let _ = seqlock::after_publish(at.ctrl);
         self.wake(at, Channel::control(at.ctrl));
+        for &ch in more {
+            if seqlock::take_sleepers(ch.sleepers) == Wake::Sleepers {
+                self.wake(at, ch);
+            }
+        }
     }
 
     /// Linux: wakes this handle's own read-only waiters through their private cancel word,
@@ -274,6 +283,52 @@ impl Writer {
                 return Ok(None);
             }
             sleeper.wait(ch.wake, word, remaining)?;
+            WAKEUPS.fetch_add(1, Ordering::Relaxed);
+            if let Some(v) = changed()? {
+                return Ok(Some(v));
+            }
+        }
+    }
+
+    /// Linux: the wait of a read-only handle, which cannot set a may-sleep flag. Watches
+    /// `changed()` for the spin window, then sleeps on channel 0 (the control line's `wake`)
+    /// and on this handle's private cancel word (`platform/linux.rs`), announcing nothing:
+    /// before each re-check of `changed()` it reads `wake` ([`seqlock::wake_seen`]), and it
+    /// sleeps only while `wake` still holds that value and the cancel word what it held before
+    /// `cancelled()` was checked. Sound only where every publish wakes channel 0
+    /// (`WakePolicy::EveryPublish`, which the caller checks): `changed()`'s Acquire loads
+    /// start with the control line's `version` (a value's version; a map reader's pass), so if
+    /// it still reports no change, the publish that would make one had not bumped `wake` when
+    /// it was read, and the publisher's unconditional wake-up after its bump ends the sleep.
+    /// A map's one-key waiter is thus woken by every publish of the map and re-checks its key.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn wait_unannounced(
+        &self,
+        at: Site<'_>,
+        deadline: Option<Instant>,
+        w: WaitFor,
+        mut changed: impl FnMut() -> Result<Option<u64>>,
+        cancelled: &impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        if let Some(v) = changed()? {
+            return Ok(Some(v));
+        }
+        if let Some(v) = self.spin(deadline, &mut changed, cancelled)? {
+            return Ok(Some(v));
+        }
+        let sleeper = self.sleeper(at, 0)?;
+        loop {
+            // Read before the cancel check, so that a cancel after it changes this word.
+            let cancel_seen = sleeper.cancel_seen();
+            if cancelled() {
+                return Ok(None);
+            }
+            let remaining = remaining(at, deadline, w)?;
+            let word = seqlock::wake_seen(at.ctrl);
+            if let Some(v) = changed()? {
+                return Ok(Some(v));
+            }
+            sleeper.wait_unannounced(&at.ctrl.wake, word, cancel_seen, remaining)?;
             WAKEUPS.fetch_add(1, Ordering::Relaxed);
             if let Some(v) = changed()? {
                 return Ok(Some(v));

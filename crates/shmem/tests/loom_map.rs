@@ -14,7 +14,9 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 use loom::thread;
 use shmem::model::map as mp;
-use shmem::model::{after_publish, announce, take_sleepers, AtomicU64, Control, Ordering, Wake};
+use shmem::model::{
+    after_publish, announce, take_sleepers, wake_seen, AtomicU64, Control, Ordering, Wake,
+};
 
 const KEYS: usize = 2;
 
@@ -198,6 +200,41 @@ fn a_one_key_waiter_never_sleeps_through_a_set_of_its_key() {
                 woke && !woken_before,
                 "the waiter sleeps on key 1's bucket and the set of key 1 did not wake it \
                  (no wake call, or one made before it slept on an unchanged word)"
+            );
+        }
+    });
+}
+
+/// A read-only `Map::wait_changed(key 1, since 0)` on a `WakePolicy::EveryPublish` map
+/// (`Writer::wait_unannounced`: read the control line's `wake`, then a reader pass for the
+/// key's version, announcing nothing) against a writer of op 1 (key 0) and op 2 (key 1), each
+/// publish followed by the unconditional wake call on the control line. If the waiter decides
+/// to sleep (key 1 still absent), the word it sleeps on predates op 2's bump: its
+/// `FUTEX_WAIT` fails at once or is queued before the bump, so the wake call that follows the
+/// bump ends it. No wake-up of its key is lost.
+#[test]
+fn an_unannounced_one_key_waiter_sleeps_only_on_a_word_from_before_its_keys_set() {
+    loom::model(|| {
+        let s = Arc::new(Shared::default());
+        let waiter = {
+            let s = Arc::clone(&s);
+            thread::spawn(move || {
+                let w = wake_seen(&s.ctrl);
+                match s.read(2) {
+                    Some((_, t)) if t[1] == 0 => Some(w), // would sleep on `w`
+                    _ => None,                            // saw the change, or would retry
+                }
+            })
+        };
+        let k0 = s.write(None);
+        let after_op1 = s.ctrl.wake.load(Ordering::Relaxed);
+        let k1 = s.write(None);
+        assert_eq!((k0, k1), (0, 1));
+        if let Some(w) = waiter.join().unwrap() {
+            assert!(
+                w <= after_op1,
+                "the waiter sleeps on wake {w}, which includes the bump of key 1's set: \
+                 the wake call after that bump may come before its sleep"
             );
         }
     });

@@ -136,24 +136,28 @@ fn a_waiter_never_sleeps_through_a_set() {
     });
 }
 
-/// A read-only waiter announces nothing (`prepare_sleep_unannounced`), and the writer of a
-/// `WakePolicy::EveryPublish` value wakes after every publish. No wake-up is lost if a waiter
-/// that decides to sleep saw `wake` from before the publish's bump: its `FUTEX_WAIT` then
-/// either fails (the bump came first) or is queued before the bump, and so before the wake
-/// the writer makes after it.
+/// A read-only waiter announces nothing (`wake_seen`, then its re-check of `version`, as
+/// `Writer::wait_unannounced` does), and the writer of a `WakePolicy::EveryPublish` value
+/// wakes after every publish. No wake-up is lost if a waiter that decides to sleep saw `wake`
+/// from before the publish's bump: its `FUTEX_WAIT` then either fails (the bump came first)
+/// or is queued before the bump, and so before the wake the writer makes after it.
 #[test]
 fn an_unannounced_waiter_sleeps_only_on_a_wake_count_from_before_the_publish() {
     loom::model(|| {
         let s = Arc::new(Shared::default());
         let waiter = {
             let s = Arc::clone(&s);
-            thread::spawn(move || prepare_sleep_unannounced(&s.ctrl, 0))
+            thread::spawn(move || {
+                let w = wake_seen(&s.ctrl);
+                let v = s.ctrl.version.load(Ordering::Acquire);
+                (v == 0).then_some(w).ok_or(v)
+            })
         };
         let before = s.ctrl.wake.load(Ordering::Relaxed);
         s.set(1); // then the writer wakes, announced or not
         match waiter.join().unwrap() {
-            Sleep::On(w) => assert_eq!(w, before, "sleeps on a count that includes the bump"),
-            Sleep::Changed(v) => assert_eq!(v, 1),
+            Ok(w) => assert_eq!(w, before, "sleeps on a count that includes the bump"),
+            Err(v) => assert_eq!(v, 1),
         }
     });
 }

@@ -59,6 +59,20 @@
 //! clears it and makes one wake call, then the flag stays clear. `tests/loom_map.rs` checks
 //! the lost-wakeup case over [`publish_op`] and the `seqlock` functions.
 //!
+//! # Read-only waiter (Linux; a map whose header says `WakePolicy::EveryPublish`)
+//! It cannot write a flag, so it announces nothing and sleeps on the control line's `wake`
+//! (channel 0), for one key as for any: read `wake` (Acquire, `seqlock::wake_seen`), then the
+//! reader pass (its first load is `version`, Acquire), and sleep on `wake` only if the key's
+//! version (or the map version) is still `since` and the word unchanged. Every publisher of
+//! such a map bumps `wake` in [`publish_op`] (through [`seqlock::publish`], Release, after the
+//! version store) and after unlocking makes the wake call on it unconditionally. If the pass
+//! still sees no change, the `wake` read came before the bump of the publish that makes one
+//! (a load that saw the bump would see that publish's version store and copy), so the sleep
+//! fails at once or is queued before the bump, and the wake call after it ends it. A one-key
+//! read-only waiter thus wakes at every publish of the map and re-checks its key; the
+//! bucket's word is not enough, since no publisher wakes a bucket that nobody announced
+//! itself on. `tests/loom_map.rs` checks this case too.
+//!
 //! A writer killed at any instruction leaves the published copy untouched, and the copy it
 //! was in either odd (rebuilt by the next writer) or finished at a state the next writer
 //! classifies by its `state` field: `v + 1` unpublished is neither `v` nor `v - 1`, so it is
