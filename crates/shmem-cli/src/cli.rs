@@ -235,7 +235,9 @@ pub enum MapCommand {
     /// Keep a map attached (created if needed) until SIGINT or SIGTERM.
     #[command(after_help = concat!(
         "Prints `holding NAME (pid P)` once attached, then sleeps.\n\n\
-         Examples:\n  shmem map hold workers &\n  shmem map hold --size 1048576 telemetry\n\n",
+         Examples:\n  shmem map hold workers &\n  shmem map hold --size 1048576 telemetry\n  \
+         shmem map hold --mode 0644 status &   (others may get, ls and watch it, only you \
+         set)\n\n",
         "Exit codes: 0 released after a signal, 1 error, 2 usage"
     ))]
     Hold(HoldArgs),
@@ -500,7 +502,7 @@ pub struct HoldArgs {
     #[arg(long, short, value_parser = parse_size)]
     pub size: Option<usize>,
 
-    /// The file mode, in octal, if the value has to be created. A mode that shares with
+    /// The file mode, in octal, if the value (or map) has to be created. A mode that shares with
     /// group or others (0640, 0644, 0660, 0666) also lets `hold` join another user's segment.
     #[arg(long, short, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,

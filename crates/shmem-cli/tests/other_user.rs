@@ -1,6 +1,6 @@
-//! The command as another user (through `setpriv`): a 0644 segment is read and watched
-//! read-only and its `set` is refused with a permission error naming it; 0666 and 0660
-//! segments are written. Root only: skipped with a message otherwise, failed under CI.
+//! The command as another user (through `setpriv`): a 0644 segment, value or map, is read
+//! and watched read-only and its `set` (a map's `set` and `del`) is refused with a permission
+//! error naming it; 0666 and 0660 segments are written. Root only: skipped with a message otherwise, failed under CI.
 //! Every process started here (the other user's too) is killed when its `Proc` is dropped,
 //! and the test directory is removed, whether the test passes or fails.
 #![cfg(target_os = "linux")]
@@ -140,6 +140,101 @@ fn another_user_reads_and_watches_a_0644_segment_but_cannot_set_it() {
     hold.assert_fails(1, name);
     assert!(hold.stderr.contains("permission denied"), "{hold:?}");
     assert_eq!(dir.ok(&["get", name]).stdout, "second");
+
+    holder.signal(Signal::TERM);
+    let (status, _, _) = holder.finish();
+    assert!(status.success());
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+#[test]
+fn another_user_gets_lists_and_watches_a_0644_map_but_cannot_set_it() {
+    if !can_switch_users() {
+        return;
+    }
+    let dir = TestDir::new();
+    let name = "ro-map";
+    let holder = Proc::spawn(&mut shmem_as(
+        &dir,
+        0,
+        0,
+        &["map", "hold", "--mode", "0644", name],
+    ));
+    assert_eq!(
+        holder.next_line(),
+        format!("holding {name} (pid {})", holder.pid())
+    );
+    dir.ok(&["map", "set", name, "k", "first"]);
+    let as_nobody = |args: &[&str]| {
+        let mut all = vec!["map"];
+        all.extend_from_slice(args);
+        shmem_as(&dir, NOBODY, NOBODY, &all)
+    };
+
+    let got = run(&mut as_nobody(&["get", "--text", name, "k"]), None);
+    assert_eq!((got.code, got.stdout.as_str()), (0, "first\n"), "{got:?}");
+    let ls = run(&mut as_nobody(&["ls", name]), None);
+    assert_eq!(ls.code, 0, "{ls:?}");
+    assert!(
+        ls.stdout
+            .lines()
+            .any(|l| l.starts_with("k ") && l.ends_with("first")),
+        "{ls:?}"
+    );
+    let info = run(&mut shmem_as(&dir, NOBODY, NOBODY, &["info", name]), None);
+    assert!(info.stdout.contains("woken at every set"), "{info:?}");
+
+    // Watches by the other user, of one key and of the whole map, sleep read-only (on the
+    // map's control line) and are woken by the owner's sets.
+    let key_watch = Proc::spawn(&mut as_nobody(&[
+        "watch",
+        "-c",
+        "1",
+        "--timeout",
+        "30000",
+        name,
+        "k",
+    ]));
+    assert!(
+        wait_for(DEADLINE, || sleeps_in_futex_waitv(key_watch.pid())),
+        "the key's watch sleeps in futex_waitv"
+    );
+    // Another key's set wakes it too; it re-checks its key and prints nothing for it.
+    dir.ok(&["map", "set", name, "other", "x"]);
+    dir.ok(&["map", "set", name, "k", "second"]);
+    let (status, lines, stderr) = key_watch.finish();
+    assert!(status.success(), "{lines:?} {stderr}");
+    assert_eq!(lines, ["3 set k second"], "{stderr}");
+
+    let all_watch = Proc::spawn(&mut as_nobody(&[
+        "watch",
+        "-c",
+        "1",
+        "--timeout",
+        "30000",
+        name,
+    ]));
+    assert!(
+        wait_for(DEADLINE, || sleeps_in_futex_waitv(all_watch.pid())),
+        "the map's watch sleeps in futex_waitv"
+    );
+    dir.ok(&["map", "del", name, "other"]);
+    let (status, lines, stderr) = all_watch.finish();
+    assert!(status.success(), "{lines:?} {stderr}");
+    assert_eq!(lines, ["4 del other"], "{stderr}");
+
+    // Writing is refused with a permission error that names the map; nothing changes.
+    for args in [&["set", name, "k", "forged"][..], &["del", name, "k"]] {
+        let w = run(&mut as_nobody(args), None);
+        w.assert_fails(1, name);
+        assert!(w.stderr.contains("permission denied"), "{w:?}");
+        assert!(w.stderr.contains("mode 644"), "{w:?}");
+    }
+    assert_eq!(dir.ok(&["map", "get", name, "k"]).stdout, "second");
+    assert_eq!(
+        dir.json(&["map", "ls", name])["version"],
+        serde_json::json!(4)
+    );
 
     holder.signal(Signal::TERM);
     let (status, _, _) = holder.finish();

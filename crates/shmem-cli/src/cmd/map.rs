@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use shmem::{Delete, Kind, Lifetime, Map, Snapshot};
 
-use super::Waited;
+use super::{Need, Waited};
 use crate::cli::{
     CreateArgs, HoldArgs, MapArgs, MapCommand, MapGetArgs, MapKeyArgs, MapLsArgs, MapSetArgs,
     MapWatchArgs,
@@ -39,15 +39,25 @@ pub fn run(dir: &Path, args: &MapArgs) -> Result {
 }
 
 /// Attaches the map `name` that somebody holds (or a persistent one), of any capacity.
-/// Another user's map is opened when its mode lets this user read and write (as for values:
-/// `super::open_existing`; a map has no read-only handle yet).
-fn open_existing(dir: &Path, name: &str) -> Result<Map> {
+/// Another user's map is opened when its mode lets this user in, as for values
+/// (`super::open_existing`): readers (`get`, `ls`, `watch`) open it read-write when they may
+/// and fall back to read-only when the mode refuses writing (a 0644 map of another user);
+/// writers (`set`, `del`) open it read-write only, so that a refusal is a clear permission
+/// error.
+fn open_existing(dir: &Path, name: &str, need: Need) -> Result<Map> {
     let builder = Map::builder(name).dir(dir);
     #[cfg(target_os = "linux")]
     let builder = builder.mode(0o666);
-    builder
-        .open_existing()
-        .map_err(|e| super::not_found(dir, name, Kind::Map, e))
+    let opened = match builder.open_existing() {
+        #[cfg(target_os = "linux")]
+        Err(shmem::Error::PermissionDenied { .. }) if need == Need::Read => {
+            builder.access(shmem::Access::ReadOnly).open_existing()
+        }
+        r => r,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let _ = need;
+    opened.map_err(|e| super::not_found(dir, name, Kind::Map, e))
 }
 
 fn key_not_found(map: &str, key: &str) -> Failure {
@@ -93,7 +103,7 @@ fn create(dir: &Path, args: &CreateArgs) -> Result {
 fn hold(dir: &Path, args: &HoldArgs) -> Result {
     // Installed before attaching, so that a signal at any time ends in a clean detach.
     let interrupt = Interrupt::install()?;
-    let builder = Map::builder(&args.name).dir(dir);
+    let builder = Map::builder(&args.name).dir(dir).mode(args.mode);
     let map = match args.size {
         Some(size) => builder.capacity(size).open()?,
         None => match builder.clone().open_existing() {
@@ -108,7 +118,7 @@ fn hold(dir: &Path, args: &HoldArgs) -> Result {
 fn set(dir: &Path, args: &MapSetArgs) -> Result {
     // Read the input before attaching: reading a terminal can take as long as the user likes.
     let data = super::set::input(&args.input)?;
-    let map = open_existing(dir, &args.name)?;
+    let map = open_existing(dir, &args.name, Need::Write)?;
     let version = map.set(&args.key, &data)?;
     drop(map);
     if args.json {
@@ -122,7 +132,7 @@ fn set(dir: &Path, args: &MapSetArgs) -> Result {
 }
 
 fn get(dir: &Path, args: &MapGetArgs) -> Result {
-    let map = open_existing(dir, &args.name)?;
+    let map = open_existing(dir, &args.name, Need::Read)?;
     let found = map.get(&args.key)?;
     drop(map);
     let Some((bytes, version)) = found else {
@@ -137,7 +147,7 @@ fn get(dir: &Path, args: &MapGetArgs) -> Result {
 }
 
 fn del(dir: &Path, args: &MapKeyArgs) -> Result {
-    let map = open_existing(dir, &args.name)?;
+    let map = open_existing(dir, &args.name, Need::Write)?;
     match map.delete(&args.key)? {
         Delete::Removed { .. } => Ok(()),
         Delete::NotFound => Err(key_not_found(&args.name, &args.key)),
@@ -154,7 +164,7 @@ struct Listing<'a> {
 }
 
 fn ls(dir: &Path, args: &MapLsArgs) -> Result {
-    let map = open_existing(dir, &args.name)?;
+    let map = open_existing(dir, &args.name, Need::Read)?;
     let snapshot = map.snapshot()?;
     drop(map);
     let mut out = io::stdout().lock();
@@ -283,7 +293,7 @@ impl<'a> Change<'a> {
 
 fn watch(dir: &Path, args: &MapWatchArgs) -> Result {
     let interrupt = Interrupt::install()?;
-    let map = Arc::new(open_existing(dir, &args.name)?);
+    let map = Arc::new(open_existing(dir, &args.name, Need::Read)?);
     let deadline = super::deadline(args.follow.timeout);
     let mut printer = Printer {
         out: io::stdout().lock(),
