@@ -52,6 +52,11 @@
  * `SHMEM_ERR_PERMISSION`, and `shmem_wait` works on segments created with a mode that lets
  * someone read without writing (0644, 0640), whose every `shmem_set` wakes waiters (others
  * return `SHMEM_ERR_PERMISSION`). `shmem_wake` on such a handle ends its own waits only.
+ * `shmem_map_open` takes it too, with the same meaning for a map: `shmem_map_get`,
+ * `shmem_map_len`, `shmem_map_version` and `shmem_map_foreach` work, `shmem_map_set` and
+ * `shmem_map_delete` return `SHMEM_ERR_PERMISSION`, and `shmem_map_wait` works as
+ * `shmem_wait` does (a wait for one key is then woken by every change of the map, and
+ * re-checks its key).
  */
 #define SHMEM_READONLY 8
 
@@ -187,7 +192,10 @@ const char *shmem_strerror(int code);
  *
  * `capacity` is the heap bytes its records may use (each takes 16 bytes plus its key and
  * value, rounded up to 8; rounded up to a multiple of 64 in all); it is needed to create, and
- * an existing map must hold at least that much (0 accepts any). `flags` as for `shmem_open`.
+ * an existing map must hold at least that much (0 accepts any). `flags` as for `shmem_open`,
+ * `SHMEM_READONLY` included (Linux: a handle that only reads; its `shmem_map_set` and
+ * `shmem_map_delete` return `SHMEM_ERR_PERMISSION`, and its `shmem_map_wait` works only on a
+ * map created with a mode that lets someone read without writing).
  *
  * Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged
  * (`SHMEM_ERR_CORRUPT` if the segment is not a map). Close the handle with `shmem_map_close`.
@@ -209,7 +217,8 @@ int shmem_map_open(const char *name,
  * `SHMEM_ERR_NO_SPACE` when the map is full (its live records and this one do not fit, or it
  * holds its most keys): nothing changes; `SHMEM_ERR_TOO_LARGE` for a record larger than the
  * whole heap; `SHMEM_ERR_TIMEOUT` when another live writer keeps the lock 5 s;
- * `SHMEM_ERR_CLOSED`; or another error code.
+ * `SHMEM_ERR_PERMISSION` on a read-only handle (`SHMEM_READONLY`); `SHMEM_ERR_CLOSED`; or
+ * another error code.
  *
  * # Safety
  * `key` is NULL or a NUL-terminated string; `data` is NULL or points to `len` readable bytes;
@@ -245,7 +254,7 @@ int shmem_map_get(shmem_map *m,
 /**
  * Removes `key` from the map (a new map version). Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`
  * if it was not there (nothing changes), `SHMEM_ERR_INVALID_ARGUMENT` for a bad key,
- * `SHMEM_ERR_CLOSED`, or another error code.
+ * `SHMEM_ERR_PERMISSION` on a read-only handle, `SHMEM_ERR_CLOSED`, or another error code.
  *
  * # Safety
  * `key` is NULL or a NUL-terminated string.
@@ -280,7 +289,9 @@ int shmem_map_version(shmem_map *m,
  * if it already differs. A negative `timeout_ms` waits forever; otherwise
  * `SHMEM_ERR_TIMEOUT` when it passes first. Sleeps on a futex in the segment. Ends with
  * `SHMEM_ERR_CLOSED` when `shmem_map_close` is called on the handle; an empty key is
- * `SHMEM_ERR_INVALID_ARGUMENT`.
+ * `SHMEM_ERR_INVALID_ARGUMENT`. On a read-only handle it returns `SHMEM_ERR_PERMISSION` when
+ * the map's writers wake only waiters that announce themselves (a map created with the
+ * owner-only mode) and nothing changed yet.
  *
  * # Safety
  * `key` is NULL or a NUL-terminated string; `out_version` is NULL or points to a writable

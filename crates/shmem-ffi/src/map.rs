@@ -24,7 +24,7 @@ use crate::ffi;
 #[cfg(target_os = "linux")]
 use crate::ffi::segment_dir;
 use crate::panic;
-use crate::value::{Keys, SHMEM_CREATE, SHMEM_EXCLUSIVE, SHMEM_PERSISTENT};
+use crate::value::{Keys, SHMEM_CREATE, SHMEM_EXCLUSIVE, SHMEM_PERSISTENT, SHMEM_READONLY};
 
 /// Many keys and their values in one segment, shared between processes. Every
 /// `shmem_map_set`, and every `shmem_map_delete` that removes a key, gives the map a new
@@ -101,7 +101,10 @@ unsafe fn key_arg<'a>(key: *const c_char) -> Option<&'a [u8]> {
 ///
 /// `capacity` is the heap bytes its records may use (each takes 16 bytes plus its key and
 /// value, rounded up to 8; rounded up to a multiple of 64 in all); it is needed to create, and
-/// an existing map must hold at least that much (0 accepts any). `flags` as for `shmem_open`.
+/// an existing map must hold at least that much (0 accepts any). `flags` as for `shmem_open`,
+/// `SHMEM_READONLY` included (Linux: a handle that only reads; its `shmem_map_set` and
+/// `shmem_map_delete` return `SHMEM_ERR_PERMISSION`, and its `shmem_map_wait` works only on a
+/// map created with a mode that lets someone read without writing).
 ///
 /// Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged
 /// (`SHMEM_ERR_CORRUPT` if the segment is not a map). Close the handle with `shmem_map_close`.
@@ -121,13 +124,15 @@ pub unsafe extern "C" fn shmem_map_open(
         let Some(name) = (unsafe { ffi::try_str(name) }) else {
             return SHMEM_ERR_INVALID_ARGUMENT;
         };
-        let all = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT;
+        let all = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT | SHMEM_READONLY;
         if out.is_null() || flags & !all != 0 {
             return SHMEM_ERR_INVALID_ARGUMENT;
         }
         let create = flags & SHMEM_CREATE != 0;
-        if !create && flags != 0 {
-            return SHMEM_ERR_INVALID_ARGUMENT; // EXCLUSIVE or PERSISTENT without CREATE
+        let read_only = flags & SHMEM_READONLY != 0;
+        if (read_only && flags != SHMEM_READONLY) || (!create && !read_only && flags != 0) {
+            // EXCLUSIVE or PERSISTENT without CREATE, or READONLY with anything else
+            return SHMEM_ERR_INVALID_ARGUMENT;
         }
         let lifetime = if flags & SHMEM_PERSISTENT != 0 {
             Lifetime::Persistent
@@ -137,6 +142,18 @@ pub unsafe extern "C" fn shmem_map_open(
         let builder = Map::builder(name).capacity(capacity).lifetime(lifetime);
         #[cfg(target_os = "linux")]
         let builder = builder.dir(segment_dir());
+        // As `shmem_open`: a group/other mode is how the core crate accepts another user's
+        // segment; nothing is created read-only, so it sets no file's mode.
+        #[cfg(target_os = "linux")]
+        let builder = if read_only {
+            builder.access(shmem_core::Access::ReadOnly).mode(0o644)
+        } else {
+            builder
+        };
+        #[cfg(not(target_os = "linux"))]
+        if read_only {
+            return SHMEM_ERR_INVALID_ARGUMENT;
+        }
         let opened = if !create {
             builder.open_existing()
         } else if flags & SHMEM_EXCLUSIVE != 0 {
@@ -170,7 +187,8 @@ pub unsafe extern "C" fn shmem_map_open(
 /// `SHMEM_ERR_NO_SPACE` when the map is full (its live records and this one do not fit, or it
 /// holds its most keys): nothing changes; `SHMEM_ERR_TOO_LARGE` for a record larger than the
 /// whole heap; `SHMEM_ERR_TIMEOUT` when another live writer keeps the lock 5 s;
-/// `SHMEM_ERR_CLOSED`; or another error code.
+/// `SHMEM_ERR_PERMISSION` on a read-only handle (`SHMEM_READONLY`); `SHMEM_ERR_CLOSED`; or
+/// another error code.
 ///
 /// # Safety
 /// `key` is NULL or a NUL-terminated string; `data` is NULL or points to `len` readable bytes;
@@ -261,7 +279,7 @@ pub unsafe extern "C" fn shmem_map_get(
 
 /// Removes `key` from the map (a new map version). Returns `SHMEM_OK`, `SHMEM_ERR_NOT_FOUND`
 /// if it was not there (nothing changes), `SHMEM_ERR_INVALID_ARGUMENT` for a bad key,
-/// `SHMEM_ERR_CLOSED`, or another error code.
+/// `SHMEM_ERR_PERMISSION` on a read-only handle, `SHMEM_ERR_CLOSED`, or another error code.
 ///
 /// # Safety
 /// `key` is NULL or a NUL-terminated string.
@@ -332,7 +350,9 @@ pub unsafe extern "C" fn shmem_map_version(m: *mut shmem_map, out_version: *mut 
 /// if it already differs. A negative `timeout_ms` waits forever; otherwise
 /// `SHMEM_ERR_TIMEOUT` when it passes first. Sleeps on a futex in the segment. Ends with
 /// `SHMEM_ERR_CLOSED` when `shmem_map_close` is called on the handle; an empty key is
-/// `SHMEM_ERR_INVALID_ARGUMENT`.
+/// `SHMEM_ERR_INVALID_ARGUMENT`. On a read-only handle it returns `SHMEM_ERR_PERMISSION` when
+/// the map's writers wake only waiters that announce themselves (a map created with the
+/// owner-only mode) and nothing changed yet.
 ///
 /// # Safety
 /// `key` is NULL or a NUL-terminated string; `out_version` is NULL or points to a writable

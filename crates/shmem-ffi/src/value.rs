@@ -57,6 +57,11 @@ pub const SHMEM_PERSISTENT: u32 = 4;
 /// `SHMEM_ERR_PERMISSION`, and `shmem_wait` works on segments created with a mode that lets
 /// someone read without writing (0644, 0640), whose every `shmem_set` wakes waiters (others
 /// return `SHMEM_ERR_PERMISSION`). `shmem_wake` on such a handle ends its own waits only.
+/// `shmem_map_open` takes it too, with the same meaning for a map: `shmem_map_get`,
+/// `shmem_map_len`, `shmem_map_version` and `shmem_map_foreach` work, `shmem_map_set` and
+/// `shmem_map_delete` return `SHMEM_ERR_PERMISSION`, and `shmem_map_wait` works as
+/// `shmem_wait` does (a wait for one key is then woken by every change of the map, and
+/// re-checks its key).
 pub const SHMEM_READONLY: u32 = 8;
 
 const ALL_FLAGS: u32 = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT | SHMEM_READONLY;

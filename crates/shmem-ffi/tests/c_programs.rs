@@ -312,6 +312,19 @@ fn a_read_only_handle_reads_and_every_write_is_a_permission_error() {
 }
 
 #[test]
+fn a_read_only_map_handle_reads_and_every_write_is_a_permission_error() {
+    let fx = Fixture::new("map-readonly");
+    let prog = fx.compile(
+        "map_readonly",
+        &["crates/shmem-ffi/tests/c/map_readonly.c"],
+        Link::Shared,
+        &[],
+    );
+    assert_eq!(run_ok(fx.command(&prog).arg(&fx.name)), "ok\n");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
 fn shmem_wake_cancels_a_wait_forever() {
     let fx = Fixture::new("wake");
     let prog = fx.compile(

@@ -85,7 +85,9 @@ int main(int argc, char **argv)
     CHECK_RC(shmem_map_open(NULL, 4096, SHMEM_CREATE, &m), SHMEM_ERR_INVALID_ARGUMENT);
     CHECK_RC(shmem_map_open(name, 4096, SHMEM_CREATE, NULL), SHMEM_ERR_INVALID_ARGUMENT);
     CHECK_RC(shmem_map_open("a/b", 4096, SHMEM_CREATE, &m), SHMEM_ERR_INVALID_ARGUMENT);
-    CHECK_RC(shmem_map_open(name, 4096, 8, &m), SHMEM_ERR_INVALID_ARGUMENT);
+    CHECK_RC(shmem_map_open(name, 4096, 16, &m), SHMEM_ERR_INVALID_ARGUMENT); /* no such flag */
+    CHECK_RC(shmem_map_open(name, 4096, SHMEM_READONLY | SHMEM_EXCLUSIVE, &m),
+             SHMEM_ERR_INVALID_ARGUMENT);
     CHECK_RC(shmem_map_open(name, 4096, SHMEM_PERSISTENT, &m), SHMEM_ERR_INVALID_ARGUMENT);
     CHECK_RC(shmem_map_open(name, 4096, 0, &m), SHMEM_ERR_NOT_FOUND);
     CHECK_RC(shmem_map_open(name, 0, SHMEM_CREATE, &m), SHMEM_ERR_INVALID_ARGUMENT);
