@@ -30,7 +30,8 @@
 //! The seqlock, the waiters' flag and the readers' hold-off request are in `seqlock.rs`, the
 //! writers' lock in `wlock.rs`: every atomic operation of the protocol lives there, free of
 //! system calls, and the loom model checks run that code. This file lays those structures over
-//! the mapping, bounds-checks what it reads and copies the bytes (`copy.rs`). The system calls
+//! the mapping through `platform/shared.rs` (bounds-checked atomic views and the racy copies of
+//! `platform/copy.rs`), and bounds-checks what it reads. The system calls
 //! (sleeping and waking, and the witness that tells a live lock holder from a gone one) are the
 //! platform's, behind `platform/` (Linux: the futex and OFD locks; Windows: named events).
 //!
@@ -63,10 +64,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
 use crate::platform;
+use crate::platform::shared::Shared;
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 #[cfg(target_os = "linux")]
@@ -289,12 +290,7 @@ impl Value {
     /// handle cannot claim its liveness witness (first write only).
     pub fn set(&self, data: &[u8]) -> Result<u64> {
         self.writable("set")?;
-        self.publish_with(data.len(), |slot| {
-            // SAFETY: slot `slot` spans `capacity` bytes inside the mapping (checked in
-            // `finish`), `publish_with` checked `data.len() <= capacity`, and we hold the
-            // writers' lock, so no cooperating process writes the slot meanwhile.
-            unsafe { copy::copy_to_shared(self.slot_ptr(slot), data) }
-        })
+        self.publish_with(data.len(), |slot, _| self.fill_slot(slot, data))
     }
 
     /// Publishes a value of `len` bytes written in place by `fill`, with no staging copy, and
@@ -311,22 +307,15 @@ impl Value {
     /// As [`Value::set`].
     pub fn set_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
         self.writable("set_with")?;
-        self.publish_with(len, |slot| {
-            // SAFETY: slot `slot` spans `capacity >= len` bytes inside the mapping (checked in
-            // `finish` and `publish_with`); we hold the writers' lock, so no cooperating process
-            // writes these bytes until we release it, and readers only copy them out with
-            // `copy.rs`, which this process's compiler cannot see into. The slice does not
-            // outlive `fill`.
-            let buf = unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(slot), len) };
-            fill(buf);
-        })
+        self.publish_with(len, |slot, held| fill(self.slot_mut(slot, len, held)))
     }
 
-    /// The writer's side of the protocol: lock, publish through `fill(slot)`, unlock, wake.
-    fn publish_with(&self, len: usize, fill: impl FnOnce(usize)) -> Result<u64> {
+    /// The writer's side of the protocol: lock, publish through `fill(slot, lock)`, unlock,
+    /// wake.
+    fn publish_with(&self, len: usize, fill: impl FnOnce(usize, &mut Held<'_>)) -> Result<u64> {
         self.check_len(len)?;
-        let guard = self.lock()?;
-        let next = self.publish_locked(len, fill);
+        let mut guard = self.lock()?;
+        let next = self.publish_locked(&mut guard, len, fill);
         drop(guard);
         self.wake_after_publish();
         Ok(next)
@@ -344,15 +333,20 @@ impl Value {
     }
 
     /// Takes the writers' lock under this handle's token.
-    fn lock(&self) -> Result<wlock::Guard<'_, platform::Park<'_>>> {
+    fn lock(&self) -> Result<Held<'_>> {
         self.writer.lock(&self.seg, self.ctrl())
     }
 
     /// With the lock held: hold off for asking readers, fill the next slot, publish.
-    fn publish_locked(&self, len: usize, fill: impl FnOnce(usize)) -> u64 {
+    fn publish_locked(
+        &self,
+        held: &mut Held<'_>,
+        len: usize,
+        fill: impl FnOnce(usize, &mut Held<'_>),
+    ) -> u64 {
         let ctrl = self.ctrl();
         writer::honour_hold_off(ctrl, self.capacity);
-        let next = seqlock::write(ctrl, self.metas(), len as u64, fill);
+        let next = seqlock::write(ctrl, self.metas(), len as u64, |slot| fill(slot, held));
         seqlock::publish(ctrl, next);
         next
     }
@@ -387,7 +381,7 @@ impl Value {
         self.writable("sole_writer")?;
         Ok(SoleWriter {
             value: self,
-            _guard: self.lock()?,
+            guard: self.lock()?,
         })
     }
 
@@ -401,7 +395,7 @@ impl Value {
     /// [`Error::BufferTooSmall`]; [`Error::Corrupt`] when the segment holds no consistent
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
-        let ctrl = self.ctrl();
+        let (ctrl, metas) = self.lines();
         let mut backoff = if self.read_only() {
             Backoff::without_hold_off()
         } else {
@@ -409,13 +403,14 @@ impl Value {
         };
         let mut asked = 0u32;
         let r = loop {
-            let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
+            let pass = seqlock::read(ctrl, metas, self.capacity as u64, |slot, len| {
                 if len > buf.len() {
                     return false;
                 }
-                // SAFETY: `seqlock::read` checked `len <= capacity`, so the copy stays inside
-                // slot `slot`, which lies inside the mapping.
-                unsafe { copy::copy_from_shared(&mut buf[..len], self.slot_ptr(slot)) };
+                // `seqlock::read` checked `len <= capacity`: the copy stays inside the slot.
+                self.shared()
+                    .read(self.slot_offset(slot), &mut buf[..len])
+                    .expect("value layout checked at open");
                 true
             });
             match pass {
@@ -532,7 +527,7 @@ impl Value {
 
     /// `wait_changed_unless` on a read-only handle: no `sleepers` flag (that would be a
     /// write); after the spin it sleeps on `wake` and this handle's private cancel word
-    /// (`platform/linux.rs`), which only a value whose every publish wakes allows.
+    /// (`platform/linux/mod.rs`), which only a value whose every publish wakes allows.
     #[cfg(target_os = "linux")]
     fn wait_read_only(
         &self,
@@ -619,24 +614,38 @@ impl Value {
         len.min(self.capacity as u64) as usize
     }
 
-    fn ctrl(&self) -> &Control {
-        // SAFETY: the mapping is at least DATA_OFFSET bytes (checked in `finish`) and page
-        // aligned; `Control` is made of atomics (padding included), so a shared reference is
-        // sound while other processes write it.
-        unsafe { &*self.seg.mapping().ptr().add(CTRL_OFFSET).cast::<Control>() }
+    /// The mapping's bytes.
+    #[inline]
+    fn shared(&self) -> Shared<'_> {
+        Shared::of(self.seg.mapping())
     }
 
+    /// The control line (inside: `finish` derived the capacity from the mapping's size, which
+    /// is then at least `DATA_OFFSET`).
+    #[inline]
+    fn ctrl(&self) -> &Control {
+        self.shared()
+            .line(CTRL_OFFSET)
+            .expect("value layout checked at open")
+    }
+
+    /// The two slots' meta lines (inside, as the control line).
+    #[inline]
     fn metas(&self) -> &[SlotMeta; 2] {
-        // SAFETY: as for `ctrl`: the two meta lines lie inside the first DATA_OFFSET bytes, and
-        // are made of atomics.
-        unsafe {
-            &*self
-                .seg
-                .mapping()
-                .ptr()
-                .add(META_OFFSET)
-                .cast::<[SlotMeta; 2]>()
-        }
+        self.lines().1
+    }
+
+    /// The control line and the meta lines, with one bounds check (the meta lines end last).
+    #[inline]
+    fn lines(&self) -> (&Control, &[SlotMeta; 2]) {
+        let shared = self.shared();
+        let metas = shared
+            .line(META_OFFSET)
+            .expect("value layout checked at open");
+        let ctrl = shared
+            .line(CTRL_OFFSET)
+            .expect("value layout checked at open");
+        (ctrl, metas)
     }
 
     /// The offset of the platform's trailer, inside the mapping (`finish` checked that
@@ -645,23 +654,38 @@ impl Value {
         DATA_OFFSET + 2 * self.capacity
     }
 
-    fn slot_ptr(&self, slot: usize) -> *mut u8 {
-        // SAFETY: DATA_OFFSET + 2 * capacity == file size (checked in `finish`), so both slots
-        // lie inside the mapping.
-        unsafe {
-            self.seg
-                .mapping()
-                .ptr()
-                .add(DATA_OFFSET + self.capacity * (slot & 1))
-        }
+    /// The offset of slot `slot & 1`, whose `capacity` bytes lie inside the mapping
+    /// (`DATA_OFFSET + 2 * capacity + TRAILER` is the mapping's size, checked in `finish`).
+    #[inline]
+    fn slot_offset(&self, slot: usize) -> usize {
+        DATA_OFFSET + self.capacity * (slot & 1)
+    }
+
+    /// Copies `data` (at most `capacity` bytes, checked by the caller) into slot `slot`; the
+    /// caller holds the writers' lock and writes.
+    fn fill_slot(&self, slot: usize, data: &[u8]) {
+        self.shared()
+            .write(self.slot_offset(slot), data)
+            .expect("value layout checked at open, and the handle writes");
+    }
+
+    /// Slot `slot`'s first `len` bytes (at most `capacity`, checked by the caller), to write in
+    /// place while `held`, this handle's writers' lock, stays borrowed.
+    fn slot_mut<'g>(&'g self, slot: usize, len: usize, held: &'g mut Held<'_>) -> &'g mut [u8] {
+        self.shared()
+            .bytes_mut(self.slot_offset(slot), len, held)
+            .expect("value layout checked at open, the handle writes, and it holds its lock")
     }
 }
+
+/// The writers' lock, held by a handle of this value.
+type Held<'a> = wlock::Guard<'a, platform::Park<'a>>;
 
 /// A handle that holds the writers' lock for its whole life: see [`Value::sole_writer`].
 #[derive(Debug)]
 pub struct SoleWriter<'a> {
     value: &'a Value,
-    _guard: wlock::Guard<'a, platform::Park<'a>>,
+    guard: Held<'a>,
 }
 
 impl SoleWriter<'_> {
@@ -672,10 +696,8 @@ impl SoleWriter<'_> {
     pub fn set(&mut self, data: &[u8]) -> Result<u64> {
         let v = self.value;
         v.check_len(data.len())?;
-        let next = v.publish_locked(data.len(), |slot| {
-            // SAFETY: as in `Value::set`: the slot spans `capacity >= data.len()` bytes of the
-            // mapping, and this handle holds the writers' lock.
-            unsafe { copy::copy_to_shared(v.slot_ptr(slot), data) }
+        let next = v.publish_locked(&mut self.guard, data.len(), |slot, _| {
+            v.fill_slot(slot, data)
         });
         v.wake_after_publish();
         Ok(next)
@@ -688,10 +710,8 @@ impl SoleWriter<'_> {
     pub fn set_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
         let v = self.value;
         v.check_len(len)?;
-        let next = v.publish_locked(len, |slot| {
-            // SAFETY: as in `Value::set_with`.
-            let buf = unsafe { std::slice::from_raw_parts_mut(v.slot_ptr(slot), len) };
-            fill(buf);
+        let next = v.publish_locked(&mut self.guard, len, |slot, held| {
+            fill(v.slot_mut(slot, len, held))
         });
         v.wake_after_publish();
         Ok(next)

@@ -2,8 +2,8 @@
 //! every platform: the cached writer token, taking the writers' lock with a timeout, the
 //! readers' hold-off pause, waking after a publish, `wake_waiters`, and the wait loop (watch
 //! for the spin window, then sleep). The kernel's part (witnesses, sleeping, waking) is the
-//! platform's, behind `platform/` ([`WriterSys`]); this file has no system call and no
-//! `unsafe`.
+//! platform's, behind `platform/` ([`WriterSys`]); this file makes no system call and no
+//! unchecked memory access.
 //!
 //! Both structures keep a `seqlock::Control` line at offset 64 of the segment: its `lock` and
 //! `claims` words are the writers' lock (`wlock.rs`), its `version`, `wake` and `sleepers` are
