@@ -98,7 +98,7 @@ const _: () = {
 
 /// A mapping's bytes, from its first byte (the segment header) to `len`; see the module
 /// documentation for why each access is sound. `Copy`: make one wherever it is needed
-/// ([`Shared::of`] reads two words of the mapping).
+/// ([`Shared::of`] only copies the `Mapping`'s pointer, length and access).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Shared<'a> {
     ptr: *mut u8,
