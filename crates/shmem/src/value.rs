@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
 use crate::platform;
-use crate::platform::shared::Shared;
+use crate::platform::shared::{Shared, Slots, SlotsLayout};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 #[cfg(target_os = "linux")]
@@ -211,9 +211,16 @@ impl ValueBuilder {
                 ),
             });
         }
+        let layout = SlotsLayout::new(capacity)
+            .filter(|l| l.end() + TRAILER == seg.mapping().len())
+            .ok_or_else(|| Error::Corrupt {
+                name: seg.name().to_owned(),
+                reason: format!("{size} bytes is not a valid value layout"),
+            })?;
         Ok(Value {
             writer: Writer::new(&seg, self.lock_timeout, self.wait_spin)?,
             capacity,
+            layout,
             seg,
         })
     }
@@ -236,6 +243,9 @@ pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
 pub struct Value {
     seg: Segment,
     capacity: usize,
+    /// The control and meta lines below `DATA_OFFSET`, and the two slots of `capacity` bytes
+    /// from there up to the platform's trailer (checked in `finish`).
+    layout: SlotsLayout<DATA_OFFSET>,
     /// The writer's token, lock and waits (`writer.rs`).
     writer: Writer,
 }
@@ -395,7 +405,12 @@ impl Value {
     /// [`Error::BufferTooSmall`]; [`Error::Corrupt`] when the segment holds no consistent
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
-        let (ctrl, metas) = self.lines();
+        // One bounds check for the lines and the slots; the copy's `len <= cap` is the
+        // seqlock's own check (`Slots::read`).
+        let slots = self.slots();
+        let ctrl = slots.line::<Control, CTRL_OFFSET>();
+        let metas = slots.line::<[SlotMeta; 2], META_OFFSET>();
+        let cap = slots.cap();
         let mut backoff = if self.read_only() {
             Backoff::without_hold_off()
         } else {
@@ -403,14 +418,13 @@ impl Value {
         };
         let mut asked = 0u32;
         let r = loop {
-            let pass = seqlock::read(ctrl, metas, self.capacity as u64, |slot, len| {
+            let pass = seqlock::read(ctrl, metas, cap as u64, |slot, len| {
                 if len > buf.len() {
                     return false;
                 }
-                // `seqlock::read` checked `len <= capacity`: the copy stays inside the slot.
-                self.shared()
-                    .read(self.slot_offset(slot), &mut buf[..len])
-                    .expect("value layout checked at open");
+                slots
+                    .read(slot, &mut buf[..len])
+                    .expect("`seqlock::read` checked `len <= capacity`");
                 true
             });
             match pass {
@@ -614,66 +628,46 @@ impl Value {
         len.min(self.capacity as u64) as usize
     }
 
-    /// The mapping's bytes.
+    /// The value's lines and slots (inside: `finish` checked that the slots end where the
+    /// trailer starts, and a mapping does not shrink).
     #[inline]
-    fn shared(&self) -> Shared<'_> {
+    fn slots(&self) -> Slots<'_, DATA_OFFSET> {
         Shared::of(self.seg.mapping())
-    }
-
-    /// The control line (inside: `finish` derived the capacity from the mapping's size, which
-    /// is then at least `DATA_OFFSET`).
-    #[inline]
-    fn ctrl(&self) -> &Control {
-        self.shared()
-            .line(CTRL_OFFSET)
+            .slots(self.layout)
             .expect("value layout checked at open")
     }
 
-    /// The two slots' meta lines (inside, as the control line).
+    /// The control line.
     #[inline]
-    fn metas(&self) -> &[SlotMeta; 2] {
-        self.lines().1
+    fn ctrl(&self) -> &Control {
+        self.slots().line::<Control, CTRL_OFFSET>()
     }
 
-    /// The control line and the meta lines, with one bounds check (the meta lines end last).
+    /// The two slots' meta lines.
     #[inline]
-    fn lines(&self) -> (&Control, &[SlotMeta; 2]) {
-        let shared = self.shared();
-        let metas = shared
-            .line(META_OFFSET)
-            .expect("value layout checked at open");
-        let ctrl = shared
-            .line(CTRL_OFFSET)
-            .expect("value layout checked at open");
-        (ctrl, metas)
+    fn metas(&self) -> &[SlotMeta; 2] {
+        self.slots().line::<[SlotMeta; 2], META_OFFSET>()
     }
 
     /// The offset of the platform's trailer, inside the mapping (`finish` checked that
     /// `DATA_OFFSET + 2 * capacity + TRAILER` is the segment's size).
     fn trailer(&self) -> usize {
-        DATA_OFFSET + 2 * self.capacity
-    }
-
-    /// The offset of slot `slot & 1`, whose `capacity` bytes lie inside the mapping
-    /// (`DATA_OFFSET + 2 * capacity + TRAILER` is the mapping's size, checked in `finish`).
-    #[inline]
-    fn slot_offset(&self, slot: usize) -> usize {
-        DATA_OFFSET + self.capacity * (slot & 1)
+        self.layout.end()
     }
 
     /// Copies `data` (at most `capacity` bytes, checked by the caller) into slot `slot`; the
     /// caller holds the writers' lock and writes.
     fn fill_slot(&self, slot: usize, data: &[u8]) {
-        self.shared()
-            .write(self.slot_offset(slot), data)
+        self.slots()
+            .write(slot, data)
             .expect("value layout checked at open, and the handle writes");
     }
 
     /// Slot `slot`'s first `len` bytes (at most `capacity`, checked by the caller), to write in
     /// place while `held`, this handle's writers' lock, stays borrowed.
     fn slot_mut<'g>(&'g self, slot: usize, len: usize, held: &'g mut Held<'_>) -> &'g mut [u8] {
-        self.shared()
-            .bytes_mut(self.slot_offset(slot), len, held)
+        self.slots()
+            .bytes_mut(slot, len, held)
             .expect("value layout checked at open, the handle writes, and it holds its lock")
     }
 }

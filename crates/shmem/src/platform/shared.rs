@@ -24,6 +24,10 @@
 //!   this very mapping, borrowed mutably for as long as the slice lives, so no cooperating
 //!   writer in any process touches those bytes meanwhile, and no second slice exists in this
 //!   process; readers only copy them out with `copy.rs`.
+//! - *Checked once.* A value's layout (its lines below the slots, and its two slots) is
+//!   laid out when it is opened ([`SlotsLayout`]); each use then checks it against the
+//!   mapping with one comparison ([`Shared::slots`]), its lines need none (constant offsets,
+//!   checked at compile time) and a copy needs only `len <= cap`, the seqlock's own bound.
 //! - *Lifetime.* A `Shared<'a>` borrows the mapping for `'a`, and so does every view it hands
 //!   out: none outlives the `munmap`/`shmdt`/`UnmapViewOfFile` of its mapping.
 //! - *Read-only mappings* (`Access::ReadOnly`): [`Shared::write`] and [`Shared::bytes_mut`]
@@ -231,6 +235,123 @@ impl<'a> Shared<'a> {
     }
 }
 
+/// The layout of a value (`value.rs`): lines of its own below the compile-time offset `OFF`,
+/// then two slots of `cap` bytes each from `OFF`, ending at `end`. Made once, when the value is
+/// opened (`new` checks the arithmetic), so that each use checks the whole layout against the
+/// mapping with one comparison ([`Shared::slots`]): the lines then need no check at all (their
+/// offsets are constants below `OFF`, checked at compile time), and a copy into a slot needs
+/// only `len <= cap`, which the compiler merges with the seqlock's own check of that bound.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlotsLayout<const OFF: usize> {
+    cap: usize,
+    /// `OFF + 2 * cap`, without overflow (`new` is the only constructor).
+    end: usize,
+}
+
+impl<const OFF: usize> SlotsLayout<OFF> {
+    /// Two slots of `cap` bytes from `OFF`; `None` if their end overflows.
+    pub(crate) fn new(cap: usize) -> Option<SlotsLayout<OFF>> {
+        let end = cap.checked_mul(2)?.checked_add(OFF)?;
+        Some(SlotsLayout { cap, end })
+    }
+
+    /// The offset just past the second slot.
+    pub(crate) fn end(&self) -> usize {
+        self.end
+    }
+}
+
+/// A [`SlotsLayout`] checked to lie inside one mapping: `OFF + 2 * cap <= len`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slots<'a, const OFF: usize> {
+    shared: Shared<'a>,
+    cap: usize,
+}
+
+impl<'a> Shared<'a> {
+    /// The lines and slots of `layout`, if its slots end inside.
+    #[inline]
+    pub(crate) fn slots<const OFF: usize>(
+        &self,
+        layout: SlotsLayout<OFF>,
+    ) -> Option<Slots<'a, OFF>> {
+        (layout.end <= self.len).then_some(Slots {
+            shared: *self,
+            cap: layout.cap,
+        })
+    }
+}
+
+impl<'a, const OFF: usize> Slots<'a, OFF> {
+    /// The `T` at the constant offset `AT`, which lies below the slots (checked at compile time
+    /// with its alignment), so inside.
+    #[inline]
+    pub(crate) fn line<T: AtomicView, const AT: usize>(&self) -> &'a T {
+        const {
+            assert!(AT % align_of::<T>() == 0 && AT + size_of::<T>() <= OFF);
+            assert!(align_of::<T>() <= BASE_ALIGN);
+        };
+        // SAFETY: `AT + size_of::<T>() <= OFF <= OFF + 2 * cap <= len` (the first at compile
+        // time, the last when these slots were made), so the line lies inside the mapping,
+        // which lives for `'a`; `AT` is a multiple of `T`'s alignment, which divides the base's;
+        // `T` is made of atomics only (`AtomicView`).
+        unsafe { &*self.shared.ptr.add(AT).cast::<T>() }
+    }
+
+    /// The bytes of each slot.
+    #[inline]
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// The offset of slot `i & 1`: at most `OFF + cap`, so adding at most `cap` stays at or
+    /// below `OFF + 2 * cap`, which does not overflow.
+    #[inline]
+    fn offset(&self, i: usize) -> usize {
+        OFF + self.cap * (i & 1)
+    }
+
+    /// Copies the first `dst.len()` bytes of slot `i & 1` out, if `dst.len() <= cap`.
+    #[inline]
+    pub(crate) fn read(&self, i: usize, dst: &mut [u8]) -> Option<()> {
+        if dst.len() > self.cap {
+            return None;
+        }
+        // SAFETY: `offset(i) + dst.len() <= OFF + 2 * cap <= len` (no overflow:
+        // `SlotsLayout::new`; `<= len`: `Shared::slots`), so the range lies inside the live
+        // mapping.
+        unsafe { copy::copy_from_shared(dst, self.shared.ptr.add(self.offset(i))) };
+        Some(())
+    }
+
+    /// Copies `src` into slot `i & 1`, if it fits and the mapping is writable.
+    #[inline]
+    pub(crate) fn write(&self, i: usize, src: &[u8]) -> Option<()> {
+        if src.len() > self.cap {
+            return None;
+        }
+        self.shared.write(self.offset(i), src)
+    }
+
+    /// The first `len` bytes of slot `i & 1` to write in place (see [`Shared::bytes_mut`]), if
+    /// `len <= cap`.
+    #[inline]
+    pub(crate) fn bytes_mut<'g, P: Park>(
+        &self,
+        i: usize,
+        len: usize,
+        held: &'g mut Guard<'_, P>,
+    ) -> Option<&'g mut [u8]>
+    where
+        'a: 'g,
+    {
+        if len > self.cap {
+            return None;
+        }
+        self.shared.bytes_mut(self.offset(i), len, held)
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -295,6 +416,50 @@ mod tests {
         fn wake_one(&self, _word: &AtomicU32) {}
     }
 
+    #[test]
+    fn slots_are_checked_once_and_each_copy_against_its_slot() {
+        let seg = segment("slots", 4096 - 64);
+        let sh = Shared::of(seg.mapping());
+        assert!(
+            SlotsLayout::<256>::new(usize::MAX / 2).is_none(),
+            "overflow"
+        );
+        assert!(
+            SlotsLayout::<256>::new(usize::MAX / 2 - 127).is_none(),
+            "overflow"
+        );
+        let over = SlotsLayout::<256>::new(1921).unwrap();
+        assert!(sh.slots(over).is_none(), "ends past 4096");
+        let layout = SlotsLayout::<256>::new(1920).unwrap();
+        assert_eq!(layout.end(), 4096);
+        let slots = sh.slots(layout).unwrap();
+        assert_eq!(slots.cap(), 1920);
+        // The lines below the slots are the mapping's own bytes.
+        slots
+            .line::<Control, 64>()
+            .version
+            .store(7, Ordering::Relaxed);
+        assert_eq!(sh.word(64).unwrap().load(Ordering::Relaxed), 7);
+        let metas = slots.line::<[SlotMeta; 2], 128>();
+        assert!(std::ptr::eq(&metas[1], sh.line::<SlotMeta>(192).unwrap()));
+        // Copies: at most `cap` bytes, into slot `i & 1`.
+        assert!(slots.write(0, &[1; 1921]).is_none() && slots.write(1, &[1; 1921]).is_none());
+        assert!(slots.write(0, &[1; 1920]).is_some());
+        assert!(slots.write(3, &[2; 1920]).is_some(), "slot 3 & 1 = 1");
+        let mut out = vec![0u8; 1921];
+        assert!(slots.read(1, &mut out).is_none());
+        slots.read(0, &mut out[..1920]).unwrap();
+        assert!(out[..1920].iter().all(|&b| b == 1));
+        slots.read(1, &mut out[..1920]).unwrap();
+        assert!(out[..1920].iter().all(|&b| b == 2));
+        // Where the slots lie, seen through plain offsets.
+        let mut edge = [0u8; 2];
+        sh.read(256 + 1919, &mut edge).unwrap();
+        assert_eq!(edge, [1, 2]);
+        sh.read(4094, &mut edge).unwrap();
+        assert_eq!(edge, [2, 2]);
+    }
+
     fn ctrl(s: &Segment) -> &Control {
         Shared::of(s.mapping()).line::<Control>(64).unwrap()
     }
@@ -314,6 +479,15 @@ mod tests {
         }
         let mut held = crate::wlock::lock(&ctrl(&seg).lock, 1, t, 0, Free).unwrap();
         assert!(sh.bytes_mut(4096 - 63, 64, &mut held).is_none(), "outside");
+        let slots = sh.slots(SlotsLayout::<256>::new(1920).unwrap()).unwrap();
+        assert!(
+            slots.bytes_mut(1, 1921, &mut held).is_none(),
+            "longer than a slot"
+        );
+        assert_eq!(
+            slots.bytes_mut(1, 1920, &mut held).map(|b| b.len()),
+            Some(1920)
+        );
         let buf = sh.bytes_mut(4096 - 64, 64, &mut held).unwrap();
         buf.fill(9);
         let mut out = [0u8; 64];
