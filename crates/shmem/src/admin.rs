@@ -29,7 +29,7 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use crate::error::{Error, Result};
 use crate::header::{self, Header, Lifetime, Parsed, Storage, HEADER_LEN};
 use crate::name;
-use crate::sys::{self, LockKind, Mapping};
+use crate::platform::linux::sys::{self, LockKind, Mapping};
 
 /// What a segment file in the directory is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -369,7 +369,7 @@ fn sysv_orphans(dry_run: bool) -> Vec<i32> {
         if uid != me.as_raw() && !me.is_root() {
             continue;
         }
-        let Ok(map) = Mapping::attach_shm(shmid, HEADER_LEN, crate::sys::Prot::ReadWrite) else {
+        let Ok(map) = Mapping::attach_shm(shmid, HEADER_LEN, sys::Prot::ReadWrite) else {
             continue;
         };
         let mut head = [0u8; HEADER_LEN];

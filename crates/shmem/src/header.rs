@@ -26,7 +26,7 @@
 //! [`HEADER_LEN`] in both storages.
 //!
 //! The header is written once, by the initialiser, while it holds the exclusive lock (see
-//! `segment.rs`), and only read afterwards. A peer may still scribble on it, so every read goes
+//! `platform/linux/segment.rs`), and only read afterwards. A peer may still scribble on it, so every read goes
 //! through [`parse`], which checks every field against what this process knows (the file length
 //! from `fstat`); a bad field is an error, never trusted.
 //!

@@ -30,7 +30,8 @@
 //! The seqlock, the waiters' flag and the readers' hold-off request are in `seqlock.rs`, the
 //! writers' lock in `wlock.rs`: every atomic operation of the protocol lives there, free of
 //! system calls, and the loom model checks run that code. This file lays those structures over
-//! the mapping, bounds-checks what it reads and copies the bytes (`copy.rs`). The system calls
+//! the mapping through `platform/shared.rs` (bounds-checked atomic views and the racy copies of
+//! `platform/copy.rs`), and bounds-checks what it reads. The system calls
 //! (sleeping and waking, and the witness that tells a live lock holder from a gone one) are the
 //! platform's, behind `platform/` (Linux: the futex and OFD locks; Windows: named events).
 //!
@@ -64,10 +65,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
 use crate::platform;
+use crate::platform::shared::{Shared, Slots, SlotsLayout};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control, Pass, SlotMeta};
@@ -209,9 +210,16 @@ impl ValueBuilder {
                 ),
             });
         }
+        let layout = SlotsLayout::new(capacity)
+            .filter(|l| l.end() + TRAILER == seg.mapping().len())
+            .ok_or_else(|| Error::Corrupt {
+                name: seg.name().to_owned(),
+                reason: format!("{size} bytes is not a valid value layout"),
+            })?;
         Ok(Value {
             writer: Writer::new(&seg, self.lock_timeout, self.wait_spin)?,
             capacity,
+            layout,
             seg,
         })
     }
@@ -234,6 +242,9 @@ pub(crate) fn capacity_for_size(size: u64) -> Option<usize> {
 pub struct Value {
     seg: Segment,
     capacity: usize,
+    /// The control and meta lines below `DATA_OFFSET`, and the two slots of `capacity` bytes
+    /// from there up to the platform's trailer (checked in `finish`).
+    layout: SlotsLayout<DATA_OFFSET>,
     /// The writer's token, lock and waits (`writer.rs`).
     writer: Writer,
 }
@@ -288,12 +299,7 @@ impl Value {
     /// handle cannot claim its liveness witness (first write only).
     pub fn set(&self, data: &[u8]) -> Result<u64> {
         self.writable("set")?;
-        self.publish_with(data.len(), |slot| {
-            // SAFETY: slot `slot` spans `capacity` bytes inside the mapping (checked in
-            // `finish`), `publish_with` checked `data.len() <= capacity`, and we hold the
-            // writers' lock, so no cooperating process writes the slot meanwhile.
-            unsafe { copy::copy_to_shared(self.slot_ptr(slot), data) }
-        })
+        self.publish_with(data.len(), |slot, _| self.fill_slot(slot, data))
     }
 
     /// Publishes a value of `len` bytes written in place by `fill`, with no staging copy, and
@@ -310,22 +316,15 @@ impl Value {
     /// As [`Value::set`].
     pub fn set_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
         self.writable("set_with")?;
-        self.publish_with(len, |slot| {
-            // SAFETY: slot `slot` spans `capacity >= len` bytes inside the mapping (checked in
-            // `finish` and `publish_with`); we hold the writers' lock, so no cooperating process
-            // writes these bytes until we release it, and readers only copy them out with
-            // `copy.rs`, which this process's compiler cannot see into. The slice does not
-            // outlive `fill`.
-            let buf = unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(slot), len) };
-            fill(buf);
-        })
+        self.publish_with(len, |slot, held| fill(self.slot_mut(slot, len, held)))
     }
 
-    /// The writer's side of the protocol: lock, publish through `fill(slot)`, unlock, wake.
-    fn publish_with(&self, len: usize, fill: impl FnOnce(usize)) -> Result<u64> {
+    /// The writer's side of the protocol: lock, publish through `fill(slot, lock)`, unlock,
+    /// wake.
+    fn publish_with(&self, len: usize, fill: impl FnOnce(usize, &mut Held<'_>)) -> Result<u64> {
         self.check_len(len)?;
-        let guard = self.lock()?;
-        let next = self.publish_locked(len, fill);
+        let mut guard = self.lock()?;
+        let next = self.publish_locked(&mut guard, len, fill);
         drop(guard);
         self.wake_after_publish();
         Ok(next)
@@ -343,15 +342,20 @@ impl Value {
     }
 
     /// Takes the writers' lock under this handle's token.
-    fn lock(&self) -> Result<wlock::Guard<'_, platform::Park<'_>>> {
+    fn lock(&self) -> Result<Held<'_>> {
         self.writer.lock(&self.seg, self.ctrl())
     }
 
     /// With the lock held: hold off for asking readers, fill the next slot, publish.
-    fn publish_locked(&self, len: usize, fill: impl FnOnce(usize)) -> u64 {
+    fn publish_locked(
+        &self,
+        held: &mut Held<'_>,
+        len: usize,
+        fill: impl FnOnce(usize, &mut Held<'_>),
+    ) -> u64 {
         let ctrl = self.ctrl();
         writer::honour_hold_off(ctrl, self.capacity);
-        let next = seqlock::write(ctrl, self.metas(), len as u64, fill);
+        let next = seqlock::write(ctrl, self.metas(), len as u64, |slot| fill(slot, held));
         seqlock::publish(ctrl, next);
         next
     }
@@ -386,7 +390,7 @@ impl Value {
         self.writable("sole_writer")?;
         Ok(SoleWriter {
             value: self,
-            _guard: self.lock()?,
+            guard: self.lock()?,
         })
     }
 
@@ -400,7 +404,12 @@ impl Value {
     /// [`Error::BufferTooSmall`]; [`Error::Corrupt`] when the segment holds no consistent
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
-        let ctrl = self.ctrl();
+        // One bounds check for the lines and the slots; the copy's `len <= cap` is the
+        // seqlock's own check (`Slots::read`).
+        let slots = self.slots();
+        let ctrl = slots.line::<Control, CTRL_OFFSET>();
+        let metas = slots.line::<[SlotMeta; 2], META_OFFSET>();
+        let cap = slots.cap();
         let mut backoff = if self.read_only() {
             Backoff::without_hold_off()
         } else {
@@ -408,13 +417,13 @@ impl Value {
         };
         let mut asked = 0u32;
         let r = loop {
-            let pass = seqlock::read(ctrl, self.metas(), self.capacity as u64, |slot, len| {
+            let pass = seqlock::read(ctrl, metas, cap as u64, |slot, len| {
                 if len > buf.len() {
                     return false;
                 }
-                // SAFETY: `seqlock::read` checked `len <= capacity`, so the copy stays inside
-                // slot `slot`, which lies inside the mapping.
-                unsafe { copy::copy_from_shared(&mut buf[..len], self.slot_ptr(slot)) };
+                slots
+                    .read(slot, &mut buf[..len])
+                    .expect("`seqlock::read` checked `len <= capacity`");
                 true
             });
             match pass {
@@ -531,7 +540,7 @@ impl Value {
 
     /// `wait_changed_unless` on a read-only handle: no `sleepers` flag (that would be a
     /// write); `writer.rs`'s unannounced wait, on `wake` and this handle's private cancel word
-    /// (`platform/linux.rs`), which only a value whose every publish wakes allows.
+    /// (`platform/linux/mod.rs`), which only a value whose every publish wakes allows.
     #[cfg(target_os = "linux")]
     fn wait_read_only(
         &self,
@@ -598,49 +607,58 @@ impl Value {
         len.min(self.capacity as u64) as usize
     }
 
-    fn ctrl(&self) -> &Control {
-        // SAFETY: the mapping is at least DATA_OFFSET bytes (checked in `finish`) and page
-        // aligned; `Control` is made of atomics (padding included), so a shared reference is
-        // sound while other processes write it.
-        unsafe { &*self.seg.mapping().ptr().add(CTRL_OFFSET).cast::<Control>() }
+    /// The value's lines and slots (inside: `finish` checked that the slots end where the
+    /// trailer starts, and a mapping does not shrink).
+    #[inline]
+    fn slots(&self) -> Slots<'_, DATA_OFFSET> {
+        Shared::of(self.seg.mapping())
+            .slots(self.layout)
+            .expect("value layout checked at open")
     }
 
+    /// The control line.
+    #[inline]
+    fn ctrl(&self) -> &Control {
+        self.slots().line::<Control, CTRL_OFFSET>()
+    }
+
+    /// The two slots' meta lines.
+    #[inline]
     fn metas(&self) -> &[SlotMeta; 2] {
-        // SAFETY: as for `ctrl`: the two meta lines lie inside the first DATA_OFFSET bytes, and
-        // are made of atomics.
-        unsafe {
-            &*self
-                .seg
-                .mapping()
-                .ptr()
-                .add(META_OFFSET)
-                .cast::<[SlotMeta; 2]>()
-        }
+        self.slots().line::<[SlotMeta; 2], META_OFFSET>()
     }
 
     /// The offset of the platform's trailer, inside the mapping (`finish` checked that
     /// `DATA_OFFSET + 2 * capacity + TRAILER` is the segment's size).
     fn trailer(&self) -> usize {
-        DATA_OFFSET + 2 * self.capacity
+        self.layout.end()
     }
 
-    fn slot_ptr(&self, slot: usize) -> *mut u8 {
-        // SAFETY: DATA_OFFSET + 2 * capacity == file size (checked in `finish`), so both slots
-        // lie inside the mapping.
-        unsafe {
-            self.seg
-                .mapping()
-                .ptr()
-                .add(DATA_OFFSET + self.capacity * (slot & 1))
-        }
+    /// Copies `data` (at most `capacity` bytes, checked by the caller) into slot `slot`; the
+    /// caller holds the writers' lock and writes.
+    fn fill_slot(&self, slot: usize, data: &[u8]) {
+        self.slots()
+            .write(slot, data)
+            .expect("value layout checked at open, and the handle writes");
+    }
+
+    /// Slot `slot`'s first `len` bytes (at most `capacity`, checked by the caller), to write in
+    /// place while `held`, this handle's writers' lock, stays borrowed.
+    fn slot_mut<'g>(&'g self, slot: usize, len: usize, held: &'g mut Held<'_>) -> &'g mut [u8] {
+        self.slots()
+            .bytes_mut(slot, len, held)
+            .expect("value layout checked at open, the handle writes, and it holds its lock")
     }
 }
+
+/// The writers' lock, held by a handle of this value.
+type Held<'a> = wlock::Guard<'a, platform::Park<'a>>;
 
 /// A handle that holds the writers' lock for its whole life: see [`Value::sole_writer`].
 #[derive(Debug)]
 pub struct SoleWriter<'a> {
     value: &'a Value,
-    _guard: wlock::Guard<'a, platform::Park<'a>>,
+    guard: Held<'a>,
 }
 
 impl SoleWriter<'_> {
@@ -651,10 +669,8 @@ impl SoleWriter<'_> {
     pub fn set(&mut self, data: &[u8]) -> Result<u64> {
         let v = self.value;
         v.check_len(data.len())?;
-        let next = v.publish_locked(data.len(), |slot| {
-            // SAFETY: as in `Value::set`: the slot spans `capacity >= data.len()` bytes of the
-            // mapping, and this handle holds the writers' lock.
-            unsafe { copy::copy_to_shared(v.slot_ptr(slot), data) }
+        let next = v.publish_locked(&mut self.guard, data.len(), |slot, _| {
+            v.fill_slot(slot, data)
         });
         v.wake_after_publish();
         Ok(next)
@@ -667,10 +683,8 @@ impl SoleWriter<'_> {
     pub fn set_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
         let v = self.value;
         v.check_len(len)?;
-        let next = v.publish_locked(len, |slot| {
-            // SAFETY: as in `Value::set_with`.
-            let buf = unsafe { std::slice::from_raw_parts_mut(v.slot_ptr(slot), len) };
-            fill(buf);
+        let next = v.publish_locked(&mut self.guard, len, |slot, held| {
+            fill(v.slot_mut(slot, len, held))
         });
         v.wake_after_publish();
         Ok(next)

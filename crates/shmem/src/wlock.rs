@@ -131,6 +131,11 @@ pub struct Guard<'a, P: Park> {
 }
 
 impl<P: Park> Guard<'_, P> {
+    /// The lock word it holds (which segment's lock this is: `platform/shared.rs` asks).
+    pub fn word(&self) -> &AtomicU32 {
+        self.word
+    }
+
     /// How the lock was taken. The library needs no special step after a takeover (the value
     /// protocol repairs what a dead writer left); tests and the model checks assert it.
     #[cfg_attr(not(any(test, loom)), allow(dead_code))]

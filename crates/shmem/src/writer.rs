@@ -2,8 +2,8 @@
 //! every platform: the cached writer token, taking the writers' lock with a timeout, the
 //! readers' hold-off pause, waking after a publish, `wake_waiters`, and the wait loop (watch
 //! for the spin window, then sleep). The kernel's part (witnesses, sleeping, waking) is the
-//! platform's, behind `platform/` ([`WriterSys`]); this file has no system call and no
-//! `unsafe`.
+//! platform's, behind `platform/` ([`WriterSys`]); this file makes no system call and no
+//! unchecked memory access.
 //!
 //! Both structures keep a `seqlock::Control` line at offset 64 of the segment: its `lock` and
 //! `claims` words are the writers' lock (`wlock.rs`), its `version`, `wake` and `sleepers` are
@@ -292,7 +292,7 @@ impl Writer {
 
     /// Linux: the wait of a read-only handle, which cannot set a may-sleep flag. Watches
     /// `changed()` for the spin window, then sleeps on channel 0 (the control line's `wake`)
-    /// and on this handle's private cancel word (`platform/linux.rs`), announcing nothing:
+    /// and on this handle's private cancel word (`platform/linux/mod.rs`), announcing nothing:
     /// before each re-check of `changed()` it reads `wake` ([`seqlock::wake_seen`]), and it
     /// sleeps only while `wake` still holds that value and the cancel word what it held before
     /// `cancelled()` was checked. Sound only where every publish wakes channel 0

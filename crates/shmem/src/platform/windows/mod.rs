@@ -56,6 +56,8 @@
 pub(crate) mod segment;
 mod sys;
 
+pub(crate) use self::sys::Mapping;
+
 use std::os::windows::io::OwnedHandle;
 use std::sync::Mutex;
 use std::time::Duration;

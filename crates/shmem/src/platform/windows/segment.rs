@@ -118,10 +118,10 @@ use windows_sys::Win32::Foundation::{
 
 pub(crate) use super::sys::Security;
 use super::sys::{self, Code, FileOpen, Mapping, ObjectType, Opened};
-use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{self, Header, Kind, Lifetime, Storage, HEADER_LEN};
 use crate::name;
+use crate::platform::shared::Shared;
 
 /// The largest segment we create: 1 TiB.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
@@ -946,16 +946,18 @@ impl Segment {
     /// another process writes meanwhile may be old or new (use [`crate::Value`] for that).
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        // SAFETY: `offset + len <= data_len`, checked above, so the range is inside the view.
-        unsafe { copy::copy_from_shared(buf, self.as_ptr().add(offset)) };
+        Shared::of(&self.map)
+            .read(HEADER_LEN + offset, buf)
+            .expect("`offset + len <= data_len`, checked above: inside the view");
         Ok(())
     }
 
     /// Copies `data` into the data area at `offset`. Not atomic for readers.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
-        // SAFETY: `offset + len <= data_len`, checked above, so the range is inside the view.
-        unsafe { copy::copy_to_shared(self.as_ptr().add(offset), data) };
+        Shared::of(&self.map)
+            .write(HEADER_LEN + offset, data)
+            .expect("`offset + len <= data_len`, checked above: inside the (writable) view");
         Ok(())
     }
 

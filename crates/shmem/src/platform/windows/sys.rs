@@ -519,6 +519,11 @@ impl Mapping {
             len: 0,
             view_len: 0,
         };
+        // Views start on the allocation granularity (64 KiB); `platform/shared.rs` relies on
+        // at least a page for alignment.
+        if ptr.as_ptr() as usize % crate::platform::shared::BASE_ALIGN != 0 {
+            return Err(windows_sys::Win32::Foundation::ERROR_MAPPED_ALIGNMENT);
+        }
         // SAFETY: all-zero is a valid `MEMORY_BASIC_INFORMATION` (integers and pointers).
         let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a writable buffer of the size passed; the address is our view.
@@ -558,6 +563,11 @@ impl Mapping {
         self.len
     }
 
+    /// Whether the view may be written: always (views are `FILE_MAP_WRITE`).
+    pub(crate) fn writable(&self) -> bool {
+        true
+    }
+
     /// The header, as atomics.
     pub(crate) fn raw_header(&self) -> &RawHeader {
         assert!(self.view_len >= HEADER_LEN);
@@ -572,7 +582,7 @@ impl Mapping {
         assert!(self.view_len >= HEADER_LEN);
         let mut head = [0u8; HEADER_LEN];
         // SAFETY: the view has at least HEADER_LEN bytes (checked above).
-        unsafe { crate::copy::copy_from_shared(&mut head, self.ptr.as_ptr()) };
+        unsafe { crate::platform::copy::copy_from_shared(&mut head, self.ptr.as_ptr()) };
         head
     }
 }

@@ -7,11 +7,15 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
+pub(crate) mod fork;
+pub(crate) mod segment;
+pub(crate) mod sys;
+
+use self::fork::ClaimError;
+use self::segment::Segment;
+use self::sys::ByteLock;
 use crate::error::{Error, Result};
-use crate::fork::{self, ClaimError};
-use crate::segment::Segment;
 use crate::sync::{AtomicU32, Ordering};
-use crate::sys::{self, ByteLock};
 use crate::wlock::{self, Holder};
 
 /// No waiter table: the futex carries `wait_changed`.

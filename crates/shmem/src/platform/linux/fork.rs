@@ -49,7 +49,7 @@
 //! The same registry is what a normal process exit walks: [`install`] also registers an
 //! `atexit` handler which, for every live handle, lets go of its attach lock (see
 //! [`Entry::exit`] for when that is allowed) and runs the last-detacher step of
-//! `segment.rs` ([`crate::segment::release_at_exit`]). It neither unmaps nor closes: other
+//! `segment.rs` ([`super::segment::release_at_exit`]). It neither unmaps nor closes: other
 //! threads may still be running and using the memory until the process is gone, and a handle
 //! dropped later (a library destructor) finds its entry marked released and only unmaps and
 //! closes. An exit that runs no handler (`_exit`, `exec`, a signal) leaves this to the kernel:
@@ -199,7 +199,7 @@ pub(crate) fn install() {
         }
         // Without it a normal exit still frees SysV memory (the kernel does), but leaves the
         // name file, and file-storage segments, behind until the next open or `gc`.
-        let _ = crate::sys::at_exit(at_exit);
+        let _ = super::sys::at_exit(at_exit);
     });
 }
 
@@ -309,9 +309,9 @@ pub(crate) fn writer_token(fd: RawFd, claims: &crate::sync::AtomicU32) -> Result
             if t == 0 {
                 continue;
             }
-            let won = crate::sys::ofd_lock_at(
+            let won = super::sys::ofd_lock_at(
                 witness,
-                crate::sys::LockKind::Exclusive,
+                super::sys::LockKind::Exclusive,
                 WITNESS_BASE + u64::from(t),
             )
             .map_err(|e| ClaimError::Sys("fcntl(F_OFD_SETLK)", e))?;
@@ -347,7 +347,7 @@ extern "C" fn at_exit() {
                 // SAFETY: the descriptor is registered, so it is open until its handle
                 // unregisters it, which waits for the registry lock we hold.
                 let fd = unsafe { BorrowedFd::borrow_raw(live[i].fd) };
-                let _ = crate::sys::ofd_lock(fd, crate::sys::LockKind::Unlock);
+                let _ = super::sys::ofd_lock(fd, super::sys::LockKind::Unlock);
             }
             // Our own attachments of this SysV segment, which stay until the process is gone.
             let mine = exit.shmid.map_or(0, |id| {
@@ -360,7 +360,7 @@ extern "C" fn at_exit() {
     });
     for (exit, dev, ino, mine) in todo {
         if let Some(path) = &exit.path {
-            crate::segment::release_at_exit(path, dev, ino, exit.shmid, mine);
+            super::segment::release_at_exit(path, dev, ino, exit.shmid, mine);
         }
     }
 }
@@ -448,7 +448,7 @@ fn spare_for(e: &Entry) -> RawFd {
     if !rustix::fs::fstat(&spare).is_ok_and(same) {
         return -1;
     }
-    match crate::sys::ofd_lock(spare.as_fd(), crate::sys::LockKind::Shared) {
+    match super::sys::ofd_lock(spare.as_fd(), super::sys::LockKind::Shared) {
         Ok(true) => spare.into_raw_fd(),
         _ => -1,
     }

@@ -1,9 +1,9 @@
 //! The few system calls that rustix does not wrap the way we need, and the mapping type.
 //!
-//! Everything `unsafe` about the operating system lives here (the racy copies are in `copy.rs`,
-//! the fork and exit handlers in `fork.rs`; views of the mapping in `segment.rs`, `value.rs`
-//! and `map.rs`): OFD locks, the mapping type (`mmap` or SysV `shmat`), the SysV calls and
-//! `atexit`. Each function states the syscall it makes.
+//! Everything `unsafe` about the operating system lives here (the racy copies are in
+//! `platform/copy.rs`, the fork and exit handlers in `fork.rs`, views of the mapping in
+//! `platform/shared.rs`): OFD locks, the mapping type (`mmap` or SysV `shmat`), the SysV calls
+//! and `atexit`. Each function states the syscall it makes.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
@@ -248,6 +248,7 @@ pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     source: Source,
+    prot: Prot,
 }
 
 // SAFETY: the mapping is plain memory shared with other processes; every access to it goes
@@ -292,12 +293,13 @@ impl Mapping {
                 0,
             )?
         };
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::INVAL)?;
-        Ok(Mapping {
-            ptr,
+        let map = Mapping {
+            ptr: NonNull::new(ptr.cast::<u8>()).ok_or(Errno::INVAL)?,
             len,
             source: Source::File,
-        })
+            prot,
+        };
+        map.page_aligned()
     }
 
     /// `shmat(shmid, NULL, 0)` (`SHM_RDONLY` for [`Prot::ReadOnly`]): attaches SysV segment
@@ -318,12 +320,28 @@ impl Mapping {
         if p as isize == -1 {
             return Err(last_errno());
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or(Errno::INVAL)?;
-        Ok(Mapping {
-            ptr,
+        let map = Mapping {
+            ptr: NonNull::new(p.cast::<u8>()).ok_or(Errno::INVAL)?,
             len,
             source: Source::SysV,
-        })
+            prot,
+        };
+        map.page_aligned()
+    }
+
+    /// `self` if it starts on a page, as every mapping the kernel hands out does: the views of
+    /// `platform/shared.rs` rely on it for alignment. Otherwise `EINVAL` (and `self` is
+    /// unmapped by its drop).
+    fn page_aligned(self) -> Result<Mapping, Errno> {
+        if self.ptr.as_ptr() as usize % crate::platform::shared::BASE_ALIGN != 0 {
+            return Err(Errno::INVAL);
+        }
+        Ok(self)
+    }
+
+    /// Whether the mapping may be written (`Prot::ReadWrite`).
+    pub(crate) fn writable(&self) -> bool {
+        self.prot == Prot::ReadWrite
     }
 
     /// The first byte of the mapping.
@@ -340,8 +358,9 @@ impl Mapping {
     /// racy-copy routine: other processes may be writing them.
     pub(crate) fn copy_out(&self, buf: &mut [u8]) {
         let n = buf.len().min(self.len);
-        // SAFETY: `n <= len`, so the source range lies inside the mapping.
-        unsafe { crate::copy::copy_from_shared(&mut buf[..n], self.ptr.as_ptr()) };
+        crate::platform::shared::Shared::of(self)
+            .read(0, &mut buf[..n])
+            .expect("`n <= len`: inside the mapping");
     }
 
     /// `madvise(MADV_POPULATE_WRITE)` over the whole mapping: allocates every page now, so that

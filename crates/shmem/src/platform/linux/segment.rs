@@ -197,14 +197,14 @@ use std::time::{Duration, Instant};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::copy;
+use super::fork::Unregistered;
+use super::sys::{self, LockKind, Mapping, Prot};
 use crate::error::{Error, Result};
-use crate::fork::Unregistered;
 use crate::header::{
     self, Header, Kind, Lifetime, Parsed, RawHeader, Storage, WakePolicy, HEADER_LEN,
 };
 use crate::name;
-use crate::sys::{self, LockKind, Mapping, Prot};
+use crate::platform::shared::Shared;
 
 /// How many times attach retries after finding a dead generation or a dead initialiser.
 const MAX_ATTEMPTS: usize = 100;
@@ -551,11 +551,11 @@ impl Builder {
         let path: Arc<Path> = Arc::from(path);
         let shmid = (header.storage == Storage::SysV).then_some(header.shmid);
         let unlinks = header.lifetime == Lifetime::Transient && trusted;
-        crate::fork::register(
+        super::fork::register(
             fd.as_raw_fd(),
             st.st_dev,
             st.st_ino,
-            crate::fork::AtExit {
+            super::fork::AtExit {
                 path: unlinks.then(|| path.clone()),
                 shmid,
             },
@@ -919,10 +919,8 @@ impl Builder {
             }
         };
         let h = Header::new(kind, Lifetime::Transient, total, Storage::SysV, shmid).with_wake(wake);
-        // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned, and `RawHeader` is
-        // made of atomics, so a shared reference to it is sound even while others write there.
-        let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
-        raw.init(&h);
+        let raw = Shared::of(&map).line::<RawHeader>(0);
+        raw.expect("the segment holds its header").init(&h);
         let marked = sys::shm_mark_removed(shmid);
         // Exactly the users who may open the name file may attach the memory (the segment
         // belongs to whoever created this generation, which may not own the name file).
@@ -1021,9 +1019,8 @@ impl Builder {
             });
         }
         let map = map_file(fd, size as usize, Prot::ReadWrite).map_err(|e| self.err("mmap", e))?;
-        // SAFETY: as in `initialise_sysv`.
-        let raw = unsafe { &*map.ptr().cast::<RawHeader>() };
-        raw.init(&h);
+        let raw = Shared::of(&map).line::<RawHeader>(0);
+        raw.expect("the file holds its header").init(&h);
         Ok((map, h))
     }
 
@@ -1380,8 +1377,8 @@ impl Segment {
     /// read-only handle ([`Segment::access`]) the memory is mapped read-only: writing through
     /// this pointer faults.
     pub fn as_ptr(&self) -> *mut u8 {
-        // SAFETY: the mapping is at least HEADER_LEN bytes long (checked when attaching).
-        unsafe { self.map.ptr().add(HEADER_LEN) }
+        // Inside: the mapping is at least HEADER_LEN bytes long (checked when attaching).
+        self.map.ptr().wrapping_add(HEADER_LEN)
     }
 
     /// Copies `buf.len()` data bytes starting at `offset` into `buf`. Not atomic: bytes that
@@ -1391,8 +1388,9 @@ impl Segment {
     /// [`Error::InvalidSize`] for a range outside the data area.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        // SAFETY: `offset + len <= data_len`, checked above, so the range is inside the mapping.
-        unsafe { copy::copy_from_shared(buf, self.as_ptr().add(offset)) };
+        Shared::of(&self.map)
+            .read(HEADER_LEN + offset, buf)
+            .expect("`offset + len <= data_len`, checked above: inside the mapping");
         Ok(())
     }
 
@@ -1404,8 +1402,9 @@ impl Segment {
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.writable("write")?;
         self.check_range(offset, data.len())?;
-        // SAFETY: `offset + len <= data_len`, checked above, so the range is inside the mapping.
-        unsafe { copy::copy_to_shared(self.as_ptr().add(offset), data) };
+        Shared::of(&self.map)
+            .write(HEADER_LEN + offset, data)
+            .expect("`offset + len <= data_len` (checked above) in a writable mapping");
         Ok(())
     }
 
@@ -1437,11 +1436,12 @@ impl Drop for Segment {
     fn drop(&mut self) {
         let fd = self.fd.take();
         let (how, witness) = fd.as_ref().map_or((Unregistered::Shared, None), |fd| {
-            crate::fork::unregister(fd.as_raw_fd())
+            super::fork::unregister(fd.as_raw_fd())
         });
         drop(witness); // releases this handle's writer token, if it had one
-                       // The memory first: our attachment must be gone before our lock is (see `map`).
-                       // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
+
+        // The memory first: our attachment must be gone before our lock is (see `map`).
+        // SAFETY: `map` is never used again: this is `drop`, and nothing below touches it.
         unsafe { ManuallyDrop::drop(&mut self.map) };
         if how == Unregistered::ReleasedAtExit {
             return; // the exit handler did the rest; `fd` closes here
