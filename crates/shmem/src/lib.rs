@@ -51,10 +51,7 @@ mod name;
 mod platform;
 mod retry;
 // Code the compiler cannot check lives in the platform backends only (`platform/mod.rs`).
-// Paths from before the backends had their own folders, kept for the modules not yet moved
-// to the new ones: `crate::segment` is each platform's `Segment` (as it always was on Windows), and
-// `crate::copy` the racy copies (map.rs; `platform::shared::Shared` replaces it).
-use platform::copy;
+// `crate::segment` is each platform's `Segment` (as it always was on Windows).
 #[cfg(target_os = "linux")]
 use platform::linux::segment;
 #[cfg(windows)]

@@ -39,7 +39,7 @@
 //!  960  copy 0: meta line (protocol::CopyMeta: seq, state, bump, count)
 //!               B buckets of u64 (0 empty, else tag << 32 | (heap offset / 8 + 1))
 //!               heap of H bytes: records (key_len u16, 0 u16, val_len u32, version u64,
-//!               key, value), each 8-aligned
+//!               key zero-padded to a multiple of 8, value), each 8-aligned
 //!  960 + C  copy 1 (C = 64 + 8 B + H)
 //!  960 + 2C  the platform's trailer (`platform::TRAILER_LEN` bytes): none on Linux; on
 //!       Windows the waiters' table (`platform/windows/mod.rs`), which records each sleeping
@@ -78,7 +78,7 @@
 //!
 //! # Hostile bytes
 //! Everything read from the segment is untrusted: bucket words, record headers, lengths,
-//! counts, the last-op record. Every access goes through [`Mem`], whose methods check the
+//! counts, the last-op record. Every access goes through [`Shared`], whose methods check the
 //! offset and length against what this process mapped and return `None` otherwise, or through
 //! a [`Whole`] view (a reader's pass), checked once against a geometry derived from the file
 //! size, never from the segment's bytes, which hands out the fixed parts (control and meta
@@ -112,12 +112,11 @@
 
 pub(crate) mod protocol;
 
-use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use crate::copy;
 use crate::error::{Error, Result};
 use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
+use crate::platform::shared::{read_words, Parts, PartsIn, Shared};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control};
@@ -316,10 +315,17 @@ fn home_of(tag: u32, bits: u32) -> usize {
     (tag >> (32 - bits)) as usize
 }
 
+/// The bytes a key takes in a record: its own, zero-padded to a whole word, so that a probe
+/// compares whole words (no mask) and the value starts on a word.
+#[inline(always)]
+fn key_span(key_len: usize) -> usize {
+    key_len.div_ceil(8) * 8
+}
+
 /// The heap bytes a record of this key and value takes.
 fn record_size(key_len: usize, val_len: usize) -> Option<usize> {
     RECORD_HEADER
-        .checked_add(key_len)?
+        .checked_add(key_span(key_len))?
         .checked_add(val_len)?
         .checked_next_multiple_of(8)
 }
@@ -417,192 +423,72 @@ struct CopyAt {
 }
 
 /// Where every part of a map segment lies, derived from its [`Layout`] alone (never from the
-/// segment): the control line, each copy's meta line, buckets and heap, and the end of the last
-/// copy. Built only by [`Geometry::of`], so its offsets are consistent with each other; a
-/// [`Whole`] view relies on that.
+/// segment): the control line, each copy's meta line, buckets and heap, as the [`Parts`] that a
+/// reader's pass checks against the mapping with one comparison ([`Whole`]). Built only by
+/// [`Geometry::of`].
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
-    layout: Layout,
-    copies: [CopyAt; 2],
-    /// The segment's size: every part ends at or before it.
-    end: usize,
+    /// Lines: the control line, copy 0's meta, copy 1's meta. Words: copy 0's buckets and
+    /// heap, copy 1's buckets and heap.
+    parts: Parts<3, 4>,
 }
 
 impl Geometry {
     fn of(layout: Layout) -> Option<Geometry> {
         layout.file_size()?; // no overflow anywhere in the layout
-                             // Where the copies end: the platform's trailer (Windows' waiters' table) follows.
-        let end = layout.trailer_offset();
         let copies = [layout.copy_at(0), layout.copy_at(1)];
-        // Lines 64-aligned, words 8-aligned, copy 1 (the last of the copies) ending at `end`.
-        let aligned = copies
-            .iter()
-            .all(|c| c.meta % ALIGN == 0 && c.buckets % 8 == 0 && c.heap % ALIGN == 0);
-        let fits = copies[1].heap.checked_add(layout.heap)? == end
-            && copies[0].heap + layout.heap <= copies[1].meta;
-        (aligned && fits && CTRL_OFFSET + 64 <= COPIES_OFFSET).then_some(Geometry {
-            layout,
-            copies,
-            end,
-        })
+        let words = |c: &CopyAt| [(c.buckets, layout.buckets), (c.heap, layout.heap / 8)];
+        let [b0, h0] = words(&copies[0]);
+        let [b1, h1] = words(&copies[1]);
+        let parts = Parts::new(
+            [CTRL_OFFSET, copies[0].meta, copies[1].meta],
+            [b0, h0, b1, h1],
+        )?;
+        // The copies end where the platform's trailer (Windows' waiters' table) starts.
+        (parts.end() == layout.trailer_offset()).then_some(Geometry { parts })
     }
 }
 
 /// The mapping, checked once to hold a whole [`Geometry`]: the control line, the meta lines and
-/// a copy's bucket and heap words are then handed out without checking each again (what a
-/// reader's pass needs, in the fewest instructions). Offsets *inside* the heap, read from the
-/// segment, are still checked by [`Table`] against the heap's words.
+/// a copy's bucket and heap words are then handed out without checking each again. Offsets
+/// *inside* the heap, read from the segment, are still checked by [`View`] against the heap's
+/// words.
 #[derive(Clone, Copy, Debug)]
 struct Whole<'a> {
-    mem: Mem<'a>,
-    geo: &'a Geometry,
+    parts: PartsIn<'a, 3, 4>,
 }
 
 impl<'a> Whole<'a> {
     /// `mem` as a whole map of geometry `geo`; `None` if the mapping is shorter (never, once
     /// the map is open: `finish` checked it, and a mapping does not shrink).
     #[inline]
-    fn new(mem: Mem<'a>, geo: &'a Geometry) -> Option<Whole<'a>> {
-        (geo.end <= mem.len).then_some(Whole { mem, geo })
+    fn new(mem: Shared<'a>, geo: &'a Geometry) -> Option<Whole<'a>> {
+        Some(Whole {
+            parts: mem.parts(&geo.parts)?,
+        })
     }
 
     #[inline]
     fn ctrl(&self) -> &'a Control {
-        // SAFETY: `CTRL_OFFSET + 64 <= COPIES_OFFSET < geo.end <= mem.len` (`Geometry::of`,
-        // `Whole::new`) and `CTRL_OFFSET` is 64-aligned in a page-aligned mapping; `Control`
-        // is made of atomics only, so a shared reference is sound while other processes
-        // write it.
-        unsafe { &*self.mem.ptr.add(CTRL_OFFSET).cast::<Control>() }
+        self.parts.line(0)
     }
 
     #[inline]
     fn metas(&self) -> [&'a CopyMeta; 2] {
-        let line = |c: &CopyAt| {
-            // SAFETY: the meta line (64 bytes) starts copy `c`, which ends at or before
-            // `geo.end <= mem.len`; it is 64-aligned (`Geometry::of`) and made of atomics only.
-            unsafe { &*self.mem.ptr.add(c.meta).cast::<CopyMeta>() }
-        };
-        [line(&self.geo.copies[0]), line(&self.geo.copies[1])]
+        [self.parts.line(1), self.parts.line(2)]
     }
 
     /// Copy `copy`'s view, whose meta line is `meta`.
     #[inline]
     fn view(&self, copy: usize, meta: &'a CopyMeta) -> View<'a> {
-        let at = self.geo.copies[copy & 1];
-        let layout = self.geo.layout;
-        // SAFETY: the copy's `B` bucket words and `H / 8` heap words lie inside the copy, which
-        // ends at or before `geo.end <= mem.len`; both start 8-aligned (`Geometry::of`); shared
-        // memory is only accessed through atomics and `copy.rs`, so shared references to
-        // atomics are sound while other processes write them.
-        let (buckets, heap_words) = unsafe {
-            (
-                std::slice::from_raw_parts(
-                    self.mem.ptr.add(at.buckets).cast::<AtomicU64>(),
-                    layout.buckets,
-                ),
-                std::slice::from_raw_parts(
-                    self.mem.ptr.add(at.heap).cast::<AtomicU64>(),
-                    layout.heap / 8,
-                ),
-            )
-        };
+        let c = 2 * (copy & 1);
         View {
             meta,
-            buckets,
-            heap_words,
+            buckets: self.parts.words(c),
+            heap_words: self.parts.words(c + 1),
         }
     }
 }
-
-/// Copies `dst.len()` bytes at byte `off` of `words` out, if they lie inside those words.
-#[inline(always)]
-fn read_words(words: &[AtomicU64], off: usize, dst: &mut [u8]) -> Option<()> {
-    if off.checked_add(dst.len())? > 8 * words.len() {
-        return None;
-    }
-    // SAFETY: `off..off + dst.len()` lies inside the `8 * words.len()` bytes of `words`
-    // (checked above), which are live shared memory for the borrow's life; `copy.rs` copies
-    // racy bytes soundly.
-    unsafe { copy::copy_from_shared(dst, words.as_ptr().cast::<u8>().add(off)) };
-    Some(())
-}
-
-/// Checked access to the mapping: every method checks offset and length against what this
-/// process mapped, so no value read from the segment can lead outside it.
-#[derive(Clone, Copy, Debug)]
-struct Mem<'a> {
-    ptr: *mut u8,
-    len: usize,
-    _mapping: PhantomData<&'a ()>,
-}
-
-impl<'a> Mem<'a> {
-    /// The atomic word at `off`, if it is aligned and inside the mapping.
-    #[inline]
-    fn word(&self, off: usize) -> Option<&'a AtomicU64> {
-        if off % 8 != 0 || off.checked_add(8)? > self.len {
-            return None;
-        }
-        // SAFETY: `off..off + 8` lies inside the mapping (checked above), which lives for `'a`
-        // and is page aligned, so the word is 8-aligned; shared memory is only ever accessed
-        // through atomics and `copy.rs`, so a shared reference to an atomic is sound while other
-        // processes write it.
-        Some(unsafe { &*self.ptr.add(off).cast::<AtomicU64>() })
-    }
-
-    /// The `n` atomic words at `off`, if they are aligned and inside the mapping.
-    #[inline]
-    fn words(&self, off: usize, n: usize) -> Option<&'a [AtomicU64]> {
-        if off % 8 != 0 || n.checked_mul(8)?.checked_add(off)? > self.len {
-            return None;
-        }
-        // SAFETY: `off..off + 8 n` lies inside the mapping (checked above), which lives for
-        // `'a` and is page aligned, so the words are 8-aligned; shared memory is only ever
-        // accessed through atomics and `copy.rs`, so shared references to atomics are sound
-        // while other processes write them.
-        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU64>(), n) })
-    }
-
-    /// A metadata line at a trusted, 64-aligned offset checked at open.
-    #[inline]
-    fn line<T: SharedLine>(&self, off: usize) -> &'a T {
-        assert!(
-            off % ALIGN == 0 && off + std::mem::size_of::<T>() <= self.len,
-            "map layout checked at open"
-        );
-        // SAFETY: inside the mapping and aligned (asserted); `T` is one of the line types made
-        // of atomics only (`SharedLine` is implemented for nothing else), so a shared reference
-        // is sound while other processes write it.
-        unsafe { &*self.ptr.add(off).cast::<T>() }
-    }
-
-    /// Copies `dst.len()` bytes at `off` out, if they lie inside the mapping.
-    #[inline]
-    fn read(&self, off: usize, dst: &mut [u8]) -> Option<()> {
-        if off.checked_add(dst.len())? > self.len {
-            return None;
-        }
-        // SAFETY: `off..off + dst.len()` lies inside the live mapping (checked above).
-        unsafe { copy::copy_from_shared(dst, self.ptr.add(off)) };
-        Some(())
-    }
-
-    /// Copies `src` in at `off`, if it lies inside the mapping.
-    fn write(&self, off: usize, src: &[u8]) -> Option<()> {
-        if off.checked_add(src.len())? > self.len {
-            return None;
-        }
-        // SAFETY: `off..off + src.len()` lies inside the live, writable mapping (checked above).
-        unsafe { copy::copy_to_shared(self.ptr.add(off), src) };
-        Some(())
-    }
-}
-
-/// The shared line types [`Mem::line`] may hand out: made of atomics only.
-trait SharedLine {}
-impl SharedLine for Control {}
-impl SharedLine for CopyMeta {}
-impl SharedLine for [WaitBucket; WAIT_BUCKETS] {}
 
 /// A record header, parsed and checked against its copy's heap.
 #[derive(Clone, Copy, Debug)]
@@ -674,7 +560,10 @@ impl<'a> View<'a> {
         let val_len = (h0 >> 32) as usize;
         let off = slot * 8;
         let room = 8 * self.heap_words.len() - off; // `slot + 1` is a heap word: `off < heap`
-        if key_len == 0 || key_len > MAX_KEY_LEN || RECORD_HEADER + key_len + val_len > room {
+        if key_len == 0
+            || key_len > MAX_KEY_LEN
+            || RECORD_HEADER + key_span(key_len) + val_len > room
+        {
             return None;
         }
         Some(Rec {
@@ -690,7 +579,11 @@ impl<'a> View<'a> {
         debug_assert_eq!(dst.len(), rec.val_len);
         // `record` checked that the value lies inside this copy's heap; `read_words` checks
         // it once more.
-        read_words(self.heap_words, rec.off + RECORD_HEADER + rec.key_len, dst)
+        read_words(
+            self.heap_words,
+            rec.off + RECORD_HEADER + key_span(rec.key_len),
+            dst,
+        )
     }
 
     /// Probes for `key`: at most `B` buckets; most are passed on their tag (8 bytes compared,
@@ -717,26 +610,39 @@ impl<'a> View<'a> {
         Find::Bad
     }
 
-    /// Whether the record of bucket word `w` holds `key`: `None` if it is inconsistent.
-    /// The key is compared a word at a time in place (the last word masked), no copy: the
-    /// record checked by [`Table::record`] holds `16 + key_len` bytes, and the heap is a
-    /// multiple of 8, so the words that hold the key lie inside it.
+    /// Whether the record of bucket word `w` holds `key`: `None` if it is inconsistent (the
+    /// checks of [`View::record`]). The key is compared a whole word at a time in place (the
+    /// record's key is zero-padded to a word, as [`Key`]'s words are), no copy, no mask.
     #[inline(always)]
     fn matches(&self, w: u64, key: &Key<'_>) -> Option<Option<Rec>> {
-        let rec = self.record(w)?;
+        // `record`'s checks, in the order that costs a probe least: the key's length is
+        // compared first, and being 1 to 255 (a checked key's) it needs no check of its own.
+        let slot = ((w & 0xffff_ffff) as usize).checked_sub(1)?;
+        let header = self.heap_words.get(slot..slot + 2)?;
+        let h0 = u64::from_le(header[0].load(Ordering::Relaxed));
         let n = key.bytes.len();
-        if rec.key_len != n {
-            return Some(None);
+        let key_len = (h0 & 0xffff) as usize;
+        if key_len != n {
+            // Rare (the tags matched): tell a bad length from another key's.
+            return (key_len != 0 && key_len <= MAX_KEY_LEN).then_some(None);
         }
-        let first = rec.off / 8 + 2;
+        let val_len = (h0 >> 32) as usize;
+        let off = slot * 8;
+        if RECORD_HEADER + key_span(n) + val_len > 8 * self.heap_words.len() - off {
+            return None;
+        }
+        let rec = Rec {
+            off,
+            key_len: n,
+            val_len,
+            version: u64::from_le(header[1].load(Ordering::Relaxed)),
+        };
+        let first = slot + 2;
         let same = if n <= 16 {
-            let load = |i: usize| -> Option<u64> {
-                Some(u64::from_le(
-                    self.heap_words.get(first + i)?.load(Ordering::Relaxed),
-                ))
-            };
-            let low = |bytes: usize| u64::MAX >> (64 - 8 * bytes.min(8));
-            load(0)? & low(n) == key.words[0] && (n <= 8 || load(1)? & low(n - 8) == key.words[1])
+            // The record's key words are zero-padded, as the key's own: whole-word compares.
+            let words = self.heap_words.get(first..first + 1 + usize::from(n > 8))?;
+            let load = |i: usize| u64::from_le(words[i].load(Ordering::Relaxed));
+            load(0) == key.words[0] && (n <= 8 || load(1) == key.words[1])
         } else {
             long_key_matches(self.heap_words, first, key.bytes)?
         };
@@ -757,9 +663,9 @@ fn long_key_matches(heap_words: &[AtomicU64], first: usize, key: &[u8]) -> Optio
     }
     let rest = key.len() % 8;
     if rest != 0 {
+        // Zero-padded in the record, as `tail_word` pads it.
         let sw = u64::from_le(words.last()?.load(Ordering::Relaxed));
-        let mask = u64::MAX >> (64 - 8 * rest);
-        if sw & mask != tail_word(key, key.len() - rest) {
+        if sw != tail_word(key, key.len() - rest) {
             return Some(false);
         }
     }
@@ -770,7 +676,7 @@ fn long_key_matches(heap_words: &[AtomicU64], first: usize, key: &[u8]) -> Optio
 #[derive(Clone, Copy, Debug)]
 struct Table<'a> {
     view: View<'a>,
-    mem: Mem<'a>,
+    mem: Shared<'a>,
     meta: &'a CopyMeta,
     buckets_off: usize,
     heap_off: usize,
@@ -778,10 +684,10 @@ struct Table<'a> {
 }
 
 impl<'a> Table<'a> {
-    fn new(mem: Mem<'a>, layout: Layout, copy: usize) -> Table<'a> {
+    fn new(mem: Shared<'a>, layout: Layout, copy: usize) -> Table<'a> {
         let at = layout.copy_at(copy);
         let inside = "copy inside the layout checked at open";
-        let meta = mem.line(at.meta);
+        let meta = mem.line(at.meta).expect(inside);
         Table {
             view: View {
                 meta,
@@ -845,7 +751,13 @@ impl<'a> Table<'a> {
         let at = self.heap_off + off;
         self.mem.write(at, &h)?;
         self.mem.write(at + RECORD_HEADER, key)?;
-        self.mem.write(at + RECORD_HEADER + key.len(), value)
+        let pad = [0u8; 8];
+        self.mem.write(
+            at + RECORD_HEADER + key.len(),
+            &pad[..key_span(key.len()) - key.len()],
+        )?;
+        self.mem
+            .write(at + RECORD_HEADER + key_span(key.len()), value)
     }
 
     /// Overwrites an existing record's value in place (it fits the old record's space).
@@ -855,7 +767,8 @@ impl<'a> Table<'a> {
         h[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
         h[8..16].copy_from_slice(&version.to_le_bytes());
         let at = self.heap_off + rec.off;
-        self.mem.write(at + RECORD_HEADER + rec.key_len, value)?;
+        self.mem
+            .write(at + RECORD_HEADER + key_span(rec.key_len), value)?;
         self.mem.write(at, &h)
     }
 
@@ -982,7 +895,10 @@ impl<'a> Table<'a> {
             if self.layout.heap - bump < size {
                 return None; // more live bytes than the heap: not a state a writer makes
             }
-            buf.resize(size.min(RECORD_HEADER + rec.key_len + rec.val_len), 0);
+            buf.resize(
+                size.min(RECORD_HEADER + key_span(rec.key_len) + rec.val_len),
+                0,
+            );
             self.mem.read(src.heap_off + rec.off, &mut buf)?;
             self.mem.write(self.heap_off + bump, &buf)?;
             self.bucket(i).store(
@@ -1814,7 +1730,7 @@ impl Map {
     /// (`seqlock.rs`), backs off and passes again.
     #[inline]
     fn look<L: Look>(&self, look: &mut L) -> Result<(L::Out, u64)> {
-        let whole = Whole::new(self.mem(), &self.geo).expect("map layout checked at open");
+        let whole = self.whole();
         match protocol::read(whole.ctrl(), whole.metas(), |c, meta| {
             look.look(&whole.view(c, meta))
         }) {
@@ -2055,22 +1971,25 @@ impl Map {
     }
 
     #[inline]
-    fn mem(&self) -> Mem<'_> {
-        let m = self.seg.mapping();
-        Mem {
-            ptr: m.ptr(),
-            len: m.len(),
-            _mapping: PhantomData,
-        }
+    fn mem(&self) -> Shared<'_> {
+        Shared::of(self.seg.mapping())
+    }
+
+    /// The whole map in the mapping (`finish` checked its geometry against it at open).
+    #[inline]
+    fn whole(&self) -> Whole<'_> {
+        Whole::new(self.mem(), &self.geo).expect("map layout checked at open")
     }
 
     #[inline]
     fn ctrl(&self) -> &Control {
-        self.mem().line(CTRL_OFFSET)
+        self.whole().ctrl()
     }
 
     fn wait_buckets(&self) -> &[WaitBucket; WAIT_BUCKETS] {
-        self.mem().line(WAIT_OFFSET)
+        self.mem()
+            .line(WAIT_OFFSET)
+            .expect("map layout checked at open")
     }
 
     /// The channel `wait_changed` of a key with this tag sleeps on: its wait bucket `b`,
@@ -2087,11 +2006,7 @@ impl Map {
 
     #[inline]
     fn metas(&self) -> [&CopyMeta; 2] {
-        let mem = self.mem();
-        [
-            mem.line(self.geo.copies[0].meta),
-            mem.line(self.geo.copies[1].meta),
-        ]
+        self.whole().metas()
     }
 }
 
@@ -2152,7 +2067,12 @@ fn parse_copy(raw: &[u8], layout: Layout, count: u64) -> Option<Vec<Entry>> {
         }
         let k0 = off + RECORD_HEADER;
         let key = heap.get(k0..k0 + key_len)?;
-        let value = heap.get(k0 + key_len..(k0 + key_len).checked_add(val_len)?)?;
+        let v0 = k0 + key_span(key_len);
+        // The padding is zero, as writers leave it (a probe compares whole words).
+        if heap.get(k0 + key_len..v0)?.iter().any(|&b| b != 0) {
+            return None;
+        }
+        let value = heap.get(v0..v0.checked_add(val_len)?)?;
         if tag_of(key) != (w >> 32) as u32 {
             return None;
         }

@@ -352,6 +352,117 @@ impl<'a, const OFF: usize> Slots<'a, OFF> {
     }
 }
 
+/// Copies `dst.len()` bytes at byte `off` of `words` out, if they lie inside those words: the
+/// way a reader copies a record's value out of a heap it holds as a slice of atomic words
+/// (`map.rs`), with one check against the slice, none against the mapping.
+#[inline(always)]
+pub(crate) fn read_words(words: &[AtomicU64], off: usize, dst: &mut [u8]) -> Option<()> {
+    if off.checked_add(dst.len())? > 8 * words.len() {
+        return None;
+    }
+    // SAFETY: `off..off + dst.len()` lies inside the `8 * words.len()` bytes of `words`
+    // (checked above), live for the borrow; they may be written by others at any time, and
+    // `copy.rs` copies racy bytes soundly.
+    unsafe { copy::copy_from_shared(dst, words.as_ptr().cast::<u8>().add(off)) };
+    Some(())
+}
+
+/// The bytes of one line ([`Parts`]): a cache line, the most an [`AtomicView`] handed out as a
+/// line of `Parts` may take.
+pub(crate) const LINE: usize = 64;
+
+/// The fixed parts of a layout (`map.rs`'s control and meta lines, and its copies' bucket and
+/// heap words), laid out once when the segment is opened, from its size alone (never from its
+/// bytes): `L` lines of [`LINE`] bytes at 64-aligned offsets and `W` runs of words at 8-aligned
+/// offsets, all ending at or before `end`. Each use checks the whole against a mapping with one
+/// comparison ([`Shared::parts`]), and hands the parts out with no further check: what a
+/// reader's pass needs, in the fewest instructions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Parts<const L: usize, const W: usize> {
+    lines: [usize; L],
+    /// (offset, length in words).
+    words: [(usize, usize); W],
+    /// The end of the last part, without overflow (`new` is the only constructor).
+    end: usize,
+}
+
+impl<const L: usize, const W: usize> Parts<L, W> {
+    /// The parts at these offsets; `None` if one is misaligned or its end overflows.
+    pub(crate) fn new(lines: [usize; L], words: [(usize, usize); W]) -> Option<Parts<L, W>> {
+        let mut end = 0usize;
+        for &off in &lines {
+            if off % LINE != 0 {
+                return None;
+            }
+            end = end.max(off.checked_add(LINE)?);
+        }
+        for &(off, n) in &words {
+            if off % 8 != 0 {
+                return None;
+            }
+            end = end.max(off.checked_add(n.checked_mul(8)?)?);
+        }
+        Some(Parts { lines, words, end })
+    }
+
+    /// Where the last part ends.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn end(&self) -> usize {
+        self.end
+    }
+}
+
+/// [`Parts`] checked to lie inside one mapping: every part ends at or before `len`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PartsIn<'a, const L: usize, const W: usize> {
+    ptr: *mut u8,
+    parts: &'a Parts<L, W>,
+    _mapping: PhantomData<&'a Mapping>,
+}
+
+impl<'a> Shared<'a> {
+    /// `parts` in this mapping, if they all end inside.
+    #[inline]
+    pub(crate) fn parts<'p, const L: usize, const W: usize>(
+        &self,
+        parts: &'p Parts<L, W>,
+    ) -> Option<PartsIn<'p, L, W>>
+    where
+        'a: 'p,
+    {
+        (parts.end <= self.len).then_some(PartsIn {
+            ptr: self.ptr,
+            parts,
+            _mapping: PhantomData,
+        })
+    }
+}
+
+impl<'a, const L: usize, const W: usize> PartsIn<'a, L, W> {
+    /// Line `i` as a `T` (at most a line, aligned to at most a line: checked at compile time).
+    /// Panics if `i >= L` (a constant index after inlining).
+    #[inline]
+    pub(crate) fn line<T: AtomicView>(&self, i: usize) -> &'a T {
+        const { assert!(size_of::<T>() <= LINE && align_of::<T>() <= LINE) };
+        let off = self.parts.lines[i];
+        // SAFETY: `off + LINE <= end <= len` (`Parts::new`, `Shared::parts`), so the line lies
+        // inside the mapping, which lives for `'a`; `off` is 64-aligned from a page-aligned
+        // base and `T`'s alignment divides 64 (asserted), so the address is aligned; `T` is
+        // made of atomics only (`AtomicView`) and no larger than the line.
+        unsafe { &*self.ptr.add(off).cast::<T>() }
+    }
+
+    /// Run of words `i`. Panics if `i >= W`.
+    #[inline]
+    pub(crate) fn words(&self, i: usize) -> &'a [AtomicU64] {
+        let (off, n) = self.parts.words[i];
+        // SAFETY: `off + 8 n <= end <= len` (`Parts::new`, `Shared::parts`), so the words lie
+        // inside the mapping, which lives for `'a`; `off` is 8-aligned from a page-aligned
+        // base; shared references to atomics are sound while other processes write them.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off).cast::<AtomicU64>(), n) }
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::sync::atomic::Ordering;
