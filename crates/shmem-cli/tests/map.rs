@@ -161,19 +161,20 @@ fn watch_ends_cleanly_on_ctrl_c_and_detaches() {
 fn info_and_ls_show_keys_and_bytes() {
     let dir = TestDir::new();
     dir.ok(&["map", "create", "stats", "--size", "4096", "--persistent"]);
-    dir.ok(&["map", "set", "stats", "k1", "0123456789"]); // 16 + 2 + 10 -> 32 bytes
-    dir.ok(&["map", "set", "stats", "k2", "x"]); // 16 + 2 + 1 -> 24 bytes
+    // A record: 16 header bytes, the key zero-padded to 8, the value, rounded up to 8.
+    dir.ok(&["map", "set", "stats", "k1", "0123456789"]); // 16 + 8 + 10 -> 40 bytes
+    dir.ok(&["map", "set", "stats", "k2", "x"]); // 16 + 8 + 1 -> 32 bytes
     let info = dir.json(&["info", "stats"]);
     assert_eq!(info["kind"], "map");
     assert_eq!(info["capacity"], 4096, "{info}");
     assert_eq!(info["version"], 2);
     assert_eq!(info["map"]["keys"], 2, "{info}");
-    assert_eq!(info["map"]["bytes_used"], 56, "{info}");
-    assert_eq!(info["map"]["bytes_free"], 4096 - 56, "{info}");
+    assert_eq!(info["map"]["bytes_used"], 72, "{info}");
+    assert_eq!(info["map"]["bytes_free"], 4096 - 72, "{info}");
     let text = dir.ok(&["info", "stats"]).stdout;
     assert!(text.contains("\nkeys:       2 of at most "), "{text}");
     assert!(
-        text.contains("\nrecords:    56 bytes used, 4040 free\n"),
+        text.contains("\nrecords:    72 bytes used, 4024 free\n"),
         "{text}"
     );
     let list = dir.json(&["ls"]);

@@ -258,9 +258,10 @@ fn a_full_map_refuses_and_changes_nothing_and_deletes_make_room() {
     let before = sut.snapshot().unwrap();
     let usage = sut.usage().unwrap();
     assert_eq!((usage.keys, usage.heap_bytes), (i, 4096));
-    // Each record is 16 + 2 or 3 key bytes + 100, rounded to 8: 120 bytes; the next does not fit.
-    assert_eq!(usage.live_bytes, 120 * i);
-    assert!(usage.live_bytes + 120 > usage.heap_bytes);
+    // Each record is 16 + its 2 or 3 key bytes zero-padded to 8 + 100, rounded to 8: 128 bytes;
+    // the next does not fit.
+    assert_eq!(usage.live_bytes, 128 * i);
+    assert!(usage.live_bytes + 128 > usage.heap_bytes);
     // A new key, and a grown existing one: both refused, nothing changes.
     assert!(matches!(
         sut.set("new", &[1; 100]),
