@@ -1669,21 +1669,12 @@ impl Map {
     /// Whether this handle is read-only (Linux only; Windows handles always write).
     #[inline]
     fn read_only(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        return self.seg.access() == crate::Access::ReadOnly;
-        #[cfg(not(target_os = "linux"))]
-        return false;
+        self.seg.read_only()
     }
 
     /// `Ok` when this handle may write; the permission error for `op` on a read-only one.
     fn writable(&self, op: &str) -> Result<()> {
-        #[cfg(target_os = "linux")]
-        return self.seg.writable(op);
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = op;
-            Ok(())
-        }
+        self.seg.writable(op)
     }
 
     #[inline]

@@ -1330,6 +1330,11 @@ impl Segment {
         self.access
     }
 
+    /// Whether this handle is read-only (the protocols above it then never write).
+    pub(crate) fn read_only(&self) -> bool {
+        self.access == Access::ReadOnly
+    }
+
     /// `Ok` on a read-write handle; on a read-only one, the [`Error::PermissionDenied`] that
     /// `op` (a write) gets, naming the segment.
     pub(crate) fn writable(&self, op: &str) -> Result<()> {

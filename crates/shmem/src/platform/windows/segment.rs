@@ -879,6 +879,16 @@ impl Segment {
         &self.object
     }
 
+    /// Whether this handle is read-only: never on Windows, whose handles always write.
+    pub(crate) fn read_only(&self) -> bool {
+        false
+    }
+
+    /// `Ok`: a Windows handle may always write (there are no read-only handles).
+    pub(crate) fn writable(&self, _op: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether this handle created (and zero-filled) the section, the equivalent of
     /// `GetLastError() != ERROR_ALREADY_EXISTS` after `CreateFileMapping`.
     pub fn created(&self) -> bool {
