@@ -24,6 +24,25 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
+/// Starts `cmd`. Wine now and then fails a `CreateProcess` with `ERROR_INTERNAL_ERROR`
+/// (1359) that a second attempt does not repeat; that error alone is retried, a few times,
+/// and any other fails at once. (Linux never returns it: `raw_os_error` there is an errno.)
+fn spawn_retrying(cmd: &mut Command) -> Child {
+    const ERROR_INTERNAL_ERROR: i32 = 1359;
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(ERROR_INTERNAL_ERROR) => {
+                attempts += 1;
+                assert!(attempts < 5, "spawn the helper: {e} ({attempts} attempts)");
+                eprintln!("spawn the helper: {e}; trying again");
+            }
+            Err(e) => panic!("spawn the helper: {e}"),
+        }
+    }
+}
+
 /// A helper process, killed (`TerminateProcess`) if the test ends without waiting for it.
 pub struct Helper {
     child: Child,
@@ -41,19 +60,17 @@ impl Helper {
         if let Some(d) = dir {
             cmd.env("SHMEM_HELPER_DIR", d);
         }
-        let mut child = cmd
-            .args([
-                "helper",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SHMEM_HELPER", format!("{role} {name}"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the helper");
+        cmd.args([
+            "helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SHMEM_HELPER", format!("{role} {name}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+        let mut child = spawn_retrying(&mut cmd);
         let out = BufReader::new(child.stdout.take().unwrap());
         Helper { child, out }
     }
