@@ -412,6 +412,15 @@ impl<const L: usize, const W: usize> Parts<L, W> {
     }
 }
 
+/// The compile-time check that a `T` fits a line of [`Parts`]: its size and alignment.
+#[cfg_attr(loom, allow(dead_code))]
+struct FitsLine<T>(PhantomData<T>);
+
+impl<T> FitsLine<T> {
+    #[cfg(not(loom))]
+    const OK: () = assert!(size_of::<T>() <= LINE && align_of::<T>() <= LINE);
+}
+
 /// [`Parts`] checked to lie inside one mapping: every part ends at or before `len`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PartsIn<'a, const L: usize, const W: usize> {
@@ -443,7 +452,9 @@ impl<'a, const L: usize, const W: usize> PartsIn<'a, L, W> {
     /// Panics if `i >= L` (a constant index after inlining).
     #[inline]
     pub(crate) fn line<T: AtomicView>(&self, i: usize) -> &'a T {
-        const { assert!(size_of::<T>() <= LINE && align_of::<T>() <= LINE) };
+        // Not under loom, whose atomics are larger (and whose builds never view a mapping).
+        #[cfg(not(loom))]
+        let () = FitsLine::<T>::OK;
         let off = self.parts.lines[i];
         // SAFETY: `off + LINE <= end <= len` (`Parts::new`, `Shared::parts`), so the line lies
         // inside the mapping, which lives for `'a`; `off` is 64-aligned from a page-aligned
