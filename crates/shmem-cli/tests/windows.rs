@@ -37,11 +37,9 @@ impl TestDir {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.shmem()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        let mut cmd = self.shmem();
+        cmd.args(args).stdin(Stdio::null());
+        retrying_wine(|| cmd.output())
     }
 
     /// Runs and checks for success; returns stdout.
@@ -70,6 +68,23 @@ impl Drop for TestDir {
     }
 }
 
+/// Starts a process with `start`. Wine now and then fails a `CreateProcess` with
+/// `ERROR_INTERNAL_ERROR` (1359) that a second attempt does not repeat: that error alone is
+/// retried, a few times; any other fails at once.
+fn retrying_wine<T>(mut start: impl FnMut() -> std::io::Result<T>) -> T {
+    const ERROR_INTERNAL_ERROR: i32 = 1359;
+    for attempt in 1.. {
+        match start() {
+            Ok(t) => return t,
+            Err(e) if e.raw_os_error() == Some(ERROR_INTERNAL_ERROR) && attempt < 5 => {
+                eprintln!("start shmem: {e}; trying again");
+            }
+            Err(e) => panic!("start shmem: {e} (attempt {attempt})"),
+        }
+    }
+    unreachable!("the loop returns or panics")
+}
+
 /// Output as text, without Windows' carriage returns.
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).replace('\r', "")
@@ -87,11 +102,8 @@ struct Proc {
 
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut child = retrying_wine(|| cmd.spawn());
         let out = BufReader::new(child.stdout.take().unwrap());
         Proc { child, out }
     }
