@@ -41,6 +41,14 @@ fn _reopen_value(
     value::Value::reopen(py, name, dir, readonly)
 }
 
+/// Opens the live map `name` in `dir` (how a pickled `Map` is unpickled), read-only if the
+/// pickled handle was.
+#[pyfunction]
+#[pyo3(signature = (name, dir, readonly = false))]
+fn _reopen_map(py: Python<'_>, name: &str, dir: PathBuf, readonly: bool) -> PyResult<map::Map> {
+    map::Map::reopen(py, name, dir, readonly)
+}
+
 /// Opens the live segment `name` in `dir` (how a pickled `Segment` is unpickled).
 #[pyfunction]
 fn _reopen_segment(py: Python<'_>, name: &str, dir: PathBuf) -> PyResult<segment::Segment> {
@@ -68,6 +76,7 @@ fn _shmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add_function(wrap_pyfunction!(_close_all, m)?)?;
     m.add_function(wrap_pyfunction!(_reopen_value, m)?)?;
+    m.add_function(wrap_pyfunction!(_reopen_map, m)?)?;
     m.add_function(wrap_pyfunction!(_reopen_segment, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

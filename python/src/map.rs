@@ -7,6 +7,12 @@
 //!
 //! Keys are `str` (stored as UTF-8) or `bytes`, 1 to 255 bytes; keys come back as `str` when
 //! they are valid UTF-8, else as `bytes`.
+//!
+//! Read-only handles (`Map.open(name, readonly=True)`) go through the library's
+//! `Access::ReadOnly`, which refuses `set` and `delete` with a permission error naming the map
+//! before touching the segment (`PermissionError` here, as every write path of this class ends
+//! in one of those two), and allows waits only on maps whose writers wake at every publish
+//! (created with a read-without-write mode such as 0o644).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +95,18 @@ enum Open {
     OrCreate,
     Create,
     Existing,
+    /// `Existing`, read-only.
+    ReadOnly,
+}
+
+impl Open {
+    fn existing(readonly: bool) -> Open {
+        if readonly {
+            Open::ReadOnly
+        } else {
+            Open::Existing
+        }
+    }
 }
 
 /// Keys and values shared between processes in one segment. `Map(name, capacity)` opens the map
@@ -105,6 +123,26 @@ pub(crate) struct Map {
 }
 
 impl Map {
+    /// Opens the live one named `name` in `dir`, whatever its capacity (for unpickling),
+    /// read-only if the pickled handle was.
+    pub(crate) fn reopen(
+        py: Python<'_>,
+        name: &str,
+        dir: PathBuf,
+        readonly: bool,
+    ) -> PyResult<Map> {
+        let zero = 0u8.into_pyobject(py)?;
+        Map::attach(
+            py,
+            name,
+            zero.as_any(),
+            false,
+            0o600,
+            Some(dir),
+            Open::existing(readonly),
+        )
+    }
+
     fn attach(
         py: Python<'_>,
         name: &str,
@@ -125,11 +163,18 @@ impl Map {
             .capacity(capacity)
             .lifetime(lifetime)
             .mode(args::mode(name, mode)?);
+        // Read-only: a sharing mode is how the core crate accepts another user's map (it
+        // creates nothing, so the mode sets no file's mode).
+        let builder = match how {
+            Open::ReadOnly => builder.access(shmem::Access::ReadOnly).mode(0o644),
+            _ => builder,
+        };
+        // Attaching may wait for another process that is initialising the segment.
         let map = py
             .detach(|| match how {
                 Open::OrCreate => builder.open(),
                 Open::Create => builder.create_new(),
-                Open::Existing => builder.open_existing(),
+                Open::Existing | Open::ReadOnly => builder.open_existing(),
             })
             .map_err(errors::to_py)?;
         Ok(Map {
@@ -226,19 +271,40 @@ impl Map {
         Map::attach(py, name, capacity, persistent, mode, dir, Open::OrCreate)
     }
 
-    /// Opens the live map `name`; `FileNotFoundError` if there is none.
+    /// Opens the live map `name`; `FileNotFoundError` if there is none. A `capacity` above 0
+    /// is the least it must hold. With `readonly=True` it needs only read permission (also on
+    /// another user's map whose mode lets this user read it) and never writes: `set`,
+    /// `delete`, `m[key] = data` and `del m[key]` raise `PermissionError`, and waits work on
+    /// maps created with a mode that lets someone read without writing (0o644, 0o640), whose
+    /// every set and delete wakes them (a wait on one key then wakes at every change of the
+    /// map and checks its key again).
     #[classmethod]
-    #[pyo3(signature = (name, capacity = None, *, dir = None))]
+    #[pyo3(signature = (name, capacity = None, *, dir = None, readonly = false))]
     fn open(
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         name: &str,
         capacity: Option<&Bound<'_, PyAny>>,
         dir: Option<PathBuf>,
+        readonly: bool,
     ) -> PyResult<Map> {
         let zero = 0u8.into_pyobject(py)?;
         let capacity = capacity.unwrap_or(zero.as_any());
-        Map::attach(py, name, capacity, false, 0o600, dir, Open::Existing)
+        Map::attach(
+            py,
+            name,
+            capacity,
+            false,
+            0o600,
+            dir,
+            Open::existing(readonly),
+        )
+    }
+
+    /// Whether this handle was opened read-only (`Map.open(..., readonly=True)`).
+    #[getter]
+    fn readonly(&self) -> PyResult<bool> {
+        Ok(self.slot.get()?.map.segment().access() == shmem::Access::ReadOnly)
     }
 
     /// Creates map `name`; `FileExistsError` if a live one has that name.
@@ -485,6 +551,21 @@ impl Map {
     fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
         self.close();
         false
+    }
+
+    /// Pickles as its name (and directory): unpickling opens the live map again, as
+    /// `Map.open` does (read-only if this handle is), so a `multiprocessing` child can be
+    /// handed one. `FileNotFoundError` there if nobody holds it any more.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, (String, PathBuf, bool))> {
+        let shared = self.slot.get()?;
+        let segment = shared.map.segment();
+        let readonly = segment.access() == shmem::Access::ReadOnly;
+        let dir = segment.dir().to_owned();
+        let reopen = py.import("shmem._shmem")?.getattr("_reopen_map")?;
+        Ok((reopen, (self.slot.name().to_owned(), dir, readonly)))
     }
 
     fn __repr__(&self) -> String {
