@@ -111,7 +111,7 @@ impl Open {
 
 /// Keys and values shared between processes in one segment. `Map(name, capacity)` opens the map
 /// or creates it empty, with `capacity` heap bytes for its records (each takes 16 bytes plus its
-/// key and value, rounded up to 8). It is a mutable mapping: `m[key]`, `m[key] = data`,
+/// key rounded up to 8 plus its value, rounded up to 8). It is a mutable mapping: `m[key]`, `m[key] = data`,
 /// `del m[key]`, `key in m`, `len(m)`, iteration over the keys of one consistent version.
 /// Every set and delete gives the map a new `version`; `wait`, `watch` and `changed` sleep
 /// until a key, or any key, changes. Readers never see a torn entry; a writer that crashes

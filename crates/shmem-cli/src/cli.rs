@@ -225,7 +225,8 @@ pub struct MapArgs {
 pub enum MapCommand {
     /// Create a persistent map with room for --size bytes of records.
     #[command(after_help = concat!(
-        "Each record takes 16 bytes plus its key and value, rounded up to 8. A transient map \
+        "Each record takes 16 bytes plus its key rounded up to 8 plus its value, rounded up to \
+         8. A transient map \
          would be freed as this command exits: keep one with `shmem map hold NAME`.\n\n\
          Examples:\n  shmem map create workers --size 65536 --persistent --mode 0660\n\n",
         "Exit codes: 0 created, 1 error (e.g. exists), 2 usage"

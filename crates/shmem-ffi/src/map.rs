@@ -99,8 +99,8 @@ unsafe fn key_arg<'a>(key: *const c_char) -> Option<&'a [u8]> {
 /// Opens the map segment `name` in the segment directory (as `shmem_open`) and stores a new
 /// handle in `*out`.
 ///
-/// `capacity` is the heap bytes its records may use (each takes 16 bytes plus its key and
-/// value, rounded up to 8; rounded up to a multiple of 64 in all); it is needed to create, and
+/// `capacity` is the heap bytes its records may use (each takes 16 bytes plus its key rounded
+/// up to 8 plus its value, rounded up to 8; rounded up to a multiple of 64 in all); it is needed to create, and
 /// an existing map must hold at least that much (0 accepts any). `flags` as for `shmem_open`,
 /// `SHMEM_READONLY` included (Linux: a handle that only reads; its `shmem_map_set` and
 /// `shmem_map_delete` return `SHMEM_ERR_PERMISSION`, and its `shmem_map_wait` works only on a

@@ -490,10 +490,14 @@ fn random_token() -> u64 {
 }
 
 impl RawHeader {
-    /// Whether the initialiser has published the header (its magic is nonzero, Acquire).
+    /// Whether the initialiser has published the header (its magic is nonzero, Acquire: a
+    /// Relaxed load and a fence, as `sync::LoadAcquire` for the protocols' atomics, which are
+    /// loom's under `--cfg loom` while the header's are always `std`'s).
     #[cfg_attr(not(windows), allow(dead_code))]
     pub(crate) fn is_initialised(&self) -> bool {
-        self.magic.load(Ordering::Acquire) != 0
+        let magic = self.magic.load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        magic != 0
     }
 
     /// Writes `h` into shared memory; the magic goes last (Release) so that a crash part-way

@@ -33,6 +33,8 @@
 //! # Ok::<(), shmem::Error>(())
 //! ```
 #![warn(missing_docs)]
+// Code the compiler cannot check lives in `platform/` only (its `mod` below allows it).
+#![deny(unsafe_code)]
 
 #[cfg(not(any(target_os = "linux", windows)))]
 compile_error!(
@@ -48,6 +50,7 @@ mod error;
 mod header;
 mod map;
 mod name;
+#[allow(unsafe_code)]
 mod platform;
 mod retry;
 // Code the compiler cannot check lives in the platform backends only (`platform/mod.rs`).

@@ -47,8 +47,8 @@
 //! ```
 //!
 //! This is map layout 3 (header kind 5); layouts 1 (kind 3, no wait buckets) and 2 (kind 4,
-//! the same bytes but the multiply-rotate key hash, so its keys sit in other buckets) are
-//! refused with [`Error::Incompatible`]. The trailer goes last, as after a value's slots: everything up to
+//! the multiply-rotate key hash, so its keys sit in other buckets, and keys not padded in
+//! their records) are refused with [`Error::Incompatible`]. The trailer goes last, as after a value's slots: everything up to
 //! it is the same on every platform, its offset follows from the sizes like the rest, and no
 //! segment is ever shared between a Linux and a Windows kernel, so only its length differs.
 //! All-zero memory is a valid trailer too (no waiter registered).
@@ -65,7 +65,8 @@
 //! the tag alone, so that a bucket word alone tells where its entry belongs. A lookup hashes
 //! the key once into its two words ([`Key`]), reads bucket words, passing those whose tag
 //! differs without reading their record; for a matching tag it loads the record's header
-//! words and compares the key's words in place (atomic loads, masked, no copy), then copies
+//! words and compares the key's whole words in place (atomic loads, no copy, no mask: the
+//! record's key is zero-padded to a word), then copies
 //! the value out. The undisturbed pass is one straight run with no retry state
 //! ([`Map::look`]). Deletion shifts the following entries back (no tombstones), so probe
 //! sequences never grow with churn.
@@ -120,6 +121,7 @@ use crate::platform::shared::{read_words, Parts, PartsIn, Shared};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control};
+use crate::sync::LoadAcquire;
 use crate::sync::{AtomicU64, Ordering};
 use crate::writer::{self, Channel, Site, WaitFor, Writer};
 use protocol::{Applied, CatchUp, CopyMeta, Pass, WaitBucket, WAIT_BUCKETS};
@@ -189,8 +191,8 @@ fn hash_finish(acc: u64, len: usize) -> u64 {
 /// the last one zero-padded; each pair of words is folded into an accumulator with one
 /// folded multiply ([`fold`], as foldhash does), and a last fold mixes in the length. A key of
 /// up to 16 bytes (most) costs two multiplies in a row: the hash is on the path from the key
-/// to the bucket load, so its latency is a lookup's, which is why it replaced map layout 2's
-/// word-at-a-time multiply-rotate with a three-multiply finalizer. Keys of up to 16 bytes take
+/// to the bucket load, so its latency is a lookup's: that is why it replaced map layout 2's
+/// hash (a multiply-rotate step per word, then a three-multiply finalizer). Keys of up to 16 bytes take
 /// [`Key::new`]'s path, from the two words it keeps.
 #[inline]
 fn hash(key: &[u8]) -> u64 {
@@ -1123,7 +1125,8 @@ pub struct Usage {
     pub keys: usize,
     /// The most keys the table holds.
     pub max_keys: usize,
-    /// Heap bytes the live records take (16 + key + value each, rounded up to 8).
+    /// Heap bytes the live records take (each 16 + its key rounded up to 8 + its value, rounded
+    /// up to 8).
     pub live_bytes: usize,
     /// Heap bytes in all.
     pub heap_bytes: usize,
@@ -1146,7 +1149,7 @@ impl MapBuilder {
     }
 
     /// The heap bytes the map's records may use, rounded up to 64; a record takes 16 bytes
-    /// plus its key and value, rounded up to 8. The table gets one bucket per 48 heap bytes
+    /// plus its key rounded up to 8 plus its value, rounded up to 8. The table gets one bucket per 48 heap bytes
     /// (at least 16, a power of two) and holds keys in up to 3/4 of them. Needed to create;
     /// when opening an existing map, it must hold at least this much (0 accepts any).
     pub fn capacity(mut self, bytes: usize) -> MapBuilder {
@@ -1352,7 +1355,7 @@ impl Map {
 
     /// The latest published map version (0 before the first change).
     pub fn version(&self) -> u64 {
-        self.ctrl().version.load(Ordering::Acquire)
+        self.ctrl().version.load_acquire()
     }
 
     /// Sets `key` to `value` and returns the new map version (also the entry's version).
@@ -1602,7 +1605,7 @@ impl Map {
         };
         let ctrl = self.ctrl();
         let changed = || {
-            let v = ctrl.version.load(Ordering::Acquire);
+            let v = ctrl.version.load_acquire();
             Ok((v != since).then_some(v))
         };
         #[cfg(target_os = "linux")]
@@ -2037,7 +2040,8 @@ fn crash_point(p: Phase) {
 fn crash_point(_: Phase) {}
 
 /// Parses a private copy of a table (buckets then heap) into sorted entries. `None` when it
-/// is inconsistent: a bad record, a key in the wrong bucket, a duplicate, a count that differs.
+/// is inconsistent: a bad record, non-zero key padding, a key whose tag is not its bucket
+/// word's, a duplicate, a count that differs.
 fn parse_copy(raw: &[u8], layout: Layout, count: u64) -> Option<Vec<Entry>> {
     let (buckets, heap) = raw.split_at(8 * layout.buckets);
     let mut entries = Vec::new();
@@ -2493,13 +2497,11 @@ mod tests {
         ]);
     }
 
-    /// The in-place probe against hostile words in the unpublished copy (which no reader uses,
-    /// so the test may write it): slots at and past the heap's end, key and value lengths that
-    /// run past it, a key length of 0 or over 255, a matching tag on another key. Each is
-    /// `Bad` or a miss, never an access outside the heap; the intact entry is still found.
-    /// The probe's key comparison (two masked words for keys of up to 16 bytes, a loop for
-    /// longer ones): keys of every length are found, and a key with the same tag (forced)
-    /// whose bytes differ in one byte, or which is one byte shorter, is not.
+    /// The probe's key comparison (whole words against the record's zero-padded key: two for
+    /// keys of up to 16 bytes, a loop for longer ones): keys of every length are found, and a
+    /// key with the same tag (forced) is not when its bytes differ in one byte, when it is one
+    /// byte shorter, or when it is the key with zero bytes added or removed at its end (the
+    /// padding holds zeros, so only the length check tells `k` from `k\0`).
     #[test]
     #[cfg(target_os = "linux")]
     fn keys_that_differ_in_one_byte_or_in_length_are_told_apart() {
@@ -2541,9 +2543,41 @@ mod tests {
             if n > 1 {
                 assert!(same_tag(&key[..n - 1]), "{n} bytes less one");
             }
+            for extra in 1..=8 {
+                let mut longer = key.to_vec();
+                longer.resize((n + extra).min(MAX_KEY_LEN), 0);
+                if longer.len() > n {
+                    assert!(same_tag(&longer), "{n} bytes and {extra} zero bytes");
+                }
+            }
+        }
+        // And keys that end in zero bytes, against the same keys without them.
+        for (stored, probe) in [
+            (&b"k\0"[..], &b"k"[..]),
+            (b"abcdefg\0", b"abcdefg"),
+            (b"abcdefgh\0", b"abcdefgh"),
+            (b"abcdefghijklmno\0", b"abcdefghijklmno"),
+            (b"abcdefghijklmnop", b"abcdefghijklmnop\0"),
+        ] {
+            m.set(stored, b"zero-tailed").unwrap();
+            let copy = (m.version() & 1) as usize;
+            let t = Table::new(m.mem(), m.layout, copy);
+            let k = Key {
+                hash: Key::new(stored).hash,
+                ..Key::new(probe)
+            };
+            assert!(matches!(t.find(&Key::new(stored)), Find::Present { .. }));
+            assert!(
+                matches!(t.find(&k), Find::Absent { .. }),
+                "{probe:?} found as {stored:?}"
+            );
         }
     }
 
+    /// The in-place probe against hostile words in the unpublished copy (which no reader uses,
+    /// so the test may write it): slots at and past the heap's end, key and value lengths that
+    /// run past it, a key length of 0 or over 255, a matching tag on another key. Each is
+    /// `Bad` or a miss, never an access outside the heap; the intact entry is still found.
     #[test]
     #[cfg(target_os = "linux")] // (a private directory; the probe itself is platform-free)
     fn the_probe_refuses_records_that_leave_the_heap() {

@@ -56,10 +56,11 @@
 //! waiter that read `wake` before the bump finds the futex word changed and returns at once.
 //!
 //! An unannounced waiter (a read-only handle, on an `EveryPublish` segment only) skips the flag:
-//! `w = wake` (Acquire, [`wake_seen`]), re-read `version` (Acquire); sleep on `wake` only if
-//! it is still `since` ([`wake_seen`] says why no wake-up is lost then). A map's read-only
+//! `w = wake` (Acquire), re-read `version` (Acquire) ([`check_unannounced`]); sleep on `wake` only if
+//! it is still `since` ([`check_unannounced`] says why no wake-up is lost then). A map's read-only
 //! waiters do the same on its control line, for `wait_any` and for one key alike.
 
+use crate::sync::LoadAcquire;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// The control line of a value.
@@ -284,10 +285,10 @@ pub fn read(
     capacity: u64,
     copy: impl FnOnce(usize, usize) -> bool,
 ) -> Pass {
-    let v = ctrl.version.load(Ordering::Acquire);
+    let v = ctrl.version.load_acquire();
     let s = (v & 1) as usize;
     let meta = &metas[s];
-    let q1 = meta.seq.load(Ordering::Acquire);
+    let q1 = meta.seq.load_acquire();
     let retry = Pass::Retry { seen: (v, q1) };
     if q1 & 1 != 0 {
         return retry;
@@ -317,22 +318,40 @@ pub fn read(
 pub fn announce(sleepers: &AtomicU32, wake: &AtomicU32) -> u32 {
     sleepers.swap(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
-    wake.load(Ordering::Acquire)
+    wake.load_acquire()
 }
 
-/// The waiter's half for a waiter that cannot write (a read-only handle): read the control
-/// line's `wake` (Acquire), announcing nothing; the caller then re-checks its condition with
-/// Acquire loads that start with `version` (a value's version, or a map reader's pass, which
-/// starts with the map version) and sleeps on `wake` while it holds the value returned
-/// (`Writer::wait_unannounced`). Sound only where every publish wakes
+/// What [`check_unannounced`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unannounced<T> {
+    /// The condition holds: no sleep.
+    Changed(T),
+    /// Sleep on the control line's `wake` while it holds this value.
+    Sleep(u32),
+}
+
+/// The waiter's half for a waiter that cannot write (a read-only handle), announcing nothing:
+/// read the control line's `wake` (Acquire), *then* check the condition with `changed`, whose
+/// loads start with `version` (a value's version, or a map reader's pass, which starts with
+/// the map version); `Sleep(word)` if it still reports no change (`Writer::wait_unannounced`
+/// sleeps on `wake` while it holds `word`). Sound only where every publish wakes
 /// (`WakePolicy::EveryPublish`): if the condition still holds, the `wake` read came before
 /// the bump of the publish that would end it (the bump is Release after the version store,
 /// and a `wake` load that saw it would make the version store visible to the loads after
 /// it), so a sleep on that value either fails at once (the bump came meanwhile) or is queued
-/// before the bump and woken by the publisher's unconditional wake-up after it.
+/// before the bump and woken by the publisher's unconditional wake-up after it. The order of
+/// the two steps is the whole argument, which is why they are one function, the one the loom
+/// models run.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-pub fn wake_seen(ctrl: &Control) -> u32 {
-    ctrl.wake.load(Ordering::Acquire)
+pub fn check_unannounced<T, E>(
+    ctrl: &Control,
+    changed: impl FnOnce() -> Result<Option<T>, E>,
+) -> Result<Unannounced<T>, E> {
+    let word = ctrl.wake.load_acquire();
+    Ok(match changed()? {
+        Some(v) => Unannounced::Changed(v),
+        None => Unannounced::Sleep(word),
+    })
 }
 
 /// Bumps a channel's wake word (Release): after a publish that concerns the channel, and

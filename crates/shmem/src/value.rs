@@ -51,7 +51,7 @@
 //! `WakePolicy::EveryPublish` in its header, and every publish on it makes the `FUTEX_WAKE`
 //! call (one system call per `set`, on such values only: about 0.5 us here, BENCHMARKS.md).
 //! The waiter then reads `wake` and re-checks `version` without announcing itself
-//! (`seqlock::wake_seen` and `Writer::wait_unannounced`, which state why no wake-up is lost;
+//! (`seqlock::check_unannounced` and `Writer::wait_unannounced`, which state why no wake-up is lost;
 //! a map's read-only waiters use the same loop) and sleeps with
 //! `futex_waitv` on `wake` and a private word of its handle, which `wake_waiters` on a
 //! read-only handle bumps and wakes (so its own threads can still cancel its waits without
@@ -62,7 +62,6 @@
 //! always costs every `set` a system call on values that no read-only reader can open.
 //!
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -72,6 +71,7 @@ use crate::platform::shared::{Shared, Slots, SlotsLayout};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
 use crate::seqlock::{self, Control, Pass, SlotMeta};
+use crate::sync::LoadAcquire;
 use crate::wlock;
 use crate::writer::{self, Channel, Site, WaitFor, Writer};
 
@@ -287,7 +287,7 @@ impl Value {
 
     /// The latest published version (0 before the first `set`).
     pub fn version(&self) -> u64 {
-        self.ctrl().version.load(Ordering::Acquire)
+        self.ctrl().version.load_acquire()
     }
 
     /// Publishes `data` as the new value and returns its version. A value longer than
@@ -515,7 +515,7 @@ impl Value {
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<u64>> {
         let ctrl = self.ctrl();
-        let v = ctrl.version.load(crate::sync::Ordering::Acquire);
+        let v = ctrl.version.load_acquire();
         if v != since {
             return Ok(Some(v)); // already changed: no clock read, no system call
         }
@@ -526,7 +526,7 @@ impl Value {
             timeout,
         };
         let changed = || {
-            let v = ctrl.version.load(crate::sync::Ordering::Acquire);
+            let v = ctrl.version.load_acquire();
             Ok((v != since).then_some(v))
         };
         let at = self.site();
@@ -592,7 +592,7 @@ impl Value {
 
     /// The length of the current value, as a hint (not checked for consistency).
     fn peek_len(&self) -> usize {
-        let v = self.ctrl().version.load(crate::sync::Ordering::Acquire);
+        let v = self.ctrl().version.load_acquire();
         let len = self.metas()[(v & 1) as usize]
             .len
             .load(crate::sync::Ordering::Relaxed);

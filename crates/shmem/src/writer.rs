@@ -293,7 +293,7 @@ impl Writer {
     /// Linux: the wait of a read-only handle, which cannot set a may-sleep flag. Watches
     /// `changed()` for the spin window, then sleeps on channel 0 (the control line's `wake`)
     /// and on this handle's private cancel word (`platform/linux/mod.rs`), announcing nothing:
-    /// before each re-check of `changed()` it reads `wake` ([`seqlock::wake_seen`]), and it
+    /// before each re-check of `changed()` it reads `wake` ([`seqlock::check_unannounced`]), and it
     /// sleeps only while `wake` still holds that value and the cancel word what it held before
     /// `cancelled()` was checked. Sound only where every publish wakes channel 0
     /// (`WakePolicy::EveryPublish`, which the caller checks): `changed()`'s Acquire loads
@@ -324,10 +324,10 @@ impl Writer {
                 return Ok(None);
             }
             let remaining = remaining(at, deadline, w)?;
-            let word = seqlock::wake_seen(at.ctrl);
-            if let Some(v) = changed()? {
-                return Ok(Some(v));
-            }
+            let word = match seqlock::check_unannounced(at.ctrl, &mut changed)? {
+                seqlock::Unannounced::Changed(v) => return Ok(Some(v)),
+                seqlock::Unannounced::Sleep(word) => word,
+            };
             sleeper.wait_unannounced(&at.ctrl.wake, word, cancel_seen, remaining)?;
             WAKEUPS.fetch_add(1, Ordering::Relaxed);
             if let Some(v) = changed()? {

@@ -15,7 +15,8 @@ use loom::sync::Arc;
 use loom::thread;
 use shmem::model::map as mp;
 use shmem::model::{
-    after_publish, announce, take_sleepers, wake_seen, AtomicU64, Control, Ordering, Wake,
+    after_publish, announce, check_unannounced, take_sleepers, AtomicU64, Control, Ordering,
+    Unannounced, Wake,
 };
 
 const KEYS: usize = 2;
@@ -219,10 +220,17 @@ fn an_unannounced_one_key_waiter_sleeps_only_on_a_word_from_before_its_keys_set(
         let waiter = {
             let s = Arc::clone(&s);
             thread::spawn(move || {
-                let w = wake_seen(&s.ctrl);
-                match s.read(2) {
-                    Some((_, t)) if t[1] == 0 => Some(w), // would sleep on `w`
-                    _ => None,                            // saw the change, or would retry
+                // The library's step: `wake` first, then the pass for key 1's version; a
+                // pass that must retry counts as "changed" here (the waiter would not sleep).
+                let step = check_unannounced(&s.ctrl, || -> Result<Option<()>, ()> {
+                    Ok(match s.read(2) {
+                        Some((_, t)) if t[1] == 0 => None,
+                        _ => Some(()),
+                    })
+                });
+                match step.unwrap() {
+                    Unannounced::Sleep(w) => Some(w), // would sleep on `w`
+                    Unannounced::Changed(()) => None, // saw the change, or would retry
                 }
             })
         };

@@ -136,7 +136,7 @@ fn a_waiter_never_sleeps_through_a_set() {
     });
 }
 
-/// A read-only waiter announces nothing (`wake_seen`, then its re-check of `version`, as
+/// A read-only waiter announces nothing (`check_unannounced`: `wake`, then its re-check of `version`, as
 /// `Writer::wait_unannounced` does), and the writer of a `WakePolicy::EveryPublish` value
 /// wakes after every publish. No wake-up is lost if a waiter that decides to sleep saw `wake`
 /// from before the publish's bump: its `FUTEX_WAIT` then either fails (the bump came first)
@@ -148,9 +148,15 @@ fn an_unannounced_waiter_sleeps_only_on_a_wake_count_from_before_the_publish() {
         let waiter = {
             let s = Arc::clone(&s);
             thread::spawn(move || {
-                let w = wake_seen(&s.ctrl);
-                let v = s.ctrl.version.load(Ordering::Acquire);
-                (v == 0).then_some(w).ok_or(v)
+                // The library's step: `wake` first, then the condition.
+                let step = check_unannounced(&s.ctrl, || -> Result<Option<u64>, ()> {
+                    let v = s.ctrl.version.load(Ordering::Acquire);
+                    Ok((v != 0).then_some(v))
+                });
+                match step.unwrap() {
+                    Unannounced::Sleep(w) => Ok(w),
+                    Unannounced::Changed(v) => Err(v),
+                }
             })
         };
         let before = s.ctrl.wake.load(Ordering::Relaxed);

@@ -1,6 +1,9 @@
 //! The rule "`unsafe` lives in the platform backend files" (`src/platform/`, see its
-//! `mod.rs`), kept true: any other source file of the library that writes the keyword outside
-//! a comment fails this test, which lists every offending line. (That every `unsafe` block
+//! `mod.rs`), kept true. The compiler is the guard: `lib.rs` denies `unsafe_code` and allows it
+//! for `mod platform` only, so `unsafe` anywhere else does not build. This test is the
+//! backstop that names the lines (a text scan: a `//` inside a string literal hides the rest
+//! of its line from it, which the lint does not miss): any other source file of the library
+//! that writes the keyword outside a comment fails it. (That every `unsafe` block
 //! says why it holds is clippy's `undocumented_unsafe_blocks`, denied for the workspace.)
 #![cfg(unix)]
 

@@ -61,7 +61,7 @@
 //!
 //! # Read-only waiter (Linux; a map whose header says `WakePolicy::EveryPublish`)
 //! It cannot write a flag, so it announces nothing and sleeps on the control line's `wake`
-//! (channel 0), for one key as for any: read `wake` (Acquire, `seqlock::wake_seen`), then the
+//! (channel 0), for one key as for any: read `wake` (Acquire), then the
 //! reader pass (its first load is `version`, Acquire), and sleep on `wake` only if the key's
 //! version (or the map version) is still `since` and the word unchanged. Every publisher of
 //! such a map bumps `wake` in [`publish_op`] (through [`seqlock::publish`], Release, after the
@@ -81,6 +81,7 @@
 //! replay.
 
 use crate::seqlock::{self, Control};
+use crate::sync::LoadAcquire;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// How many wait buckets a map has (a power of two).
@@ -251,10 +252,10 @@ pub fn read<T>(
     metas: [&CopyMeta; 2],
     look: impl FnOnce(usize, &CopyMeta) -> Option<T>,
 ) -> Pass<T> {
-    let v = ctrl.version.load(Ordering::Acquire);
+    let v = ctrl.version.load_acquire();
     let c = (v & 1) as usize;
     let meta = metas[c];
-    let q1 = meta.seq.load(Ordering::Acquire);
+    let q1 = meta.seq.load_acquire();
     let retry = Pass::Retry { seen: (v, q1) };
     if q1 & 1 != 0 || meta.state.load(Ordering::Relaxed) != v {
         return retry;

@@ -1,6 +1,6 @@
 //! The one door to a mapping's shared bytes: bounds-checked views and copies, no system calls.
 //!
-//! Every protocol module (`value.rs`, and `map.rs` once it moves here) reaches the memory that
+//! Every protocol module (`value.rs`, `map.rs`, the segments' header views) reaches the memory that
 //! other processes write through [`Shared`], never through raw pointers, so that the argument
 //! for why each access is sound is made once, here:
 //!
@@ -129,9 +129,8 @@ impl<'a> Shared<'a> {
         }
     }
 
-    /// The number of bytes.
+    /// The number of bytes (the Linux unit tests check what `of` takes from the mapping).
     #[inline]
-    // map.rs's `Mem::len`, once it moves here.
     #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -145,16 +144,12 @@ impl<'a> Shared<'a> {
 
     /// The atomic word at `off`, if it is 8-aligned and inside.
     #[inline]
-    // map.rs's `Mem::word`, once it moves here.
-    #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
     pub(crate) fn word(&self, off: usize) -> Option<&'a AtomicU64> {
         self.line::<AtomicU64>(off)
     }
 
     /// The `n` atomic words at `off`, if they are 8-aligned and inside.
     #[inline]
-    // map.rs's `Mem::words`, once it moves here.
-    #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
     pub(crate) fn words(&self, off: usize, n: usize) -> Option<&'a [AtomicU64]> {
         if !self.fits(off, n.checked_mul(8)?, align_of::<AtomicU64>()) {
             return None;
@@ -211,9 +206,11 @@ impl<'a> Shared<'a> {
     /// slice's life means this process has no second slice at a time; readers only copy the
     /// bytes out with `copy.rs`, which the compiler cannot see into, so no Rust access races
     /// with the slice. A peer that ignores the protocol can change the bytes under it (the
-    /// caller's documentation says to write them, not to trust what it reads back).
+    /// caller's documentation says to write them, not to trust what it reads back). Private:
+    /// only [`Slots::bytes_mut`] reaches it, with the offset of a slot, never of a line that
+    /// shared references view.
     #[inline]
-    pub(crate) fn bytes_mut<'g, P: Park>(
+    fn bytes_mut<'g, P: Park>(
         &self,
         off: usize,
         len: usize,

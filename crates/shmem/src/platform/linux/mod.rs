@@ -15,6 +15,7 @@ use self::fork::ClaimError;
 use self::segment::Segment;
 use self::sys::ByteLock;
 use crate::error::{Error, Result};
+use crate::sync::LoadAcquire;
 use crate::sync::{AtomicU32, Ordering};
 use crate::wlock::{self, Holder};
 
@@ -130,7 +131,7 @@ impl Sleeper<'_> {
 
     /// The cancel counter, read before a read-only waiter checks its cancel flag.
     pub(crate) fn cancel_seen(&self) -> u32 {
-        self.cancel.load(Ordering::Acquire)
+        self.cancel.load_acquire()
     }
 
     /// A read-only waiter's sleep (see [`WriterSys`]): `futex_waitv` on the segment's `wake`
