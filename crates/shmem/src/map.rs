@@ -48,9 +48,10 @@
 //!
 //! This is map layout 3 (header kind 5); layouts 1 (kind 3, no wait buckets) and 2 (kind 4,
 //! the multiply-rotate key hash, so its keys sit in other buckets, and keys not padded in
-//! their records) are refused with [`Error::Incompatible`]. The trailer goes last, as after a value's slots: everything up to
-//! it is the same on every platform, its offset follows from the sizes like the rest, and no
-//! segment is ever shared between a Linux and a Windows kernel, so only its length differs.
+//! their records) are refused with [`Error::Incompatible`]. The trailer goes last, as after a
+//! value's slots: everything up to it is the same on every platform, its offset follows from
+//! the sizes like the rest, and no segment is ever shared between a Linux and a Windows
+//! kernel, so only its length differs.
 //! All-zero memory is a valid trailer too (no waiter registered).
 //!
 //! `H` is the capacity asked for, rounded up to 64; `B` the next power of two at least
@@ -192,8 +193,8 @@ fn hash_finish(acc: u64, len: usize) -> u64 {
 /// folded multiply ([`fold`], as foldhash does), and a last fold mixes in the length. A key of
 /// up to 16 bytes (most) costs two multiplies in a row: the hash is on the path from the key
 /// to the bucket load, so its latency is a lookup's: that is why it replaced map layout 2's
-/// hash (a multiply-rotate step per word, then a three-multiply finalizer). Keys of up to 16 bytes take
-/// [`Key::new`]'s path, from the two words it keeps.
+/// hash (a multiply-rotate step per word, then a three-multiply finalizer). Keys of up to 16
+/// bytes take [`Key::new`]'s path, from the two words it keeps.
 #[inline]
 fn hash(key: &[u8]) -> u64 {
     let n = key.len();
@@ -1149,9 +1150,10 @@ impl MapBuilder {
     }
 
     /// The heap bytes the map's records may use, rounded up to 64; a record takes 16 bytes
-    /// plus its key rounded up to 8 plus its value, rounded up to 8. The table gets one bucket per 48 heap bytes
-    /// (at least 16, a power of two) and holds keys in up to 3/4 of them. Needed to create;
-    /// when opening an existing map, it must hold at least this much (0 accepts any).
+    /// plus its key rounded up to 8 plus its value, rounded up to 8. The table gets one bucket
+    /// per 48 heap bytes (at least 16, a power of two) and holds keys in up to 3/4 of them.
+    /// Needed to create; when opening an existing map, it must hold at least this much (0
+    /// accepts any).
     pub fn capacity(mut self, bytes: usize) -> MapBuilder {
         self.capacity = bytes;
         self

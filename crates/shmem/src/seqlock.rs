@@ -56,8 +56,8 @@
 //! waiter that read `wake` before the bump finds the futex word changed and returns at once.
 //!
 //! An unannounced waiter (a read-only handle, on an `EveryPublish` segment only) skips the flag:
-//! `w = wake` (Acquire), re-read `version` (Acquire) ([`check_unannounced`]); sleep on `wake` only if
-//! it is still `since` ([`check_unannounced`] says why no wake-up is lost then). A map's read-only
+//! `w = wake` (Acquire), then re-read `version` (Acquire), both in [`check_unannounced`], which
+//! says why no wake-up is lost; sleep on `wake` only if it is still `since`. A map's read-only
 //! waiters do the same on its control line, for `wait_any` and for one key alike.
 
 use crate::sync::LoadAcquire;
