@@ -100,11 +100,12 @@ unsafe fn key_arg<'a>(key: *const c_char) -> Option<&'a [u8]> {
 /// handle in `*out`.
 ///
 /// `capacity` is the heap bytes its records may use (each takes 16 bytes plus its key rounded
-/// up to 8 plus its value, rounded up to 8; rounded up to a multiple of 64 in all); it is needed to create, and
-/// an existing map must hold at least that much (0 accepts any). `flags` as for `shmem_open`,
-/// `SHMEM_READONLY` included (Linux: a handle that only reads; its `shmem_map_set` and
-/// `shmem_map_delete` return `SHMEM_ERR_PERMISSION`, and its `shmem_map_wait` works only on a
-/// map created with a mode that lets someone read without writing).
+/// up to 8 plus its value, rounded up to 8; rounded up to a multiple of 64 in all); it is
+/// needed to create, and an existing map must hold at least that much (0 accepts any). `flags`
+/// as for `shmem_open`, `SHMEM_READONLY` included (Linux: a handle that only reads; its
+/// `shmem_map_set` and `shmem_map_delete` return `SHMEM_ERR_PERMISSION`, and its
+/// `shmem_map_wait` works only on a map created with a mode that lets someone read without
+/// writing).
 ///
 /// Returns `SHMEM_OK`, or an error code and leaves `*out` unchanged
 /// (`SHMEM_ERR_CORRUPT` if the segment is not a map). Close the handle with `shmem_map_close`.
