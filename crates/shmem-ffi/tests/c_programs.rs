@@ -59,6 +59,23 @@ fn the_handle_api_example_runs() {
 }
 
 #[test]
+fn the_map_api_example_runs() {
+    let fx = Fixture::new("mapdemo");
+    let demo = fx.compile("map_demo", &["examples/c/map_demo.c"], Link::Shared, &[]);
+    let out = run_ok(fx.command(&demo).arg(&fx.name));
+    let expected = [
+        "parent: two settings stored, map version 2",
+        "child: job/status set at version 3: done",
+        "child:   config/mode = fast (version 2)",
+        "child:   config/threads = 4 (version 1)",
+        "child:   job/status = done (version 3)",
+        "parent: config/mode deleted, 2 keys left",
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+    assert_eq!(fx.files(), Vec::<String>::new());
+}
+
+#[test]
 fn dlopen_attaches_and_the_last_dlclose_frees() {
     let fx = Fixture::new("dlopen");
     let prog = fx.compile(
