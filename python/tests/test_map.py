@@ -1,12 +1,16 @@
 """Map: the mapping protocol, a full map, waits woken by another process, timeouts, close."""
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 import shmem
-from conftest import python, spawn
+from conftest import DEADLINE, files_of, python, spawn
 
 
 def test_the_mapping_protocol(name):
@@ -138,3 +142,26 @@ def test_close_ends_a_wait_and_later_calls_raise(name):
     with pytest.raises(ValueError, match="closed"):
         len(m)
     assert m.closed
+
+
+def test_the_map_example_runs(name):
+    """examples/python/map_watch.py: a wait on one key across two processes, then the
+    entries of one version in key order; nothing is left behind."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "python" / "map_watch.py"
+    proc = subprocess.run(
+        [sys.executable, str(example), name],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "parent: two workers stored, map version 2",
+        "child: job set at version 3: go",
+        "child:   job = go",
+        "child:   worker/1 = idle",
+        "child:   worker/2 = busy",
+        "parent: the child says: seen 3 keys",
+    ], proc.stdout
+    assert files_of(name) == []
