@@ -14,6 +14,7 @@
 //! in one of those two), and allows waits only on maps whose writers wake at every publish
 //! (created with a read-without-write mode such as 0o644).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,12 +54,15 @@ impl CancelTarget for Slot<Shared> {
 }
 
 /// A key argument: `str` (as UTF-8) or `bytes`.
-fn key_of(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+fn key_of<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(s.to_cow()?.as_bytes().to_vec());
+        return Ok(match s.to_cow()? {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        });
     }
     if let Ok(b) = key.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
+        return Ok(Cow::Borrowed(b.as_bytes()));
     }
     Err(PyTypeError::new_err(format!(
         "map keys are str or bytes, not {}",
@@ -248,9 +252,26 @@ impl Map {
         }
     }
 
-    fn lookup(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<(Vec<u8>, u64)>> {
+    /// The value of `key` as a new `bytes`, and its version. A value of up to
+    /// `LOOKUP_BUF` bytes is copied through a buffer on the stack (no allocation but the
+    /// `bytes` object); a longer one through `Map::get`'s vector.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyBytes>, u64)>> {
+        const LOOKUP_BUF: usize = 256;
         let k = key_of(key)?;
-        self.slot.get()?.map.get(&k).map_err(errors::to_py)
+        let h = self.slot.get()?;
+        let mut buf = [0u8; LOOKUP_BUF];
+        match h.map.get_into(&k, &mut buf) {
+            Ok(found) => Ok(found.map(|(len, version)| (PyBytes::new(py, &buf[..len]), version))),
+            Err(shmem::Error::BufferTooSmall { .. }) => {
+                let found = h.map.get(&k).map_err(errors::to_py)?;
+                Ok(found.map(|(v, version)| (PyBytes::new(py, &v), version)))
+            }
+            Err(e) => Err(errors::to_py(e)),
+        }
     }
 }
 
@@ -369,8 +390,8 @@ impl Map {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Ok(match self.lookup(key)? {
-            Some((v, _)) => PyBytes::new(py, &v).into_any(),
+        Ok(match self.lookup(py, key)? {
+            Some((v, _)) => v.into_any(),
             None => default.unwrap_or_else(|| py.None().into_bound(py)),
         })
     }
@@ -381,9 +402,7 @@ impl Map {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Option<(u64, Bound<'py, PyBytes>)>> {
-        Ok(self
-            .lookup(key)?
-            .map(|(v, version)| (version, PyBytes::new(py, &v))))
+        Ok(self.lookup(py, key)?.map(|(v, version)| (version, v)))
     }
 
     /// Removes `key`; returns whether it was there (a removal is a new map version).
@@ -400,8 +419,8 @@ impl Map {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        match self.lookup(key)? {
-            Some((v, _)) => Ok(PyBytes::new(py, &v)),
+        match self.lookup(py, key)? {
+            Some((v, _)) => Ok(v),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
     }
@@ -419,7 +438,8 @@ impl Map {
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.lookup(key)?.is_some())
+        let k = key_of(key)?;
+        self.slot.get()?.map.contains_key(&k).map_err(errors::to_py)
     }
 
     fn __len__(&self) -> PyResult<usize> {
@@ -483,7 +503,7 @@ impl Map {
     ) -> PyResult<MapWatch> {
         let this = slf.get();
         let timeout = args::timeout(this.slot.name(), timeout)?;
-        let key = key.map(key_of).transpose()?;
+        let key = key.map(|k| key_of(k).map(Cow::into_owned)).transpose()?;
         let shared = this.slot.get()?;
         let since = match (since, &key) {
             (Some(s), _) => s,

@@ -165,3 +165,17 @@ def test_the_map_example_runs(name):
         "parent: the child says: seen 3 keys",
     ], proc.stdout
     assert files_of(name) == []
+
+
+def test_values_around_the_lookup_buffer_read_back_whole(name):
+    """`m[key]`, `get` and `get_versioned` copy values of up to 256 bytes through a buffer on
+    the stack and longer ones through another path: both give the value exactly."""
+    with shmem.Map(name, 64 * 1024) as m:
+        for n in [0, 1, 255, 256, 257, 1000, 4096]:
+            data = bytes((i * 7 + n) % 251 for i in range(n))
+            version = m.set(f"k{n}", data)
+            assert m[f"k{n}"] == data, n
+            assert m.get(f"k{n}") == data, n
+            assert m.get_versioned(f"k{n}") == (version, data), n
+            assert f"k{n}" in m and f"k{n}".encode() in m
+        assert "absent" not in m and m.get("absent", b"-") == b"-"
