@@ -1644,31 +1644,17 @@ impl Map {
 
     /// A wait on a read-only handle: no `sleepers` flag (that would be a write), so it sleeps
     /// unannounced on channel 0 and this handle's cancel word (`Writer::wait_unannounced`),
-    /// which only a map whose every publish wakes channel 0 allows. `changed` is the wait's
-    /// condition (the map version, or one key's version).
+    /// for one key as for any (`changed` is the map version's or the key's).
     #[cfg(target_os = "linux")]
     fn wait_read_only(
         &self,
         deadline: Option<Instant>,
         w: WaitFor,
-        mut changed: impl FnMut() -> Result<Option<u64>>,
+        changed: impl FnMut() -> Result<Option<u64>>,
         cancelled: &impl Fn() -> bool,
     ) -> Result<Option<u64>> {
-        if let Some(v) = changed()? {
-            return Ok(Some(v)); // already changed: no sleep needed, whatever the policy
-        }
-        if self.seg.header().wake != WakePolicy::EveryPublish {
-            return Err(Error::PermissionDenied {
-                name: self.name().to_owned(),
-                reason: "a read-only handle cannot announce itself to writers, and this \
-                         map's writers wake only announced waiters (its mode gave no one \
-                         read access without write access when it was created: \
-                         WakePolicy::Announced); open it read-write to wait"
-                    .into(),
-            });
-        }
         self.writer
-            .wait_unannounced(self.site(), deadline, w, changed, cancelled)
+            .wait_unannounced(self.site(), "map", deadline, w, changed, cancelled)
     }
 
     /// Whether this handle is read-only (Linux only; Windows handles always write).

@@ -532,36 +532,13 @@ impl Value {
         let at = self.site();
         #[cfg(target_os = "linux")]
         if self.read_only() {
-            return self.wait_read_only(at, deadline, w, changed, &cancelled);
+            // No `sleepers` flag (that would be a write): writer.rs's unannounced wait.
+            return self
+                .writer
+                .wait_unannounced(at, "value", deadline, w, changed, &cancelled);
         }
         self.writer
             .wait(at, Channel::control(ctrl), deadline, w, changed, &cancelled)
-    }
-
-    /// `wait_changed_unless` on a read-only handle: no `sleepers` flag (that would be a
-    /// write); `writer.rs`'s unannounced wait, on `wake` and this handle's private cancel word
-    /// (`platform/linux/mod.rs`), which only a value whose every publish wakes allows.
-    #[cfg(target_os = "linux")]
-    fn wait_read_only(
-        &self,
-        at: Site<'_>,
-        deadline: Option<Instant>,
-        w: WaitFor,
-        changed: impl FnMut() -> Result<Option<u64>>,
-        cancelled: &impl Fn() -> bool,
-    ) -> Result<Option<u64>> {
-        if self.seg.header().wake != WakePolicy::EveryPublish {
-            return Err(Error::PermissionDenied {
-                name: self.name().to_owned(),
-                reason: "a read-only handle cannot announce itself to writers, and this \
-                         value's writers wake only announced waiters (its mode gave no one \
-                         read access without write access when it was created: \
-                         WakePolicy::Announced); open it read-write to wait"
-                    .into(),
-            });
-        }
-        self.writer
-            .wait_unannounced(at, deadline, w, changed, cancelled)
     }
 
     /// Whether this handle is read-only (Linux only; Windows handles always write).

@@ -302,9 +302,15 @@ impl Writer {
     /// it was read, and the publisher's unconditional wake-up after its bump ends the sleep.
     /// A map's one-key waiter is thus woken by every publish of the map and re-checks its key.
     #[cfg(target_os = "linux")]
+    ///
+    /// A segment whose writers wake only announced waiters (`WakePolicy::Announced`) would
+    /// leave such a sleep unwoken: unless the change is already there, the wait is refused
+    /// with [`Error::PermissionDenied`] naming the segment and `what` it holds ("value",
+    /// "map").
     pub(crate) fn wait_unannounced(
         &self,
         at: Site<'_>,
+        what: &str,
         deadline: Option<Instant>,
         w: WaitFor,
         mut changed: impl FnMut() -> Result<Option<u64>>,
@@ -312,6 +318,17 @@ impl Writer {
     ) -> Result<Option<u64>> {
         if let Some(v) = changed()? {
             return Ok(Some(v));
+        }
+        if at.seg.header().wake != crate::header::WakePolicy::EveryPublish {
+            return Err(Error::PermissionDenied {
+                name: at.seg.name().to_owned(),
+                reason: format!(
+                    "a read-only handle cannot announce itself to writers, and this {what}'s \
+                     writers wake only announced waiters (its mode gave no one read access \
+                     without write access when it was created: WakePolicy::Announced); open \
+                     it read-write to wait"
+                ),
+            });
         }
         if let Some(v) = self.spin(deadline, &mut changed, cancelled)? {
             return Ok(Some(v));
