@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use sharded_slab::Slab;
-use shmem_core::{Delete, Lifetime, Map};
+use shmem_core::{Delete, Map};
 
 use crate::error::{
     code_of, shmem_result, SHMEM_ERR_BUFFER_TOO_SMALL, SHMEM_ERR_CLOSED,
@@ -24,7 +24,7 @@ use crate::ffi;
 #[cfg(target_os = "linux")]
 use crate::ffi::segment_dir;
 use crate::panic;
-use crate::value::{Keys, SHMEM_CREATE, SHMEM_EXCLUSIVE, SHMEM_PERSISTENT, SHMEM_READONLY};
+use crate::value::{Attach, Keys, OpenFlags};
 
 /// Many keys and their values in one segment, shared between processes. Every
 /// `shmem_map_set`, and every `shmem_map_delete` that removes a key, gives the map a new
@@ -125,42 +125,24 @@ pub unsafe extern "C" fn shmem_map_open(
         let Some(name) = (unsafe { ffi::try_str(name) }) else {
             return SHMEM_ERR_INVALID_ARGUMENT;
         };
-        let all = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT | SHMEM_READONLY;
-        if out.is_null() || flags & !all != 0 {
+        let Some(how) = OpenFlags::parse(flags).filter(|_| !out.is_null()) else {
             return SHMEM_ERR_INVALID_ARGUMENT;
-        }
-        let create = flags & SHMEM_CREATE != 0;
-        let read_only = flags & SHMEM_READONLY != 0;
-        if (read_only && flags != SHMEM_READONLY) || (!create && !read_only && flags != 0) {
-            // EXCLUSIVE or PERSISTENT without CREATE, or READONLY with anything else
-            return SHMEM_ERR_INVALID_ARGUMENT;
-        }
-        let lifetime = if flags & SHMEM_PERSISTENT != 0 {
-            Lifetime::Persistent
-        } else {
-            Lifetime::Transient
         };
-        let builder = Map::builder(name).capacity(capacity).lifetime(lifetime);
+        let builder = Map::builder(name).capacity(capacity).lifetime(how.lifetime);
         #[cfg(target_os = "linux")]
         let builder = builder.dir(segment_dir());
         // As `shmem_open`: a group/other mode is how the core crate accepts another user's
         // segment; nothing is created read-only, so it sets no file's mode.
         #[cfg(target_os = "linux")]
-        let builder = if read_only {
+        let builder = if how.read_only {
             builder.access(shmem_core::Access::ReadOnly).mode(0o644)
         } else {
             builder
         };
-        #[cfg(not(target_os = "linux"))]
-        if read_only {
-            return SHMEM_ERR_INVALID_ARGUMENT;
-        }
-        let opened = if !create {
-            builder.open_existing()
-        } else if flags & SHMEM_EXCLUSIVE != 0 {
-            builder.create_new()
-        } else {
-            builder.open()
+        let opened = match how.attach {
+            Attach::Existing => builder.open_existing(),
+            Attach::OrCreate => builder.open(),
+            Attach::CreateNew => builder.create_new(),
         };
         match opened {
             Ok(map) => {

@@ -66,6 +66,57 @@ pub const SHMEM_READONLY: u32 = 8;
 
 const ALL_FLAGS: u32 = SHMEM_CREATE | SHMEM_EXCLUSIVE | SHMEM_PERSISTENT | SHMEM_READONLY;
 
+/// How `shmem_open` and `shmem_map_open` attach, from their flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attach {
+    /// No `SHMEM_CREATE`: a live segment only.
+    Existing,
+    /// `SHMEM_CREATE`: open it, or create it if nobody holds it.
+    OrCreate,
+    /// `SHMEM_CREATE | SHMEM_EXCLUSIVE`: create it; a live one is `SHMEM_ERR_EXISTS`.
+    CreateNew,
+}
+
+/// The flags of `shmem_open` and `shmem_map_open`, checked once for both.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenFlags {
+    pub(crate) attach: Attach,
+    pub(crate) lifetime: Lifetime,
+    /// `SHMEM_READONLY` (Linux only: elsewhere `parse` refuses it).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) read_only: bool,
+}
+
+impl OpenFlags {
+    /// `None` (`SHMEM_ERR_INVALID_ARGUMENT`) for an unknown bit, `EXCLUSIVE` or `PERSISTENT`
+    /// without `CREATE`, `READONLY` with any other flag, or `READONLY` off Linux.
+    pub(crate) fn parse(flags: u32) -> Option<OpenFlags> {
+        let create = flags & SHMEM_CREATE != 0;
+        let read_only = flags & SHMEM_READONLY != 0;
+        if flags & !ALL_FLAGS != 0
+            || (read_only && (flags != SHMEM_READONLY || cfg!(not(target_os = "linux"))))
+            || (!create && !read_only && flags != 0)
+        {
+            return None;
+        }
+        let attach = match (create, flags & SHMEM_EXCLUSIVE != 0) {
+            (false, _) => Attach::Existing,
+            (true, false) => Attach::OrCreate,
+            (true, true) => Attach::CreateNew,
+        };
+        let lifetime = if flags & SHMEM_PERSISTENT != 0 {
+            Lifetime::Persistent
+        } else {
+            Lifetime::Transient
+        };
+        Some(OpenFlags {
+            attach,
+            lifetime,
+            read_only,
+        })
+    }
+}
+
 /// A value shared between processes: a byte string of up to a fixed capacity, with a version
 /// that grows by one at each `shmem_set`. Readers never see a torn value and never block.
 ///
@@ -164,42 +215,25 @@ pub unsafe extern "C" fn shmem_open(
         let Some(name) = (unsafe { ffi::try_str(name) }) else {
             return SHMEM_ERR_INVALID_ARGUMENT;
         };
-        if out.is_null() || flags & !ALL_FLAGS != 0 {
+        let Some(how) = OpenFlags::parse(flags).filter(|_| !out.is_null()) else {
             return SHMEM_ERR_INVALID_ARGUMENT;
-        }
-        let create = flags & SHMEM_CREATE != 0;
-        let read_only = flags & SHMEM_READONLY != 0;
-        if (read_only && flags != SHMEM_READONLY) || (!create && !read_only && flags != 0) {
-            // EXCLUSIVE or PERSISTENT without CREATE, or READONLY with anything else
-            return SHMEM_ERR_INVALID_ARGUMENT;
-        }
-        let lifetime = if flags & SHMEM_PERSISTENT != 0 {
-            Lifetime::Persistent
-        } else {
-            Lifetime::Transient
         };
         let builder = Value::builder(name)
             .capacity(capacity)
-            .lifetime(lifetime)
+            .lifetime(how.lifetime)
             .dir(segment_dir());
         // A group/other mode is how the core crate accepts another user's segment; nothing is
         // created read-only, so it sets no file's mode.
         #[cfg(target_os = "linux")]
-        let builder = if read_only {
+        let builder = if how.read_only {
             builder.access(shmem_core::Access::ReadOnly).mode(0o644)
         } else {
             builder
         };
-        #[cfg(not(target_os = "linux"))]
-        if read_only {
-            return SHMEM_ERR_INVALID_ARGUMENT;
-        }
-        let opened = if !create {
-            builder.open_existing()
-        } else if flags & SHMEM_EXCLUSIVE != 0 {
-            builder.create_new()
-        } else {
-            builder.open()
+        let opened = match how.attach {
+            Attach::Existing => builder.open_existing(),
+            Attach::OrCreate => builder.open(),
+            Attach::CreateNew => builder.create_new(),
         };
         match opened {
             Ok(value) => {
