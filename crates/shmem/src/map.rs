@@ -678,9 +678,9 @@ fn long_key_matches(heap_words: &[AtomicU64], first: usize, key: &[u8]) -> Optio
 /// One copy of the table over the mapping, for a writer: the view, and where its parts lie.
 #[derive(Clone, Copy, Debug)]
 struct Table<'a> {
+    /// The reader's view of the copy; its meta line is the writer's too.
     view: View<'a>,
     mem: Shared<'a>,
-    meta: &'a CopyMeta,
     buckets_off: usize,
     heap_off: usize,
     layout: Layout,
@@ -698,7 +698,6 @@ impl<'a> Table<'a> {
                 heap_words: mem.words(at.heap, layout.heap / 8).expect(inside),
             },
             mem,
-            meta,
             buckets_off: at.buckets,
             heap_off: at.heap,
             layout,
@@ -736,11 +735,12 @@ impl<'a> Table<'a> {
 
     /// Bump-allocates `size` heap bytes.
     fn alloc(&self, size: usize) -> Option<usize> {
-        let bump = usize::try_from(self.meta.bump.load(Ordering::Relaxed)).ok()?;
+        let bump = usize::try_from(self.view.meta.bump.load(Ordering::Relaxed)).ok()?;
         if bump % 8 != 0 || bump > self.layout.heap || self.layout.heap - bump < size {
             return None;
         }
-        self.meta
+        self.view
+            .meta
             .bump
             .store((bump + size) as u64, Ordering::Relaxed);
         Some(bump)
@@ -780,11 +780,12 @@ impl<'a> Table<'a> {
     }
 
     /// Sets `key` to `value` at `version`; `Full` when it does not fit as things are.
-    fn try_set(&self, key: &[u8], tag: u32, value: &[u8], version: u64) -> Did {
-        let Some(size) = record_size(key.len(), value.len()) else {
+    fn try_set(&self, key: &Key<'_>, value: &[u8], version: u64) -> Did {
+        let Some(size) = record_size(key.bytes.len(), value.len()) else {
             return Did::Full(Space::Heap);
         };
-        match self.find(&Key::new(key)) {
+        let tag = key.tag();
+        match self.find(key) {
             Find::Bad => Did::Bad,
             Find::Present { at, rec } => {
                 if rec.size() >= size {
@@ -796,7 +797,7 @@ impl<'a> Table<'a> {
                 let Some(off) = self.alloc(size) else {
                     return Did::Full(Space::Heap);
                 };
-                if self.write_record(off, key, value, version).is_none() {
+                if self.write_record(off, key.bytes, value, version).is_none() {
                     return Did::Bad;
                 }
                 self.bucket(at)
@@ -804,28 +805,28 @@ impl<'a> Table<'a> {
                 Did::Set
             }
             Find::Absent { at } => {
-                let count = self.meta.count.load(Ordering::Relaxed);
+                let count = self.view.meta.count.load(Ordering::Relaxed);
                 if count >= self.layout.max_keys() as u64 {
                     return Did::Full(Space::Keys);
                 }
                 let Some(off) = self.alloc(size) else {
                     return Did::Full(Space::Heap);
                 };
-                if self.write_record(off, key, value, version).is_none() {
+                if self.write_record(off, key.bytes, value, version).is_none() {
                     return Did::Bad;
                 }
                 crash_point(Phase::MidInsert);
                 self.bucket(at)
                     .store(Table::slot_word(tag, off), Ordering::Relaxed);
-                self.meta.count.store(count + 1, Ordering::Relaxed);
+                self.view.meta.count.store(count + 1, Ordering::Relaxed);
                 Did::Set
             }
         }
     }
 
     /// Deletes `key`, shifting the entries after it back (no tombstones).
-    fn delete(&self, key: &[u8]) -> Did {
-        let at = match self.find(&Key::new(key)) {
+    fn delete(&self, key: &Key<'_>) -> Did {
+        let at = match self.find(key) {
             Find::Bad => return Did::Bad,
             Find::Absent { .. } => return Did::Missing,
             Find::Present { at, .. } => at,
@@ -848,8 +849,9 @@ impl<'a> Table<'a> {
             }
         }
         self.bucket(hole).store(0, Ordering::Relaxed);
-        let count = self.meta.count.load(Ordering::Relaxed);
-        self.meta
+        let count = self.view.meta.count.load(Ordering::Relaxed);
+        self.view
+            .meta
             .count
             .store(count.saturating_sub(1), Ordering::Relaxed);
         Did::Deleted
@@ -859,7 +861,7 @@ impl<'a> Table<'a> {
     /// heap, not only `bump` bytes: `bump` is read from the segment, and a copy that differs
     /// from the published one anywhere a bucket may point would break the invariant.
     fn rebuild_from(&self, src: &Table<'_>) -> Option<()> {
-        let bump = src.meta.bump.load(Ordering::Relaxed);
+        let bump = src.view.meta.bump.load(Ordering::Relaxed);
         let mut buf = vec![0u8; 64 * 1024];
         let mut copy_range = |from: usize, to: usize, len: usize| -> Option<()> {
             let mut done = 0;
@@ -874,10 +876,11 @@ impl<'a> Table<'a> {
         copy_range(src.buckets_off, self.buckets_off, 8 * self.layout.buckets)?;
         crash_point(Phase::MidRebuild);
         copy_range(src.heap_off, self.heap_off, self.layout.heap)?;
-        self.meta.bump.store(bump, Ordering::Relaxed);
-        self.meta
-            .count
-            .store(src.meta.count.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.view.meta.bump.store(bump, Ordering::Relaxed);
+        self.view.meta.count.store(
+            src.view.meta.count.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         Some(())
     }
 
@@ -914,8 +917,8 @@ impl<'a> Table<'a> {
                 crash_point(Phase::MidCompaction);
             }
         }
-        self.meta.bump.store(bump as u64, Ordering::Relaxed);
-        self.meta.count.store(count, Ordering::Relaxed);
+        self.view.meta.bump.store(bump as u64, Ordering::Relaxed);
+        self.view.meta.count.store(count, Ordering::Relaxed);
         Some(())
     }
 }
@@ -1020,15 +1023,16 @@ enum Did {
     Bad,
 }
 
-/// An operation on the map.
+/// An operation on the map, its key hashed once for the whole write (the probes of both
+/// copies, the wait bucket, the channel woken).
 #[derive(Clone, Copy, Debug)]
 enum Op<'k> {
-    Set { key: &'k [u8], value: &'k [u8] },
-    Delete { key: &'k [u8] },
+    Set { key: Key<'k>, value: &'k [u8] },
+    Delete { key: Key<'k> },
 }
 
 impl<'k> Op<'k> {
-    fn key(&self) -> &'k [u8] {
+    fn key(&self) -> Key<'k> {
         match *self {
             Op::Set { key, .. } | Op::Delete { key } => key,
         }
@@ -1381,7 +1385,10 @@ impl Map {
                 capacity: self.layout.heap - record_size(key.len(), 0).unwrap_or(0),
             });
         }
-        match self.write(Op::Set { key, value })? {
+        match self.write(Op::Set {
+            key: Key::new(key),
+            value,
+        })? {
             Delete::Removed { version } => Ok(version),
             Delete::NotFound => unreachable!("a set always changes the map"),
         }
@@ -1395,7 +1402,7 @@ impl Map {
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<Delete> {
         self.writable("delete")?;
         let key = self.check_key(key.as_ref())?;
-        self.write(Op::Delete { key })
+        self.write(Op::Delete { key: Key::new(key) })
     }
 
     /// The value of `key` and the version of its last `set`, or `None` when absent.
@@ -1763,7 +1770,7 @@ impl Map {
         let r = self.write_locked(op);
         drop(guard);
         if let Ok(Delete::Removed { .. }) = r {
-            let ch = self.channel(tag_of(op.key()));
+            let ch = self.channel(op.key().tag());
             if self.seg.header().wake == WakePolicy::EveryPublish {
                 // Read-only handles may wait on this map: they cannot announce themselves and
                 // sleep on channel 0, so every publish wakes it (`WakePolicy`, header.rs).
@@ -1815,9 +1822,9 @@ impl Map {
                     Op::Set { key, .. } => (OP_SET, key),
                     Op::Delete { key } => (OP_DELETE, key),
                 };
-                self.write_last_op(next, kind, key);
+                self.write_last_op(next, kind, key.bytes);
                 crash_point(Phase::AfterLastOp);
-                let bucket = &self.wait_buckets()[protocol::wait_bucket(tag_of(key))];
+                let bucket = &self.wait_buckets()[protocol::wait_bucket(key.tag())];
                 protocol::publish_op(ctrl, bucket, next);
                 crash_point(Phase::AfterPublish);
                 Ok(Delete::Removed { version: next })
@@ -1833,33 +1840,31 @@ impl Map {
     fn apply(&self, dst: &Table<'_>, src: &Table<'_>, op: Op<'_>, version: u64) -> Did {
         match op {
             Op::Delete { key } => {
-                let did = dst.delete(key);
+                let did = dst.delete(&key);
                 if did == Did::Bad && dst.rebuild_from(src).is_some() {
-                    return dst.delete(key);
+                    return dst.delete(&key);
                 }
                 did
             }
-            Op::Set { key, value } => {
-                let tag = tag_of(key);
-                match dst.try_set(key, tag, value, version) {
-                    Did::Full(_) | Did::Bad => {
-                        if dst.compact_from(src).is_none() {
-                            return Did::Bad;
-                        }
-                        dst.try_set(key, tag, value, version)
+            Op::Set { key, value } => match dst.try_set(&key, value, version) {
+                Did::Full(_) | Did::Bad => {
+                    if dst.compact_from(src).is_none() {
+                        return Did::Bad;
                     }
-                    did => did,
+                    dst.try_set(&key, value, version)
                 }
-            }
+                did => did,
+            },
         }
     }
 
     /// Replays op `v` (the last-op record's key) from the published copy `src` into `dst`,
     /// which is at `v - 1`. `None` when that fails; the caller then rebuilds.
     fn replay(&self, dst: &Table<'_>, src: &Table<'_>, key: &[u8]) -> Option<()> {
-        match src.find(&Key::new(key)) {
+        let key = Key::new(key);
+        match src.find(&key) {
             Find::Bad => None,
-            Find::Absent { .. } => match dst.delete(key) {
+            Find::Absent { .. } => match dst.delete(&key) {
                 Did::Deleted | Did::Missing => Some(()),
                 _ => None,
             },
@@ -1922,8 +1927,8 @@ impl Map {
             (Space::Heap, Op::Set { key, value }) => format!(
                 "a record of {} bytes (key {} B, value {} B) does not fit beside the live \
                  records in its {}-byte heap",
-                record_size(key.len(), value.len()).unwrap_or(usize::MAX),
-                key.len(),
+                record_size(key.bytes.len(), value.len()).unwrap_or(usize::MAX),
+                key.bytes.len(),
                 value.len(),
                 self.layout.heap
             ),
