@@ -291,37 +291,14 @@ fn a_read_only_wait_is_cancelled_from_another_thread_without_writing() {
         .wait_spin(Duration::ZERO)
         .open_existing()
         .unwrap();
-    // One cancel (flag, then one wake_waiters) at a different moment of the waiter's loop each
-    // round; a lost wake-up would leave the waiter asleep until the receive times out.
-    for round in 0..200u32 {
-        let cancel = AtomicBool::new(false);
-        let (tx, rx) = mpsc::channel();
-        let (tid_tx, tid_rx) = mpsc::channel();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                tid_tx
-                    .send(rustix::thread::gettid().as_raw_nonzero().get())
-                    .unwrap();
-                let r = ro.wait_changed_unless(0, Some(T), || cancel.load(Ordering::SeqCst));
-                tx.send(r.map_err(|e| e.to_string())).unwrap();
-            });
-            let tid = tid_rx.recv().unwrap();
-            if round % 4 == 0 {
-                // Once in a while, only when it sleeps in the kernel.
-                let path = format!("/proc/self/task/{tid}/syscall");
-                assert!(wait_for(T, || std::fs::read_to_string(&path)
-                    .is_ok_and(|s| s.starts_with("449 "))));
-            } else {
-                for _ in 0..(round * 37) % 5000 {
-                    std::hint::spin_loop();
-                }
-            }
-            cancel.store(true, Ordering::SeqCst);
-            ro.wake_waiters();
-            let r = rx.recv_timeout(T).expect("the cancelled waiter returns");
-            assert_eq!(r, Ok(None), "round {round}: cancelled, not changed");
-        });
-    }
+    cancel_rounds(
+        |round| round % 4 == 0,
+        |_, cancelled| {
+            ro.wait_changed_unless(0, Some(T), cancelled)
+                .map_err(|e| e.to_string())
+        },
+        || ro.wake_waiters(),
+    );
     assert_eq!(sut.version(), 0, "nothing was published");
 }
 
@@ -661,9 +638,33 @@ fn a_read_only_map_wait_is_cancelled_from_another_thread_without_writing() {
         .wait_spin(Duration::ZERO)
         .open_existing()
         .unwrap();
-    // One cancel (flag, then one wake_waiters) at a different moment of the waiter's loop
-    // each round, on one key's wait and on the whole map's in turn; a lost wake-up would leave
-    // the waiter asleep until the receive times out.
+    // On one key's wait and on the whole map's in turn.
+    cancel_rounds(
+        |round| round % 4 < 2,
+        |round, cancelled| {
+            let r = if round % 2 == 0 {
+                ro.wait_changed_unless("k", 0, Some(T), cancelled)
+            } else {
+                ro.wait_any_unless(0, Some(T), cancelled)
+            };
+            r.map_err(|e| e.to_string())
+        },
+        || ro.wake_waiters(),
+    );
+    assert_eq!(sut.version(), 0, "nothing was published");
+    drop((ro, sut));
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+/// 200 rounds of one cancel (the flag, then one `wake`) at a different moment of a read-only
+/// waiter's loop each round: while it sleeps in the kernel (`futex_waitv`, seen in its
+/// `/proc` syscall) when `in_kernel(round)`, else after a spin whose length changes with the
+/// round. `wait(round, cancelled)` is the wait; a lost wake-up would leave it asleep until
+/// the receive times out.
+fn cancel_rounds<W>(in_kernel: impl Fn(u32) -> bool, wait: W, wake: impl Fn())
+where
+    W: Fn(u32, &dyn Fn() -> bool) -> Result<Option<u64>, String> + Sync,
+{
     for round in 0..200u32 {
         let cancel = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel();
@@ -674,15 +675,10 @@ fn a_read_only_map_wait_is_cancelled_from_another_thread_without_writing() {
                     .send(rustix::thread::gettid().as_raw_nonzero().get())
                     .unwrap();
                 let cancelled = || cancel.load(Ordering::SeqCst);
-                let r = if round % 2 == 0 {
-                    ro.wait_changed_unless("k", 0, Some(T), cancelled)
-                } else {
-                    ro.wait_any_unless(0, Some(T), cancelled)
-                };
-                tx.send(r.map_err(|e| e.to_string())).unwrap();
+                tx.send(wait(round, &cancelled)).unwrap();
             });
             let tid = tid_rx.recv().unwrap();
-            if round % 4 < 2 {
+            if in_kernel(round) {
                 // Once in a while, only when it sleeps in the kernel.
                 let path = format!("/proc/self/task/{tid}/syscall");
                 assert!(wait_for(T, || std::fs::read_to_string(&path)
@@ -693,12 +689,9 @@ fn a_read_only_map_wait_is_cancelled_from_another_thread_without_writing() {
                 }
             }
             cancel.store(true, Ordering::SeqCst);
-            ro.wake_waiters();
+            wake();
             let r = rx.recv_timeout(T).expect("the cancelled waiter returns");
             assert_eq!(r, Ok(None), "round {round}: cancelled, not changed");
         });
     }
-    assert_eq!(sut.version(), 0, "nothing was published");
-    drop((ro, sut));
-    assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
