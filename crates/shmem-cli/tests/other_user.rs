@@ -53,12 +53,15 @@ fn shmem_as(dir: &TestDir, uid: u32, gid: u32, args: &[&str]) -> Command {
 
 /// Starts `shmem hold --mode MODE NAME` as `uid`/`gid` and waits until it holds the value.
 fn hold_as(dir: &TestDir, uid: u32, gid: u32, mode: &str, name: &str) -> Proc {
-    let holder = Proc::spawn(&mut shmem_as(
-        dir,
-        uid,
-        gid,
-        &["hold", "--mode", mode, name],
-    ));
+    hold_cmd_as(dir, uid, gid, &["hold"], mode, name)
+}
+
+/// As [`hold_as`], with the hold command `hold` (`["hold"]` for a value, `["map", "hold"]`
+/// for a map).
+fn hold_cmd_as(dir: &TestDir, uid: u32, gid: u32, hold: &[&str], mode: &str, name: &str) -> Proc {
+    let mut args = hold.to_vec();
+    args.extend_from_slice(&["--mode", mode, name]);
+    let holder = Proc::spawn(&mut shmem_as(dir, uid, gid, &args));
     let line = holder.next_line();
     assert_eq!(line, format!("holding {name} (pid {})", holder.pid()));
     holder
@@ -154,16 +157,7 @@ fn another_user_gets_lists_and_watches_a_0644_map_but_cannot_set_it() {
     }
     let dir = TestDir::new();
     let name = "ro-map";
-    let holder = Proc::spawn(&mut shmem_as(
-        &dir,
-        0,
-        0,
-        &["map", "hold", "--mode", "0644", name],
-    ));
-    assert_eq!(
-        holder.next_line(),
-        format!("holding {name} (pid {})", holder.pid())
-    );
+    let holder = hold_cmd_as(&dir, 0, 0, &["map", "hold"], "0644", name);
     dir.ok(&["map", "set", name, "k", "first"]);
     let as_nobody = |args: &[&str]| {
         let mut all = vec!["map"];
