@@ -246,6 +246,17 @@ enum OpenMode {
     OpenExisting,
 }
 
+impl OpenMode {
+    /// `open` of a value or map: create it if missing, or only open a live one.
+    fn open(create: bool) -> OpenMode {
+        if create {
+            OpenMode::OpenOrCreate
+        } else {
+            OpenMode::OpenExisting
+        }
+    }
+}
+
 /// Options for opening a segment; start with [`Segment::builder`].
 #[derive(Clone, Debug)]
 pub struct Builder {
@@ -378,12 +389,7 @@ impl Builder {
     }
 
     pub(crate) fn open_value(&self, create: bool) -> Result<Segment> {
-        let mode = if create {
-            OpenMode::OpenOrCreate
-        } else {
-            OpenMode::OpenExisting
-        };
-        self.open_kind(Kind::Value, mode)
+        self.open_kind(Kind::Value, OpenMode::open(create))
     }
 
     pub(crate) fn create_value(&self) -> Result<Segment> {
@@ -391,12 +397,7 @@ impl Builder {
     }
 
     pub(crate) fn open_map(&self, create: bool) -> Result<Segment> {
-        let mode = if create {
-            OpenMode::OpenOrCreate
-        } else {
-            OpenMode::OpenExisting
-        };
-        self.open_kind(Kind::Map, mode)
+        self.open_kind(Kind::Map, OpenMode::open(create))
     }
 
     pub(crate) fn create_map(&self) -> Result<Segment> {
