@@ -242,10 +242,12 @@ impl<'k> Key<'k> {
             };
         }
         let words = if n >= 8 {
-            let w1 = match n {
-                8 => 0,
-                16 => word(8),
-                _ => tail_word(bytes, 8),
+            // Bytes 8.. of the key: its last 8 bytes shifted down past those before byte 8
+            // (none for 16 bytes), the zero-padded word `tail_word` gives, in one branch.
+            let w1 = if n > 8 {
+                word(n - 8) >> (8 * (16 - n))
+            } else {
+                0
             };
             [word(0), w1]
         } else if n == 0 {
@@ -930,6 +932,14 @@ trait Look {
     fn look(&mut self, t: &View<'_>) -> Option<Self::Out>;
 }
 
+impl<L: Look> Look for &mut L {
+    type Out = L::Out;
+    #[inline(always)]
+    fn look(&mut self, t: &View<'_>) -> Option<L::Out> {
+        (**self).look(t)
+    }
+}
+
 /// Any closure is a [`Look`] (inlined as the compiler sees fit).
 struct ByClosure<F>(F);
 
@@ -1405,6 +1415,23 @@ impl Map {
         self.write(Op::Delete { key: Key::new(key) })
     }
 
+    /// `get_into` after a disturbed first pass: the retries of [`Map::look_disturbed`], out of
+    /// line and given only the key and the buffer, so that the first pass keeps no lookup
+    /// state in memory for them.
+    #[cold]
+    #[inline(never)]
+    fn get_into_disturbed(
+        &self,
+        key: &[u8],
+        buf: &mut [u8],
+    ) -> Result<Option<std::result::Result<(usize, u64), usize>>> {
+        let mut look = KeyLook {
+            key: Key::new(key),
+            read: IntoBuf(buf),
+        };
+        Ok(self.look_disturbed(&self.whole(), &mut look)?.0)
+    }
+
     /// The value of `key` and the version of its last `set`, or `None` when absent.
     ///
     /// # Errors
@@ -1429,10 +1456,13 @@ impl Map {
     pub fn get_into(&self, key: impl AsRef<[u8]>, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
         let key = self.check_key(key.as_ref())?;
         let capacity = buf.len();
-        let (found, _) = self.look(&mut KeyLook {
+        let found = match self.look_once(|| KeyLook {
             key: Key::new(key),
-            read: IntoBuf(buf),
-        })?;
+            read: IntoBuf(&mut *buf),
+        }) {
+            Some((found, _)) => found,
+            None => self.get_into_disturbed(key, buf)?,
+        };
         match found {
             None => Ok(None),
             Some(Ok(got)) => Ok(Some(got)),
@@ -1719,12 +1749,24 @@ impl Map {
     /// (`seqlock.rs`), backs off and passes again.
     #[inline]
     fn look<L: Look>(&self, look: &mut L) -> Result<(L::Out, u64)> {
+        match self.look_once(|| &mut *look) {
+            Some(done) => Ok(done),
+            None => self.look_disturbed(&self.whole(), look),
+        }
+    }
+
+    /// One reader pass of the lookup `make` builds, inside the pass: `None` if it was
+    /// disturbed. What `get_into` runs first, so that what the lookup needs lives in
+    /// registers only (a lookup handed to [`Map::look_disturbed`] lives in memory from the
+    /// start: 9 more instructions a call).
+    #[inline(always)]
+    fn look_once<L: Look>(&self, make: impl FnOnce() -> L) -> Option<(L::Out, u64)> {
         let whole = self.whole();
         match protocol::read(whole.ctrl(), whole.metas(), |c, meta| {
-            look.look(&whole.view(c, meta))
+            make().look(&whole.view(c, meta))
         }) {
-            Pass::Done { found, version } => Ok((found, version)),
-            Pass::Retry { .. } => self.look_disturbed(&whole, look),
+            Pass::Done { found, version } => Some((found, version)),
+            Pass::Retry { .. } => None,
         }
     }
 
