@@ -480,7 +480,13 @@ impl<'a> Whole<'a> {
 
     #[inline]
     fn metas(&self) -> [&'a CopyMeta; 2] {
-        [self.parts.line(1), self.parts.line(2)]
+        [self.meta(0), self.meta(1)]
+    }
+
+    /// Copy `c`'s meta line (`c` is 0 or 1).
+    #[inline]
+    fn meta(&self, c: usize) -> &'a CopyMeta {
+        self.parts.line(1 + (c & 1))
     }
 
     /// Copy `copy`'s view, whose meta line is `meta`.
@@ -1762,9 +1768,11 @@ impl Map {
     #[inline(always)]
     fn look_once<L: Look>(&self, make: impl FnOnce() -> L) -> Option<(L::Out, u64)> {
         let whole = self.whole();
-        match protocol::read(whole.ctrl(), whole.metas(), |c, meta| {
-            make().look(&whole.view(c, meta))
-        }) {
+        match protocol::read(
+            whole.ctrl(),
+            |c| whole.meta(c),
+            |c, meta| make().look(&whole.view(c, meta)),
+        ) {
             Pass::Done { found, version } => Some((found, version)),
             Pass::Retry { .. } => None,
         }
@@ -1790,8 +1798,11 @@ impl Map {
             ask_hold_off(ctrl, &mut asked);
         }
         let r = loop {
-            let seen = match protocol::read(ctrl, metas, |c, meta| look.look(&whole.view(c, meta)))
-            {
+            let seen = match protocol::read(
+                ctrl,
+                |c| metas[c],
+                |c, meta| look.look(&whole.view(c, meta)),
+            ) {
                 Pass::Done { found, version } => break Ok((found, version)),
                 Pass::Retry { seen } => seen,
             };

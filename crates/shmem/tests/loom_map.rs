@@ -97,13 +97,17 @@ impl Shared {
     /// `Map::snapshot` with at most `attempts` passes.
     fn read(&self, attempts: usize) -> Option<(u64, [u64; KEYS])> {
         for _ in 0..attempts {
-            let pass = mp::read(&self.ctrl, self.metas(), |c, _| {
-                let mut t = [0; KEYS];
-                for (k, w) in self.tables[c].iter().enumerate() {
-                    t[k] = w.load(Ordering::Relaxed);
-                }
-                Some(t)
-            });
+            let pass = mp::read(
+                &self.ctrl,
+                |c| self.metas()[c],
+                |c, _| {
+                    let mut t = [0; KEYS];
+                    for (k, w) in self.tables[c].iter().enumerate() {
+                        t[k] = w.load(Ordering::Relaxed);
+                    }
+                    Some(t)
+                },
+            );
             if let mp::Pass::Done { found, version } = pass {
                 return Some((version, found));
             }

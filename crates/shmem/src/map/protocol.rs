@@ -245,16 +245,17 @@ pub enum Pass<T> {
 
 /// One reader pass: `look(copy, meta)` runs on the published copy and returns `None` when
 /// what it read is inconsistent (bounds, probe count); its result counts only if the copy did
-/// not move meanwhile.
+/// not move meanwhile. `meta(c)` is copy `c`'s meta line (a function rather than the pair, so
+/// that the map computes one address instead of laying both out in memory to index them).
 #[inline]
-pub fn read<T>(
+pub fn read<'m, T>(
     ctrl: &Control,
-    metas: [&CopyMeta; 2],
+    meta: impl FnOnce(usize) -> &'m CopyMeta,
     look: impl FnOnce(usize, &CopyMeta) -> Option<T>,
 ) -> Pass<T> {
     let v = ctrl.version.load_acquire();
     let c = (v & 1) as usize;
-    let meta = metas[c];
+    let meta = meta(c);
     let q1 = meta.seq.load_acquire();
     let retry = Pass::Retry { seen: (v, q1) };
     if q1 & 1 != 0 || meta.state.load(Ordering::Relaxed) != v {
@@ -333,33 +334,37 @@ mod tests {
         let (ctrl, owned) = state();
         let metas = refs(&owned);
         assert_eq!(
-            read(&ctrl, metas, |c, _| Some(c)),
+            read(&ctrl, |c| metas[c], |c, _| Some(c)),
             Pass::Done {
                 found: 0,
                 version: 0
             }
         );
         assert!(matches!(
-            read(&ctrl, metas, |_, _| None::<()>),
+            read(&ctrl, |c| metas[c], |_, _| None::<()>),
             Pass::Retry { .. }
         ));
         metas[0].seq.store(7, Ordering::Relaxed);
         assert!(matches!(
-            read(&ctrl, metas, |_, _| Some(())),
+            read(&ctrl, |c| metas[c], |_, _| Some(())),
             Pass::Retry { .. }
         ));
         metas[0].seq.store(8, Ordering::Relaxed);
         metas[0].state.store(5, Ordering::Relaxed);
         assert!(matches!(
-            read(&ctrl, metas, |_, _| Some(())),
+            read(&ctrl, |c| metas[c], |_, _| Some(())),
             Pass::Retry { .. }
         ));
         // A writer entering the copy during the pass is seen.
         metas[0].state.store(0, Ordering::Relaxed);
-        let pass = read(&ctrl, metas, |_, m| {
-            m.seq.fetch_add(1, Ordering::Relaxed);
-            Some(())
-        });
+        let pass = read(
+            &ctrl,
+            |c| metas[c],
+            |_, m| {
+                m.seq.fetch_add(1, Ordering::Relaxed);
+                Some(())
+            },
+        );
         assert!(matches!(pass, Pass::Retry { .. }));
     }
 }
