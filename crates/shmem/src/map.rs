@@ -67,9 +67,11 @@
 //! the key once into its two words ([`Key`]), reads bucket words, passing those whose tag
 //! differs without reading their record; for a matching tag it loads the record's header
 //! words and compares the key's whole words in place (atomic loads, no copy, no mask: the
-//! record's key is zero-padded to a word), then copies
-//! the value out. The undisturbed pass is one straight run with no retry state
-//! ([`Map::look`]). Deletion shifts the following entries back (no tombstones), so probe
+//! record's key is zero-padded to a word), then copies the value out. A key of up to 16 bytes
+//! is probed from its tag, length and two words alone ([`View::find_short`]; `get_into`'s
+//! [`ShortLook`]), so a lookup keeps few values live and they stay in registers. The
+//! undisturbed pass is one straight run with no retry state ([`Map::look`],
+//! [`Map::look_once`]). Deletion shifts the following entries back (no tombstones), so probe
 //! sequences never grow with churn.
 //! Records are bump-allocated; an overwrite reuses the old record's space when the new one
 //! fits it. When the heap is full the writer rebuilds its copy compacted from the published
@@ -233,7 +235,6 @@ impl<'k> Key<'k> {
     #[inline(always)]
     fn new(bytes: &'k [u8]) -> Key<'k> {
         let n = bytes.len();
-        let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         if n > 16 {
             return Key {
                 bytes,
@@ -241,23 +242,10 @@ impl<'k> Key<'k> {
                 words: [0; 2],
             };
         }
-        let words = if n >= 8 {
-            // Bytes 8.. of the key: its last 8 bytes shifted down past those before byte 8
-            // (none for 16 bytes), the zero-padded word `tail_word` gives, in one branch.
-            let w1 = if n > 8 {
-                word(n - 8) >> (8 * (16 - n))
-            } else {
-                0
-            };
-            [word(0), w1]
-        } else if n == 0 {
-            [0, 0]
-        } else {
-            [padded_word(bytes), 0]
-        };
+        let words = short_words(bytes);
         Key {
             bytes,
-            hash: hash_finish(hash_pair(0, words[0], words[1]), n),
+            hash: short_hash(words, n),
             words,
         }
     }
@@ -265,7 +253,42 @@ impl<'k> Key<'k> {
     /// The 32-bit tag stored in the key's bucket word: the hash's upper half.
     #[inline(always)]
     fn tag(&self) -> u32 {
-        (self.hash >> 32) as u32
+        hash_tag(self.hash)
+    }
+}
+
+/// The hash of a key of `n` bytes, 1 to 16, from its two words ([`short_words`]): what
+/// [`hash`] computes for it, in two folded multiplies.
+#[inline(always)]
+fn short_hash(words: [u64; 2], n: usize) -> u64 {
+    hash_finish(hash_pair(0, words[0], words[1]), n)
+}
+
+/// The tag of a key of this hash: the bucket word's upper half.
+#[inline(always)]
+fn hash_tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+/// The two zero-padded little-endian words of a key of at most 16 bytes (zero past its end).
+#[inline(always)]
+fn short_words(bytes: &[u8]) -> [u64; 2] {
+    let n = bytes.len();
+    debug_assert!(n <= 16);
+    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    if n >= 8 {
+        // Bytes 8.. of the key: its last 8 bytes shifted down past those before byte 8
+        // (none for 16 bytes), the zero-padded word `tail_word` gives, in one branch.
+        let w1 = if n > 8 {
+            word(n - 8) >> (8 * (16 - n))
+        } else {
+            0
+        };
+        [word(0), w1]
+    } else if n == 0 {
+        [0, 0]
+    } else {
+        [padded_word(bytes), 0]
     }
 }
 
@@ -517,6 +540,28 @@ impl Rec {
     }
 }
 
+/// Whether the record a bucket word points to holds the key a probe looks for.
+#[derive(Clone, Copy, Debug)]
+enum Match {
+    /// It does (or, from [`View::header_for`], its key has the length looked for).
+    Ours(Rec),
+    /// It holds another key.
+    Other,
+    /// Its bytes are inconsistent.
+    Bad,
+}
+
+impl Match {
+    #[inline(always)]
+    fn ours_if(same: bool, rec: Rec) -> Match {
+        if same {
+            Match::Ours(rec)
+        } else {
+            Match::Other
+        }
+    }
+}
+
 /// What a probe found.
 #[derive(Clone, Copy, Debug)]
 enum Find {
@@ -598,11 +643,37 @@ impl<'a> View<'a> {
     }
 
     /// Probes for `key`: at most `B` buckets; most are passed on their tag (8 bytes compared,
-    /// no record read); a record whose tag matches is checked against the heap.
+    /// no record read); a record whose tag matches is checked against the heap. A key of up to
+    /// 16 bytes (most) takes [`View::find_short`], which needs only its tag, length and words.
     #[inline(always)]
     fn find(&self, key: &Key<'_>) -> Find {
+        let n = key.bytes.len();
+        if n <= 16 {
+            self.find_short(key.tag(), n, key.words)
+        } else {
+            self.find_long(key)
+        }
+    }
+
+    /// [`View::find`] of a key of 1 to 16 bytes, given as its tag, length and two zero-padded
+    /// words (`Key::words`): scalars only, so that a lookup keeps few values live (no slice of
+    /// the key, no path for long keys) and stays in registers.
+    #[inline(always)]
+    fn find_short(&self, tag: u32, n: usize, words: [u64; 2]) -> Find {
+        self.probe(tag, |w| self.matches_short(w, n, words))
+    }
+
+    /// [`View::find`] of a key of more than 16 bytes (out of line).
+    #[inline(never)]
+    fn find_long(&self, key: &Key<'_>) -> Find {
+        self.probe(key.tag(), |w| self.matches_long(w, key))
+    }
+
+    /// The probe: from `tag`'s home bucket, at most `B` buckets, until an empty one or one
+    /// whose tag is `tag` and whose record `matches` the key.
+    #[inline(always)]
+    fn probe(&self, tag: u32, matches: impl Fn(u64) -> Match) -> Find {
         let mask = self.mask();
-        let tag = key.tag();
         let mut i = self.home(tag);
         for _ in 0..self.buckets.len() {
             let w = self.bucket(i).load(Ordering::Relaxed);
@@ -610,10 +681,10 @@ impl<'a> View<'a> {
                 return Find::Absent { at: i };
             }
             if (w >> 32) as u32 == tag {
-                match self.matches(w, key) {
-                    Some(Some(rec)) => return Find::Present { at: i, rec },
-                    Some(None) => {}
-                    None => return Find::Bad,
+                match matches(w) {
+                    Match::Ours(rec) => return Find::Present { at: i, rec },
+                    Match::Other => {}
+                    Match::Bad => return Find::Bad,
                 }
             }
             i = (i + 1) & mask;
@@ -621,43 +692,71 @@ impl<'a> View<'a> {
         Find::Bad
     }
 
-    /// Whether the record of bucket word `w` holds `key`: `None` if it is inconsistent (the
-    /// checks of [`View::record`]). The key is compared a whole word at a time in place (the
-    /// record's key is zero-padded to a word, as [`Key`]'s words are), no copy, no mask.
+    /// The record of bucket word `w`, its header loaded in place, if its key is `n` bytes
+    /// long (`Ours`, its key not compared yet); `Other` if it holds a key of another length;
+    /// `Bad` if it is inconsistent (the checks of [`View::record`], in the order that costs a
+    /// probe least: the key's length first, and being 1 to 255 (a checked key's) it needs no
+    /// check of its own).
     #[inline(always)]
-    fn matches(&self, w: u64, key: &Key<'_>) -> Option<Option<Rec>> {
-        // `record`'s checks, in the order that costs a probe least: the key's length is
-        // compared first, and being 1 to 255 (a checked key's) it needs no check of its own.
-        let slot = ((w & 0xffff_ffff) as usize).checked_sub(1)?;
-        let header = self.heap_words.get(slot..slot + 2)?;
+    fn header_for(&self, w: u64, n: usize) -> Match {
+        let Some(slot) = ((w & 0xffff_ffff) as usize).checked_sub(1) else {
+            return Match::Bad;
+        };
+        let Some(header) = self.heap_words.get(slot..slot + 2) else {
+            return Match::Bad;
+        };
         let h0 = u64::from_le(header[0].load(Ordering::Relaxed));
-        let n = key.bytes.len();
         let key_len = (h0 & 0xffff) as usize;
         if key_len != n {
             // Rare (the tags matched): tell a bad length from another key's.
-            return (key_len != 0 && key_len <= MAX_KEY_LEN).then_some(None);
+            return if key_len != 0 && key_len <= MAX_KEY_LEN {
+                Match::Other
+            } else {
+                Match::Bad
+            };
         }
         let val_len = (h0 >> 32) as usize;
         let off = slot * 8;
         if RECORD_HEADER + key_span(n) + val_len > 8 * self.heap_words.len() - off {
-            return None;
+            return Match::Bad;
         }
-        let rec = Rec {
+        Match::Ours(Rec {
             off,
             key_len: n,
             val_len,
             version: u64::from_le(header[1].load(Ordering::Relaxed)),
+        })
+    }
+
+    /// Whether the record of bucket word `w` holds the key of 1 to 16 bytes of length `n`
+    /// and zero-padded words `words` ([`View::header_for`], then the key). The key is compared
+    /// a whole word at a time in place (the record's key is zero-padded to a word, as the
+    /// key's words are), no copy, no mask.
+    #[inline(always)]
+    fn matches_short(&self, w: u64, n: usize, words: [u64; 2]) -> Match {
+        let rec = match self.header_for(w, n) {
+            Match::Ours(rec) => rec,
+            other => return other,
         };
-        let first = slot + 2;
-        let same = if n <= 16 {
-            // The record's key words are zero-padded, as the key's own: whole-word compares.
-            let words = self.heap_words.get(first..first + 1 + usize::from(n > 8))?;
-            let load = |i: usize| u64::from_le(words[i].load(Ordering::Relaxed));
-            load(0) == key.words[0] && (n <= 8 || load(1) == key.words[1])
-        } else {
-            long_key_matches(self.heap_words, first, key.bytes)?
+        let first = rec.off / 8 + 2;
+        let Some(kw) = self.heap_words.get(first..first + 1 + usize::from(n > 8)) else {
+            return Match::Bad;
         };
-        Some(same.then_some(rec))
+        let load = |i: usize| u64::from_le(kw[i].load(Ordering::Relaxed));
+        Match::ours_if(load(0) == words[0] && (n <= 8 || load(1) == words[1]), rec)
+    }
+
+    /// [`View::matches_short`] for a key of more than 16 bytes.
+    #[inline(always)]
+    fn matches_long(&self, w: u64, key: &Key<'_>) -> Match {
+        let rec = match self.header_for(w, key.bytes.len()) {
+            Match::Ours(rec) => rec,
+            other => return other,
+        };
+        match long_key_matches(self.heap_words, rec.off / 8 + 2, key.bytes) {
+            Some(same) => Match::ours_if(same, rec),
+            None => Match::Bad,
+        }
     }
 }
 
@@ -979,6 +1078,57 @@ impl<R: Read> Look for KeyLook<'_, R> {
             Find::Bad => None,
             Find::Absent { .. } => Some(None),
             Find::Present { rec, .. } => self.read.read(t, &rec).map(Some),
+        }
+    }
+}
+
+/// What `get_into`'s pass found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Got {
+    /// The value was copied: its length, and the version of its `set`.
+    Value {
+        len: usize,
+        version: u64,
+    },
+    Absent,
+    /// The buffer is shorter than the value, of this length; nothing was copied.
+    Short(usize),
+}
+
+/// `get_into`'s lookup of a key of 1 to 16 bytes.
+struct ShortLook<'b> {
+    tag: u32,
+    n: usize,
+    words: [u64; 2],
+    buf: &'b mut [u8],
+}
+
+impl<'b> ShortLook<'b> {
+    /// The lookup of `key`, of 1 to 16 bytes: its words and tag, as [`Key::new`] makes them.
+    #[inline(always)]
+    fn new(key: &[u8], buf: &'b mut [u8]) -> ShortLook<'b> {
+        let n = key.len();
+        let words = short_words(key);
+        ShortLook {
+            tag: hash_tag(short_hash(words, n)),
+            n,
+            words,
+            buf,
+        }
+    }
+}
+
+impl Look for ShortLook<'_> {
+    type Out = Got;
+    #[inline(always)]
+    fn look(&mut self, t: &View<'_>) -> Option<Got> {
+        match t.find_short(self.tag, self.n, self.words) {
+            Find::Bad => None,
+            Find::Absent { .. } => Some(Got::Absent),
+            Find::Present { rec, .. } => Some(match IntoBuf(self.buf).read(t, &rec)? {
+                Ok((len, version)) => Got::Value { len, version },
+                Err(needed) => Got::Short(needed),
+            }),
         }
     }
 }
@@ -1421,21 +1571,28 @@ impl Map {
         self.write(Op::Delete { key: Key::new(key) })
     }
 
-    /// `get_into` after a disturbed first pass: the retries of [`Map::look_disturbed`], out of
-    /// line and given only the key and the buffer, so that the first pass keeps no lookup
-    /// state in memory for them.
+    /// `get_into` of a key of 1 to 16 bytes after a disturbed first pass: the retries of
+    /// [`Map::look_disturbed`], out of line and handed only the key and the buffer, so that
+    /// the first pass keeps no lookup state in memory for them.
     #[cold]
     #[inline(never)]
-    fn get_into_disturbed(
-        &self,
-        key: &[u8],
-        buf: &mut [u8],
-    ) -> Result<Option<std::result::Result<(usize, u64), usize>>> {
-        let mut look = KeyLook {
+    fn get_into_disturbed(&self, key: &[u8], buf: &mut [u8]) -> Result<Got> {
+        let mut look = ShortLook::new(key, buf);
+        Ok(self.look_disturbed(&self.whole(), &mut look)?.0)
+    }
+
+    /// `get_into` of a key of 17 to [`MAX_KEY_LEN`] bytes: [`View::find`] and [`IntoBuf`].
+    #[inline(never)]
+    fn get_into_long(&self, key: &[u8], buf: &mut [u8]) -> Result<Got> {
+        let (found, _) = self.look(&mut KeyLook {
             key: Key::new(key),
             read: IntoBuf(buf),
-        };
-        Ok(self.look_disturbed(&self.whole(), &mut look)?.0)
+        })?;
+        Ok(match found {
+            None => Got::Absent,
+            Some(Ok((len, version))) => Got::Value { len, version },
+            Some(Err(needed)) => Got::Short(needed),
+        })
     }
 
     /// The value of `key` and the version of its last `set`, or `None` when absent.
@@ -1460,19 +1617,21 @@ impl Map {
     /// # Errors
     /// [`Error::BufferTooSmall`]; as [`Map::get`].
     pub fn get_into(&self, key: impl AsRef<[u8]>, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
-        let key = self.check_key(key.as_ref())?;
+        let key = key.as_ref();
         let capacity = buf.len();
-        let found = match self.look_once(|| KeyLook {
-            key: Key::new(key),
-            read: IntoBuf(&mut *buf),
-        }) {
-            Some((found, _)) => found,
-            None => self.get_into_disturbed(key, buf)?,
+        let n = key.len();
+        let found = if (1..=16).contains(&n) {
+            match self.look_once(|| ShortLook::new(key, &mut *buf)) {
+                Some((found, _)) => found,
+                None => self.get_into_disturbed(key, buf)?,
+            }
+        } else {
+            self.get_into_long(self.check_key(key)?, buf)?
         };
         match found {
-            None => Ok(None),
-            Some(Ok(got)) => Ok(Some(got)),
-            Some(Err(needed)) => Err(Error::BufferTooSmall {
+            Got::Value { len, version } => Ok(Some((len, version))),
+            Got::Absent => Ok(None),
+            Got::Short(needed) => Err(Error::BufferTooSmall {
                 name: self.name().to_owned(),
                 needed,
                 capacity,
