@@ -278,7 +278,7 @@ pub enum Pass {
 /// One reader pass (steps 1-3). `copy(slot, len)` copies `len` bytes of slot `slot` out and
 /// returns `false` (copying nothing) when the caller's buffer is too small. `capacity` is what
 /// this process mapped per slot: a larger `len` from the segment is never used.
-#[inline]
+#[inline(always)]
 pub fn read(
     ctrl: &Control,
     metas: &[SlotMeta; 2],

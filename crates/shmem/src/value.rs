@@ -404,12 +404,40 @@ impl Value {
     /// [`Error::BufferTooSmall`]; [`Error::Corrupt`] when the segment holds no consistent
     /// value for a long time (a peer wrote garbage).
     pub fn get(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
+        match self.pass(buf) {
+            Pass::Copied { len, version } => Ok((len, version)),
+            Pass::TooSmall { needed } => Err(self.too_small(needed, buf.len())),
+            Pass::Retry { seen } => self.get_disturbed(buf, seen),
+        }
+    }
+
+    /// One reader pass of `get` (`seqlock::read`), copying into `buf`.
+    #[inline(always)]
+    fn pass(&self, buf: &mut [u8]) -> Pass {
         // One bounds check for the lines and the slots; the copy's `len <= cap` is the
         // seqlock's own check (`Slots::read`).
         let slots = self.slots();
         let ctrl = slots.line::<Control, CTRL_OFFSET>();
         let metas = slots.line::<[SlotMeta; 2], META_OFFSET>();
-        let cap = slots.cap();
+        seqlock::read(ctrl, metas, slots.cap() as u64, |slot, len| {
+            if len > buf.len() {
+                return false;
+            }
+            slots
+                .read(slot, &mut buf[..len])
+                .expect("`seqlock::read` checked `len <= capacity`");
+            true
+        })
+    }
+
+    /// `get` after a pass that a writer disturbed (it saw `seen`): out of line, as the map's
+    /// retries are, so that the undisturbed pass is one straight run that builds no retry
+    /// state. Each retry asks writers to hold off (`seqlock.rs`) and backs off, until the
+    /// stuck deadline; the requests are withdrawn either way.
+    #[cold]
+    #[inline(never)]
+    fn get_disturbed(&self, buf: &mut [u8], mut seen: (u64, u64)) -> Result<(usize, u64)> {
+        let ctrl = self.slots().line::<Control, CTRL_OFFSET>();
         let mut backoff = if self.read_only() {
             Backoff::without_hold_off()
         } else {
@@ -417,37 +445,30 @@ impl Value {
         };
         let mut asked = 0u32;
         let r = loop {
-            let pass = seqlock::read(ctrl, metas, cap as u64, |slot, len| {
-                if len > buf.len() {
-                    return false;
-                }
-                slots
-                    .read(slot, &mut buf[..len])
-                    .expect("`seqlock::read` checked `len <= capacity`");
-                true
-            });
-            match pass {
+            // A read-only handle cannot ask: its deadline bounds it (retry.rs).
+            if !self.read_only() {
+                ask_hold_off(ctrl, &mut asked);
+            }
+            if let Err(e) = backoff.retry(self.name(), "value", seen) {
+                break Err(e);
+            }
+            match self.pass(buf) {
                 Pass::Copied { len, version } => break Ok((len, version)),
-                Pass::TooSmall { needed } => {
-                    break Err(Error::BufferTooSmall {
-                        name: self.name().to_owned(),
-                        needed,
-                        capacity: buf.len(),
-                    })
-                }
-                Pass::Retry { seen } => {
-                    // A read-only handle cannot ask: its deadline bounds it (retry.rs).
-                    if !self.read_only() {
-                        ask_hold_off(ctrl, &mut asked);
-                    }
-                    if let Err(e) = backoff.retry(self.name(), "value", seen) {
-                        break Err(e);
-                    }
-                }
+                Pass::TooSmall { needed } => break Err(self.too_small(needed, buf.len())),
+                Pass::Retry { seen: again } => seen = again,
             }
         };
         seqlock::end_hold_off(ctrl, asked);
         r
+    }
+
+    #[cold]
+    fn too_small(&self, needed: usize, capacity: usize) -> Error {
+        Error::BufferTooSmall {
+            name: self.name().to_owned(),
+            needed,
+            capacity,
+        }
     }
 
     /// The current value and its version, in a new vector.

@@ -247,7 +247,7 @@ pub enum Pass<T> {
 /// what it read is inconsistent (bounds, probe count); its result counts only if the copy did
 /// not move meanwhile. `meta(c)` is copy `c`'s meta line (a function rather than the pair, so
 /// that the map computes one address instead of laying both out in memory to index them).
-#[inline]
+#[inline(always)]
 pub fn read<'m, T>(
     ctrl: &Control,
     meta: impl FnOnce(usize) -> &'m CopyMeta,
