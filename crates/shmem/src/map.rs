@@ -655,8 +655,8 @@ impl<'a> View<'a> {
         }
     }
 
-    /// [`View::find`] of a key of 1 to 16 bytes, given as its tag, length and two zero-padded
-    /// words (`Key::words`): scalars only, so that a lookup keeps few values live (no slice of
+    /// [`View::find`] of a checked key of 1 to 16 bytes, given as its tag, length and two
+    /// zero-padded words (`Key::words`): scalars only, so that a lookup keeps few values live (no slice of
     /// the key, no path for long keys) and stays in registers.
     #[inline(always)]
     fn find_short(&self, tag: u32, n: usize, words: [u64; 2]) -> Find {
@@ -1057,8 +1057,9 @@ impl<T, F: FnMut(&View<'_>) -> Option<T>> Look for ByClosure<F> {
 }
 
 /// The lookup of one key whose record, when present, `Read` copies out: always inlined,
-/// into the undisturbed pass and into the retries alike, which is what keeps `get_into` one
-/// straight run.
+/// into the undisturbed pass and into the retries alike, so that each is one straight run.
+/// What `get`, `key_version` and `get_into` of a key of more than 16 bytes use; `get_into`
+/// of a shorter key uses [`ShortLook`].
 struct KeyLook<'k, R> {
     key: Key<'k>,
     read: R,
@@ -1923,7 +1924,7 @@ impl Map {
     /// One reader pass of the lookup `make` builds, inside the pass: `None` if it was
     /// disturbed. What `get_into` runs first, so that what the lookup needs lives in
     /// registers only (a lookup handed to [`Map::look_disturbed`] lives in memory from the
-    /// start: 9 more instructions a call).
+    /// start: seven stores, nine instructions a call).
     #[inline(always)]
     fn look_once<L: Look>(&self, make: impl FnOnce() -> L) -> Option<(L::Out, u64)> {
         let whole = self.whole();
@@ -2707,6 +2708,92 @@ mod tests {
     /// key with the same tag (forced) is not when its bytes differ in one byte, when it is one
     /// byte shorter, or when it is the key with zero bytes added or removed at its end (the
     /// padding holds zeros, so only the length check tells `k` from `k\0`).
+    /// `get_into`'s short-key path (`ShortLook`, `find_short`) and its cold retry function
+    /// give what `get` (the generic `KeyLook` path) and a parsed snapshot give, for keys of
+    /// every length from 1 to 20 bytes, keys that end in zero bytes, all-zero and all-0xff
+    /// keys, in maps of 16, 32 and 2048 buckets (probes that wrap past the table's end, and
+    /// a full small map whose later keys are absent): the same value and version, a
+    /// `BufferTooSmall` naming the length needed, and `InvalidKey` for 0 and 256 bytes.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn get_into_agrees_with_get_and_the_snapshot_for_every_short_key_length() {
+        for cap in [256usize, 1024, 64 * 1024] {
+            let d = Dir::new();
+            let m = Map::builder("short-keys")
+                .dir(&d.0)
+                .capacity(cap)
+                .open()
+                .unwrap();
+            let base: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(91) ^ 0x3c).collect();
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            for n in 1..=20 {
+                keys.push(base[..n].to_vec());
+                let mut zero_tail = base[..n].to_vec();
+                zero_tail[n - 1] = 0;
+                keys.push(zero_tail.clone());
+                zero_tail.push(0);
+                keys.push(zero_tail);
+            }
+            keys.extend([
+                vec![0u8; 1],
+                vec![0; 8],
+                vec![0; 16],
+                vec![0xff; 16],
+                vec![0; 17],
+            ]);
+            let mut stored = 0;
+            for (i, k) in keys.iter().enumerate() {
+                match m.set(k, &vec![i as u8; i % 13]) {
+                    Ok(_) => stored += 1,
+                    Err(Error::MapFull { .. }) => {}
+                    Err(e) => panic!("set {k:?}: {e}"),
+                }
+            }
+            assert!(stored > 8, "{cap}: only {stored} keys stored");
+            let snap = m.snapshot().unwrap();
+            for k in &keys {
+                let got = m.get(k).unwrap();
+                let in_snap = snap.get(k).map(|e| (e.value.clone(), e.version));
+                assert_eq!(got, in_snap, "{cap}: {k:?}, get against the snapshot");
+                let mut buf = [0u8; 64];
+                let into = m.get_into(k, &mut buf).unwrap();
+                match (&got, into) {
+                    (None, None) => {}
+                    (Some((value, version)), Some((len, v))) => {
+                        assert_eq!((len, v), (value.len(), *version), "{cap}: {k:?}");
+                        assert_eq!(&buf[..len], &value[..], "{cap}: {k:?}");
+                        if !value.is_empty() {
+                            let mut small = vec![0u8; value.len() - 1];
+                            match m.get_into(k, &mut small) {
+                                Err(Error::BufferTooSmall {
+                                    needed, capacity, ..
+                                }) => assert_eq!((needed, capacity), (value.len(), small.len())),
+                                other => panic!("{cap}: {k:?}: {other:?}"),
+                            }
+                        }
+                    }
+                    _ => panic!("{cap}: {k:?}: get {got:?}, get_into {into:?}"),
+                }
+                if k.len() <= 16 {
+                    let mut again = [0u8; 64];
+                    let retried = m.get_into_disturbed(k, &mut again).unwrap();
+                    let expected = match into {
+                        Some((len, version)) => Got::Value { len, version },
+                        None => Got::Absent,
+                    };
+                    assert_eq!(retried, expected, "{cap}: {k:?}, the retry path");
+                    assert_eq!(again, buf, "{cap}: {k:?}, the retry path's bytes");
+                }
+            }
+            for bad in [Vec::new(), vec![1u8; MAX_KEY_LEN + 1]] {
+                assert!(matches!(
+                    m.get_into(&bad, &mut [0u8; 4]),
+                    Err(Error::InvalidKey { len, .. }) if len == bad.len()
+                ));
+            }
+        }
+    }
+
     #[test]
     #[cfg(target_os = "linux")]
     fn keys_that_differ_in_one_byte_or_in_length_are_told_apart() {
