@@ -38,26 +38,11 @@ pub fn run(dir: &Path, args: &MapArgs) -> Result {
     }
 }
 
-/// Attaches the map `name` that somebody holds (or a persistent one), of any capacity.
-/// Another user's map is opened when its mode lets this user in, as for values
-/// (`super::open_existing`): readers (`get`, `ls`, `watch`) open it read-write when they may
-/// and fall back to read-only when the mode refuses writing (a 0644 map of another user);
-/// writers (`set`, `del`) open it read-write only, so that a refusal is a clear permission
-/// error.
+/// Attaches the map `name` that somebody holds (or a persistent one), of any capacity, as
+/// values are attached ([`super::attach`]): readers (`get`, `ls`, `watch`) fall back to
+/// read-only when the mode refuses writing, writers (`set`, `del`) open it read-write only.
 fn open_existing(dir: &Path, name: &str, need: Need) -> Result<Map> {
-    let builder = Map::builder(name).dir(dir);
-    #[cfg(target_os = "linux")]
-    let builder = builder.mode(0o666);
-    let opened = match builder.open_existing() {
-        #[cfg(target_os = "linux")]
-        Err(shmem::Error::PermissionDenied { .. }) if need == Need::Read => {
-            builder.access(shmem::Access::ReadOnly).open_existing()
-        }
-        r => r,
-    };
-    #[cfg(not(target_os = "linux"))]
-    let _ = need;
-    opened.map_err(|e| super::not_found(dir, name, Kind::Map, e))
+    super::attach(Map::builder(name).dir(dir), dir, name, Kind::Map, need)
 }
 
 fn key_not_found(map: &str, key: &str) -> Failure {

@@ -59,31 +59,85 @@ enum Need {
 }
 
 /// Attaches the value `name` that somebody holds (or a persistent one), never creating it:
-/// a transient value created here would vanish as soon as this command exits.
+/// a transient value created here would vanish as soon as this command exits ([`attach`]).
+fn open_existing(dir: &Path, name: &str, need: Need) -> Result<Value> {
+    attach(Value::builder(name).dir(dir), dir, name, Kind::Value, need)
+}
+
+/// The builder of what a command attaches, a value or a map: what [`attach`] needs of it.
+trait Attach {
+    type Handle;
+    /// The builder with `mode` (what lets it accept another user's segment).
+    #[cfg(target_os = "linux")]
+    fn with_mode(self, mode: u32) -> Self;
+    /// The builder for a read-only handle.
+    #[cfg(target_os = "linux")]
+    fn read_only(self) -> Self;
+    fn attach_existing(&self) -> shmem::Result<Self::Handle>;
+}
+
+impl Attach for shmem::ValueBuilder {
+    type Handle = Value;
+    #[cfg(target_os = "linux")]
+    fn with_mode(self, mode: u32) -> Self {
+        self.mode(mode)
+    }
+    #[cfg(target_os = "linux")]
+    fn read_only(self) -> Self {
+        self.access(shmem::Access::ReadOnly)
+    }
+    fn attach_existing(&self) -> shmem::Result<Value> {
+        self.open_existing()
+    }
+}
+
+impl Attach for shmem::MapBuilder {
+    type Handle = shmem::Map;
+    #[cfg(target_os = "linux")]
+    fn with_mode(self, mode: u32) -> Self {
+        self.mode(mode)
+    }
+    #[cfg(target_os = "linux")]
+    fn read_only(self) -> Self {
+        self.access(shmem::Access::ReadOnly)
+    }
+    fn attach_existing(&self) -> shmem::Result<shmem::Map> {
+        self.open_existing()
+    }
+}
+
+/// Attaches the existing `kind` named `name` that `builder` describes, for `need`; a missing
+/// one is reported by [`not_found`].
 ///
 /// Another user's segment is opened when its mode lets this user in: these commands create
 /// nothing, the user names the segment, and `shmem info` shows its owner (the library's
 /// owner-only rule protects programs that create their segment from a name planted before
 /// them; `hold` keeps it unless `--mode` shares). Readers open read-write when they may,
-/// since a read-write reader can ask writers to hold off and wait on any value, and fall back
-/// to read-only when the mode refuses writing (a 0644 segment of another user).
-fn open_existing(dir: &Path, name: &str, need: Need) -> Result<Value> {
-    let builder = Value::builder(name).dir(dir);
+/// since a read-write reader can ask writers to hold off and wait on any value or key, and
+/// fall back to read-only when the mode refuses writing (a 0644 segment of another user);
+/// writers open read-write only, so that a refusal is a clear permission error.
+fn attach<B: Attach>(
+    builder: B,
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    need: Need,
+) -> Result<B::Handle> {
     // A group/other mode is the library's way to accept another user's name file; nothing
     // is created here, so it sets no file's mode. (On Windows the mode is the DACL of the
     // events a joiner creates: the owner-only default stays there.)
     #[cfg(target_os = "linux")]
-    let builder = builder.mode(0o666);
-    let opened = match builder.open_existing() {
+    let builder = builder.with_mode(0o666);
+    let opened = match builder.attach_existing() {
         #[cfg(target_os = "linux")]
         Err(shmem::Error::PermissionDenied { .. }) if need == Need::Read => {
-            builder.access(shmem::Access::ReadOnly).open_existing()
+            builder.read_only().attach_existing()
         }
         r => r,
     };
     #[cfg(not(target_os = "linux"))]
     let _ = need;
-    opened.map_err(|e| not_found(dir, name, Kind::Value, e))
+    opened.map_err(|e| not_found(dir, name, kind, e))
 }
 
 /// `e`, or for [`shmem::Error::NotFound`] a message that says how to make `name` (a value or
