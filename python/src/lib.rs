@@ -9,6 +9,7 @@ mod args;
 mod errors;
 mod handle;
 mod map;
+mod open;
 mod segment;
 mod value;
 

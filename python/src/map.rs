@@ -25,6 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
 use crate::handle::{OnClose, Slot};
+use crate::open::{self, Open};
 use crate::value::CancelTarget;
 use crate::{args, errors};
 
@@ -94,25 +95,6 @@ fn data_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     Ok(b.cast::<PyBytes>()?.as_bytes().to_vec())
 }
 
-#[derive(Clone, Copy)]
-enum Open {
-    OrCreate,
-    Create,
-    Existing,
-    /// `Existing`, read-only.
-    ReadOnly,
-}
-
-impl Open {
-    fn existing(readonly: bool) -> Open {
-        if readonly {
-            Open::ReadOnly
-        } else {
-            Open::Existing
-        }
-    }
-}
-
 /// Keys and values shared between processes in one segment. `Map(name, capacity)` opens the map
 /// or creates it empty, with `capacity` heap bytes for its records (each takes 16 bytes plus its
 /// key rounded up to 8 plus its value, rounded up to 8). It is a mutable mapping: `m[key]`, `m[key] = data`,
@@ -157,30 +139,12 @@ impl Map {
         how: Open,
     ) -> PyResult<Map> {
         let capacity = args::size("capacity", name, capacity)?;
-        let lifetime = if persistent {
-            shmem::Lifetime::Persistent
-        } else {
-            shmem::Lifetime::Transient
-        };
         let builder = shmem::Map::builder(name)
             .dir(args::dir(dir))
             .capacity(capacity)
-            .lifetime(lifetime)
+            .lifetime(open::lifetime(persistent))
             .mode(args::mode(name, mode)?);
-        // Read-only: a sharing mode is how the core crate accepts another user's map (it
-        // creates nothing, so the mode sets no file's mode).
-        let builder = match how {
-            Open::ReadOnly => builder.access(shmem::Access::ReadOnly).mode(0o644),
-            _ => builder,
-        };
-        // Attaching may wait for another process that is initialising the segment.
-        let map = py
-            .detach(|| match how {
-                Open::OrCreate => builder.open(),
-                Open::Create => builder.create_new(),
-                Open::Existing | Open::ReadOnly => builder.open_existing(),
-            })
-            .map_err(errors::to_py)?;
+        let map = open::attach(py, builder, how)?;
         Ok(Map {
             slot: Slot::new(
                 "map",

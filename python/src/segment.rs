@@ -16,16 +16,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyType};
 
 use crate::handle::{OnClose, Slot};
+use crate::open::{self, Open};
 use crate::{args, errors};
 
 impl OnClose for shmem::Segment {}
-
-#[derive(Clone, Copy)]
-enum Open {
-    OrCreate,
-    Create,
-    Existing,
-}
 
 /// A named block of `size` bytes of shared memory, zero-filled by the process that creates it
 /// (like the memory of a Windows named file mapping). `buf` is a writable memoryview of it,
@@ -87,24 +81,12 @@ impl Segment {
         how: Open,
     ) -> PyResult<Segment> {
         let size = args::size("size", name, size)?;
-        let lifetime = if persistent {
-            shmem::Lifetime::Persistent
-        } else {
-            shmem::Lifetime::Transient
-        };
         let builder = shmem::Segment::builder(name)
             .dir(args::dir(dir))
             .size(size)
-            .lifetime(lifetime)
+            .lifetime(open::lifetime(persistent))
             .mode(args::mode(name, mode)?);
-        // Creating reserves every page (fallocate), which takes a while for a large segment.
-        let segment = py
-            .detach(|| match how {
-                Open::OrCreate => builder.open(),
-                Open::Create => builder.create_new(),
-                Open::Existing => builder.open_existing(),
-            })
-            .map_err(errors::to_py)?;
+        let segment = open::attach(py, builder, how)?;
         Ok(Segment {
             slot: Slot::new("segment", name, segment),
         })

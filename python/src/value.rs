@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyType};
 
 use crate::handle::{OnClose, Slot};
+use crate::open::{self, Open};
 use crate::{args, errors};
 
 /// How long a wait on the main thread sleeps between two checks for signals.
@@ -51,15 +52,6 @@ enum Waited {
     Cancelled,
 }
 
-#[derive(Clone, Copy)]
-enum Open {
-    OrCreate,
-    Create,
-    Existing,
-    /// `Existing`, read-only.
-    ReadOnly,
-}
-
 /// A value shared between processes by name: a byte string of up to `capacity` bytes and a
 /// version that every `set` increments. Readers always get one complete value, never part of
 /// one write and part of another, and never block; `wait`, `watch` and `changed` sleep until
@@ -83,11 +75,7 @@ impl Value {
         readonly: bool,
     ) -> PyResult<Value> {
         let zero = 0u8.into_pyobject(py)?;
-        let how = if readonly {
-            Open::ReadOnly
-        } else {
-            Open::Existing
-        };
+        let how = Open::existing(readonly);
         Value::attach(py, name, zero.as_any(), false, 0o600, Some(dir), how)
     }
 
@@ -102,30 +90,12 @@ impl Value {
         how: Open,
     ) -> PyResult<Value> {
         let capacity = args::size("capacity", name, capacity)?;
-        let lifetime = if persistent {
-            shmem::Lifetime::Persistent
-        } else {
-            shmem::Lifetime::Transient
-        };
         let builder = shmem::Value::builder(name)
             .dir(args::dir(dir))
             .capacity(capacity)
-            .lifetime(lifetime)
+            .lifetime(open::lifetime(persistent))
             .mode(args::mode(name, mode)?);
-        // Read-only: a sharing mode is how the core crate accepts another user's value (it
-        // creates nothing, so the mode sets no file's mode).
-        let builder = match how {
-            Open::ReadOnly => builder.access(shmem::Access::ReadOnly).mode(0o644),
-            _ => builder,
-        };
-        // Attaching may wait for another process that is initialising the segment.
-        let value = py
-            .detach(|| match how {
-                Open::OrCreate => builder.open(),
-                Open::Create => builder.create_new(),
-                Open::Existing | Open::ReadOnly => builder.open_existing(),
-            })
-            .map_err(errors::to_py)?;
+        let value = open::attach(py, builder, how)?;
         Ok(Value {
             slot: Slot::new(
                 "value",
@@ -281,11 +251,7 @@ impl Value {
     ) -> PyResult<Value> {
         let zero = 0u8.into_pyobject(py)?;
         let capacity = capacity.unwrap_or(zero.as_any());
-        let how = if readonly {
-            Open::ReadOnly
-        } else {
-            Open::Existing
-        };
+        let how = Open::existing(readonly);
         Value::attach(py, name, capacity, false, 0o600, dir, how)
     }
 
