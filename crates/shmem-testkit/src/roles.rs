@@ -918,18 +918,22 @@ fn map_churn(
 fn map_waiter(dir: &str, name: &str, key: &str, since: u64, timeout_ms: u64) -> Res {
     let m = Map::builder(name).dir(dir).open_existing()?;
     println!("waiting");
-    let t = Some(Duration::from_millis(timeout_ms));
-    let r = if key == "-" {
-        m.wait_any(since, t)
-    } else {
-        m.wait_changed(key, since, t)
-    };
-    match r {
+    match wait_key_or_any(&m, key, since, timeout_ms) {
         Ok(version) => println!("changed {version}"),
         Err(shmem::Error::Timeout { .. }) => println!("timeout"),
         Err(e) => return Err(e.into()),
     }
     Ok(())
+}
+
+/// The map roles' wait: on KEY's version, or with KEY `-` on the map's, to move past `since`.
+fn wait_key_or_any(m: &Map, key: &str, since: u64, timeout_ms: u64) -> shmem::Result<u64> {
+    let t = Some(Duration::from_millis(timeout_ms));
+    if key == "-" {
+        m.wait_any(since, t)
+    } else {
+        m.wait_changed(key, since, t)
+    }
 }
 
 /// `scribble-all FILE SEED ITERS`: writes 1 to 64 random bytes at uniformly random offsets
@@ -997,13 +1001,7 @@ fn ro_map_waiter(dir: &str, name: &str, key: &str, since: u64, timeout_ms: u64) 
         .access(shmem::Access::ReadOnly)
         .open_existing()?;
     println!("waiting");
-    let t = Some(Duration::from_millis(timeout_ms));
-    let r = if key == "-" {
-        m.wait_any(since, t)
-    } else {
-        m.wait_changed(key, since, t)
-    };
-    match r {
+    match wait_key_or_any(&m, key, since, timeout_ms) {
         Ok(version) if key == "-" => println!("changed {version} -"),
         Ok(version) => {
             let value = m.get(key)?.map(|(v, _)| v).unwrap_or_default();
