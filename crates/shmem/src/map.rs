@@ -119,7 +119,7 @@ pub(crate) mod protocol;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
+use crate::header::{Lifetime, HEADER_LEN};
 use crate::platform::shared::{read_words, Parts, PartsIn, Shared};
 use crate::retry::{ask_hold_off, Backoff};
 use crate::segment::{Builder, Segment};
@@ -1984,13 +1984,7 @@ impl Map {
         drop(guard);
         if let Ok(Delete::Removed { .. }) = r {
             let ch = self.channel(op.key().tag());
-            if self.seg.header().wake == WakePolicy::EveryPublish {
-                // Read-only handles may wait on this map: they cannot announce themselves and
-                // sleep on channel 0, so every publish wakes it (`WakePolicy`, header.rs).
-                self.writer.wake_after_publish_always(self.site(), &[ch]);
-            } else {
-                self.writer.wake_after_publish(self.site(), &[ch]);
-            }
+            self.writer.wake_after_publish(self.site(), &[ch]);
         }
         r
     }

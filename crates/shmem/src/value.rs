@@ -65,7 +65,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::header::{Lifetime, WakePolicy, HEADER_LEN};
+use crate::header::{Lifetime, HEADER_LEN};
 use crate::platform;
 use crate::platform::shared::{Shared, Slots, SlotsLayout};
 use crate::retry::{ask_hold_off, Backoff};
@@ -361,13 +361,7 @@ impl Value {
     }
 
     fn wake_after_publish(&self) {
-        if self.seg.header().wake == WakePolicy::EveryPublish {
-            // Read-only handles may wait on this value: they cannot announce themselves, so
-            // every publish wakes (`WakePolicy`, header.rs).
-            self.writer.wake_after_publish_always(self.site(), &[]);
-        } else {
-            self.writer.wake_after_publish(self.site(), &[]);
-        }
+        self.writer.wake_after_publish(self.site(), &[]);
     }
 
     fn site(&self) -> Site<'_> {

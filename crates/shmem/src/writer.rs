@@ -22,7 +22,7 @@
 //!
 //! Exceptions, for read-only handles (which cannot write the segment; Linux): a value or map
 //! whose header says `WakePolicy::EveryPublish` wakes channel 0 at every publish
-//! ([`Writer::wake_after_publish_always`]; a map's announced bucket channels as usual besides),
+//! ([`Writer::wake_after_publish`]; a map's announced bucket channels as usual besides),
 //! and its read-only waiters, of a value or of a map (`wait_any` and `wait_changed(key)` alike),
 //! do not announce themselves and sleep on channel 0 ([`Writer::wait_unannounced`]); a
 //! read-only handle's `wake_waiters` bumps nothing shared and wakes only its own waiters
@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::header::WakePolicy;
 use crate::platform::{self, Park, WriterSys};
 use crate::segment::Segment;
 use crate::seqlock::{self, Control, Wake};
@@ -171,26 +172,15 @@ impl Writer {
 
     /// After a publish and the unlock: one SeqCst fence (`seqlock::after_publish`, channel 0),
     /// then each further channel of `more` (already bumped); wakes the sleepers of each channel
-    /// whose may-sleep flag was set.
+    /// whose may-sleep flag was set. On a value or map whose header says
+    /// `WakePolicy::EveryPublish` (read-only waiters, which cannot set the flag, may sleep on
+    /// channel 0) channel 0 is woken whatever its flag says: one wake call per publish, not
+    /// two, unless a bucket waiter of `more` announced itself.
     pub(crate) fn wake_after_publish(&self, at: Site<'_>, more: &[Channel<'_>]) {
-        if seqlock::after_publish(at.ctrl) == Wake::Sleepers {
+        let announced = seqlock::after_publish(at.ctrl) == Wake::Sleepers;
+        if announced || at.seg.header().wake == WakePolicy::EveryPublish {
             self.wake(at, Channel::control(at.ctrl));
         }
-        for &ch in more {
-            if seqlock::take_sleepers(ch.sleepers) == Wake::Sleepers {
-                self.wake(at, ch);
-            }
-        }
-    }
-
-    /// After a publish and the unlock, on a value or map whose every publish wakes
-    /// (`WakePolicy::EveryPublish`, for read-only waiters that cannot announce themselves):
-    /// the same fence and flag, then channel 0's wake-up whether its flag was set or not; the
-    /// channels of `more` (a map's wait bucket) as in [`Writer::wake_after_publish`], only if
-    /// announced. One wake call per publish, not two, unless a bucket waiter announced itself.
-    pub(crate) fn wake_after_publish_always(&self, at: Site<'_>, more: &[Channel<'_>]) {
-        let _ = seqlock::after_publish(at.ctrl);
-        self.wake(at, Channel::control(at.ctrl));
         for &ch in more {
             if seqlock::take_sleepers(ch.sleepers) == Wake::Sleepers {
                 self.wake(at, ch);
@@ -301,12 +291,12 @@ impl Writer {
     /// it still reports no change, the publish that would make one had not bumped `wake` when
     /// it was read, and the publisher's unconditional wake-up after its bump ends the sleep.
     /// A map's one-key waiter is thus woken by every publish of the map and re-checks its key.
-    #[cfg(target_os = "linux")]
     ///
     /// A segment whose writers wake only announced waiters (`WakePolicy::Announced`) would
     /// leave such a sleep unwoken: unless the change is already there, the wait is refused
     /// with [`Error::PermissionDenied`] naming the segment and `what` it holds ("value",
     /// "map").
+    #[cfg(target_os = "linux")]
     pub(crate) fn wait_unannounced(
         &self,
         at: Site<'_>,
