@@ -26,9 +26,9 @@
 //! [`HEADER_LEN`] in both storages.
 //!
 //! The header is written once, by the initialiser, while it holds the exclusive lock (see
-//! `platform/linux/segment.rs`), and only read afterwards. A peer may still scribble on it, so every read goes
-//! through [`parse`], which checks every field against what this process knows (the file length
-//! from `fstat`); a bad field is an error, never trusted.
+//! `platform/linux/segment.rs`), and only read afterwards. A peer may still scribble on it, so
+//! every read goes through [`parse`], which checks every field against what this process knows
+//! (the file length from `fstat`); a bad field is an error, never trusted.
 //!
 //! **Unfinished headers.** An initialiser writes everything but the magic first, then the
 //! magic. So a file whose magic is 0 is "an initialiser died (or is at work)" only when the
