@@ -47,53 +47,31 @@ pub(crate) trait Builder: Sync {
     fn open_existing(&self) -> shmem::Result<Self::Handle>;
 }
 
-impl Builder for shmem::ValueBuilder {
-    type Handle = shmem::Value;
-    fn read_only(self) -> Self {
-        self.access(shmem::Access::ReadOnly).mode(0o644)
-    }
-    fn open_or_create(&self) -> shmem::Result<shmem::Value> {
-        self.open()
-    }
-    fn create_new(&self) -> shmem::Result<shmem::Value> {
-        shmem::ValueBuilder::create_new(self)
-    }
-    fn open_existing(&self) -> shmem::Result<shmem::Value> {
-        shmem::ValueBuilder::open_existing(self)
-    }
+/// The same forwarding impl for each builder (the core's builders have the same methods but
+/// no trait of their own).
+macro_rules! impl_builder {
+    ($builder:ty => $handle:ty) => {
+        impl Builder for $builder {
+            type Handle = $handle;
+            fn read_only(self) -> Self {
+                self.access(shmem::Access::ReadOnly).mode(0o644)
+            }
+            fn open_or_create(&self) -> shmem::Result<$handle> {
+                self.open()
+            }
+            fn create_new(&self) -> shmem::Result<$handle> {
+                <$builder>::create_new(self)
+            }
+            fn open_existing(&self) -> shmem::Result<$handle> {
+                <$builder>::open_existing(self)
+            }
+        }
+    };
 }
 
-impl Builder for shmem::MapBuilder {
-    type Handle = shmem::Map;
-    fn read_only(self) -> Self {
-        self.access(shmem::Access::ReadOnly).mode(0o644)
-    }
-    fn open_or_create(&self) -> shmem::Result<shmem::Map> {
-        self.open()
-    }
-    fn create_new(&self) -> shmem::Result<shmem::Map> {
-        shmem::MapBuilder::create_new(self)
-    }
-    fn open_existing(&self) -> shmem::Result<shmem::Map> {
-        shmem::MapBuilder::open_existing(self)
-    }
-}
-
-impl Builder for shmem::Builder {
-    type Handle = shmem::Segment;
-    fn read_only(self) -> Self {
-        self.access(shmem::Access::ReadOnly).mode(0o644)
-    }
-    fn open_or_create(&self) -> shmem::Result<shmem::Segment> {
-        self.open()
-    }
-    fn create_new(&self) -> shmem::Result<shmem::Segment> {
-        shmem::Builder::create_new(self)
-    }
-    fn open_existing(&self) -> shmem::Result<shmem::Segment> {
-        shmem::Builder::open_existing(self)
-    }
-}
+impl_builder!(shmem::ValueBuilder => shmem::Value);
+impl_builder!(shmem::MapBuilder => shmem::Map);
+impl_builder!(shmem::Builder => shmem::Segment);
 
 /// Opens what `builder` describes, `how`, with the GIL released: attaching may wait for
 /// another process that is initialising the segment, and creating reserves every page

@@ -76,35 +76,28 @@ trait Attach {
     fn attach_existing(&self) -> shmem::Result<Self::Handle>;
 }
 
-impl Attach for shmem::ValueBuilder {
-    type Handle = Value;
-    #[cfg(target_os = "linux")]
-    fn with_mode(self, mode: u32) -> Self {
-        self.mode(mode)
-    }
-    #[cfg(target_os = "linux")]
-    fn read_only(self) -> Self {
-        self.access(shmem::Access::ReadOnly)
-    }
-    fn attach_existing(&self) -> shmem::Result<Value> {
-        self.open_existing()
-    }
+/// The same forwarding impl for each builder.
+macro_rules! impl_attach {
+    ($builder:ty => $handle:ty) => {
+        impl Attach for $builder {
+            type Handle = $handle;
+            #[cfg(target_os = "linux")]
+            fn with_mode(self, mode: u32) -> Self {
+                self.mode(mode)
+            }
+            #[cfg(target_os = "linux")]
+            fn read_only(self) -> Self {
+                self.access(shmem::Access::ReadOnly)
+            }
+            fn attach_existing(&self) -> shmem::Result<$handle> {
+                self.open_existing()
+            }
+        }
+    };
 }
 
-impl Attach for shmem::MapBuilder {
-    type Handle = shmem::Map;
-    #[cfg(target_os = "linux")]
-    fn with_mode(self, mode: u32) -> Self {
-        self.mode(mode)
-    }
-    #[cfg(target_os = "linux")]
-    fn read_only(self) -> Self {
-        self.access(shmem::Access::ReadOnly)
-    }
-    fn attach_existing(&self) -> shmem::Result<shmem::Map> {
-        self.open_existing()
-    }
-}
+impl_attach!(shmem::ValueBuilder => Value);
+impl_attach!(shmem::MapBuilder => shmem::Map);
 
 /// Attaches the existing `kind` named `name` that `builder` describes, for `need`; a missing
 /// one is reported by [`not_found`].
